@@ -1,0 +1,83 @@
+/* Split virtqueue layout (virtio 1.2 §2.7) and the accessors and barriers
+ * used on it.  Everything in these structures lives in guest memory: the
+ * guest may change any field at any time, so every value is read once
+ * (READ_ONCE) into a local before it is checked and used.
+ * Little-endian host assumed (x86_64, aarch64): virtio 1.x rings are LE. */
+#ifndef VHOSTD_RING_H
+#define VHOSTD_RING_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define VRING_DESC_F_NEXT       1
+#define VRING_DESC_F_WRITE      2
+#define VRING_DESC_F_INDIRECT   4
+
+#define VRING_USED_F_NO_NOTIFY  1
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+
+struct vring_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+
+struct vring_avail {
+	uint16_t flags;
+	uint16_t idx;
+	uint16_t ring[];        /* then used_event (EVENT_IDX) */
+};
+
+struct vring_used_elem {
+	uint32_t id;
+	uint32_t len;
+};
+
+struct vring_used {
+	uint16_t flags;
+	uint16_t idx;
+	struct vring_used_elem ring[];  /* then avail_event (EVENT_IDX) */
+};
+
+static inline size_t vring_desc_size(unsigned num)
+{
+	return sizeof(struct vring_desc) * num;
+}
+
+static inline size_t vring_avail_size(unsigned num)
+{
+	return sizeof(struct vring_avail) + sizeof(uint16_t) * num + sizeof(uint16_t);
+}
+
+static inline size_t vring_used_size(unsigned num)
+{
+	return sizeof(struct vring_used) + sizeof(struct vring_used_elem) * num +
+	       sizeof(uint16_t);
+}
+
+/* A single untorn read/write of a guest-shared field. */
+#define READ_ONCE(x)      (*(const volatile __typeof__(x) *)&(x))
+#define WRITE_ONCE(x, v)  (*(volatile __typeof__(x) *)&(x) = (v))
+
+/* Barriers.  The guest runs on other CPUs and only ever communicates through
+ * memory; these pair with the guest driver's virtio_*mb().
+ *  - rmb after reading avail->idx: the ring entries and descriptors it
+ *    publishes must not be read before the index (acquire).
+ *  - wmb before writing used->idx: the used elements and the data written
+ *    into guest buffers must be visible before the index (release).
+ *  - mb between publishing used->idx (or avail_event) and reading the
+ *    driver's used_event/flags (or re-reading avail->idx): a store followed
+ *    by a load needs a full fence, or both sides can miss each other's
+ *    update and sleep forever. */
+static inline void ring_rmb(void) { atomic_thread_fence(memory_order_acquire); }
+static inline void ring_wmb(void) { atomic_thread_fence(memory_order_release); }
+static inline void ring_mb(void)  { atomic_thread_fence(memory_order_seq_cst); }
+
+/* virtio's vring_need_event(): has new_idx crossed event since old? */
+static inline int vring_need_event(uint16_t event, uint16_t new_idx, uint16_t old)
+{
+	return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+}
+
+#endif

@@ -1,0 +1,239 @@
+/* Split virtqueue, device side: descriptor walking, used ring, notification
+ * suppression.  Runs on the engine thread that owns the vq (vq_map_rings on
+ * the control thread while the vq is stopped).
+ * Trust: the guest may rewrite any ring field at any moment; each value is
+ * read once, then checked, then used.  A bad index, loop or indirect table
+ * breaks the ring (the connection is dropped); a bad buffer address fails
+ * just that request. */
+#include "vq.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blk.h"
+#include "log.h"
+
+void vq_init(struct vq *vq, unsigned index, struct vblk *blk)
+{
+	memset(vq, 0, offsetof(struct vq, stats));
+	vq->index = index;
+	vq->blk = blk;
+	vq->kick_fd = vq->call_fd = vq->err_fd = -1;
+}
+
+int vq_map_rings(struct vq *vq, char *err, size_t errlen)
+{
+	if (!vq->mem || vq->num == 0) {
+		snprintf(err, errlen, "queue %u started without %s", vq->index,
+			 vq->mem ? "a size" : "a memory table");
+		return -EINVAL;
+	}
+	vq->desc = mem_uva_to_host(vq->mem, vq->desc_uva, vring_desc_size(vq->num));
+	vq->avail = mem_uva_to_host(vq->mem, vq->avail_uva, vring_avail_size(vq->num));
+	vq->used = mem_uva_to_host(vq->mem, vq->used_uva, vring_used_size(vq->num));
+	if (!vq->desc || !vq->avail || !vq->used) {
+		snprintf(err, errlen, "queue %u: ring addresses are outside guest memory",
+			 vq->index);
+		return -EFAULT;
+	}
+	/* Natural alignment keeps the 16/32-bit ring fields untorn. */
+	if (((uintptr_t)vq->desc & 15) || ((uintptr_t)vq->avail & 1) ||
+	    ((uintptr_t)vq->used & 3)) {
+		snprintf(err, errlen, "queue %u: ring addresses are misaligned", vq->index);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void vq_mark_broken(struct vq *vq, const char *why)
+{
+	if (atomic_exchange(&vq->broken, true))
+		return;
+	vlog(LOG_ERR, "[%s q%u] broken ring: %s; dropping the connection",
+	     vblk_name(vq->blk), vq->index, why);
+	if (vq->err_fd >= 0) {
+		uint64_t one = 1;
+		(void)!write(vq->err_fd, &one, sizeof(one));
+	}
+	vblk_ring_broken(vq->blk, vq, why);
+}
+
+/* Add one descriptor's buffer to the chain. */
+static void chain_add(struct vq *vq, struct vq_chain *c, uint64_t addr,
+		      uint32_t len, uint16_t flags)
+{
+	bool w = flags & VRING_DESC_F_WRITE;
+	unsigned used = c->nout + c->nin;
+	int n;
+
+	if (w) {
+		c->last_w_addr = addr;
+		c->last_w_len = len;
+	} else if (c->nin) {
+		/* readable after writable: not a layout the spec allows */
+		c->fault = true;
+		return;
+	}
+	if (c->fault)
+		return;
+	n = mem_gpa_to_iov(vq->mem, addr, len, &c->iov[used], VQ_MAX_IOV - used);
+	if (n < 0) {
+		c->fault = true;
+		return;
+	}
+	if (w) {
+		c->nin += n;
+		c->in_len += len;
+	} else {
+		c->nout += n;
+		c->out_len += len;
+	}
+}
+
+int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c)
+{
+	const struct vring_desc *table = vq->desc;
+	unsigned limit = vq->num, count = 0;
+	uint16_t idx = head;
+	bool indirect = false;
+
+	c->head = head;
+	c->fault = false;
+	c->nout = c->nin = 0;
+	c->out_len = c->in_len = 0;
+	c->last_w_addr = 0;
+	c->last_w_len = 0;
+
+	if (head >= vq->num)
+		return -EBADMSG;
+	for (;;) {
+		struct vring_desc d;
+
+		if (idx >= limit || ++count > limit)
+			return -EBADMSG;        /* out of the table, or a loop */
+		d.addr = READ_ONCE(table[idx].addr);
+		d.len = READ_ONCE(table[idx].len);
+		d.flags = READ_ONCE(table[idx].flags);
+		d.next = READ_ONCE(table[idx].next);
+
+		if (d.flags & VRING_DESC_F_INDIRECT) {
+			/* One level only, a whole number of descriptors, the
+			 * table in one region, and nothing chained after it. */
+			if (indirect || (d.flags & VRING_DESC_F_NEXT) ||
+			    d.len == 0 || d.len % sizeof(struct vring_desc) ||
+			    d.len / sizeof(struct vring_desc) > VQ_MAX_SIZE)
+				return -EBADMSG;
+			table = mem_gpa_to_host(vq->mem, d.addr, d.len);
+			if (!table)
+				return -EBADMSG;
+			if ((uintptr_t)table & 7)
+				return -EBADMSG;
+			indirect = true;
+			limit = d.len / sizeof(struct vring_desc);
+			count = 0;
+			idx = 0;
+			continue;
+		}
+		chain_add(vq, c, d.addr, d.len, d.flags);
+		if (!(d.flags & VRING_DESC_F_NEXT))
+			return 0;
+		idx = d.next;
+	}
+}
+
+void vq_push_used(struct vq *vq, uint16_t head, uint32_t len)
+{
+	struct vring_used_elem *e = &vq->used->ring[vq->used_idx & (vq->num - 1)];
+	WRITE_ONCE(e->id, head);
+	WRITE_ONCE(e->len, len);
+	vq->used_idx++;
+}
+
+void vq_flush_used(struct vq *vq)
+{
+	uint16_t old = vq->signalled_used, new_idx = vq->used_idx;
+	bool notify;
+
+	if (old == new_idx)
+		return;
+	vq->signalled_used = new_idx;
+	ring_wmb();     /* used elements and guest data before the index */
+	WRITE_ONCE(vq->used->idx, new_idx);
+	ring_mb();      /* publish the index before reading used_event/flags */
+
+	if (vq->event_idx) {
+		uint16_t event = READ_ONCE(vq->avail->ring[vq->num]);
+		notify = vring_need_event(event, new_idx, old);
+	} else {
+		notify = !(READ_ONCE(vq->avail->flags) & VRING_AVAIL_F_NO_INTERRUPT);
+	}
+	if (notify && vq->call_fd >= 0) {
+		uint64_t one = 1;
+		(void)!write(vq->call_fd, &one, sizeof(one));
+	}
+}
+
+bool vq_set_notify(struct vq *vq, bool on)
+{
+	if (on == vq->notify_on && !on)
+		return false;
+	vq->notify_on = on;
+	if (vq->event_idx) {
+		/* The driver kicks when avail->idx passes avail_event.  While
+		 * polling we leave it behind, so at most one kick arrives per
+		 * 64K requests. */
+		if (on)
+			WRITE_ONCE(*(uint16_t *)&vq->used->ring[vq->num], vq->last_avail);
+	} else {
+		uint16_t f = READ_ONCE(vq->used->flags);
+		f = on ? (f & ~VRING_USED_F_NO_NOTIFY) : (f | VRING_USED_F_NO_NOTIFY);
+		WRITE_ONCE(vq->used->flags, f);
+	}
+	if (!on)
+		return false;
+	ring_mb();      /* the request for kicks before re-reading avail->idx */
+	return READ_ONCE(vq->avail->idx) != vq->last_avail;
+}
+
+int vq_poll(struct vq *vq)
+{
+	uint16_t avail_idx, pending;
+	int n = 0;
+
+	if (atomic_load_explicit(&vq->broken, memory_order_relaxed))
+		return 0;
+	avail_idx = READ_ONCE(vq->avail->idx);
+	pending = avail_idx - vq->last_avail;
+	if (pending == 0)
+		return 0;
+	if (pending > vq->num) {
+		char why[96];
+		snprintf(why, sizeof(why), "avail index %u is %u ahead of %u (queue size %u)",
+			 avail_idx, pending, vq->last_avail, vq->num);
+		vq_mark_broken(vq, why);
+		return -1;
+	}
+	ring_rmb();     /* ring entries after the index that published them */
+	if (pending > VQ_BATCH)
+		pending = VQ_BATCH;
+
+	for (; n < pending; n++) {
+		uint16_t head = READ_ONCE(vq->avail->ring[vq->last_avail & (vq->num - 1)]);
+		int rc = vq_walk(vq, head, &vq->chain);
+
+		if (rc < 0) {
+			char why[64];
+			snprintf(why, sizeof(why), "bad descriptor chain at head %u", head);
+			vq_flush_used(vq);
+			vq_mark_broken(vq, why);
+			return -1;
+		}
+		vq->last_avail++;
+		vblk_handle(vq->blk, vq, &vq->chain);
+	}
+	vq_flush_used(vq);
+	vq->work_done += n;
+	return n;
+}

@@ -1,0 +1,98 @@
+/* A split virtqueue, device side.
+ * Ownership: the control thread configures a vq while it is stopped
+ * (fields under "config"); once attached to an engine thread only that
+ * thread touches the ring and the "engine" fields, until a detach command
+ * has been acknowledged.  Nothing read from the ring is trusted. */
+#ifndef VHOSTD_VQ_H
+#define VHOSTD_VQ_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "mem.h"
+#include "ring.h"
+
+#define VQ_MAX_SIZE     1024
+#define VQ_BATCH        32
+/* Data segments a request may have (virtio-blk seg_max) and the iovecs a
+ * request can use in all (header, status, and region splits). */
+#define VQ_SEG_MAX      126
+#define VQ_MAX_IOV      256
+
+struct vblk;
+struct eng_thread;
+
+/* Per-queue counters: written by the engine thread only, read by anyone. */
+struct vq_stats {
+	_Atomic uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
+	_Atomic uint64_t bytes_read, bytes_written, errors, other;
+};
+
+/* A descriptor chain, walked and translated. */
+struct vq_chain {
+	uint16_t head;
+	bool fault;             /* an address did not translate or a rule was broken */
+	unsigned nout, nin;     /* iov[0..nout) readable, iov[nout..nout+nin) writable */
+	uint64_t out_len, in_len;
+	struct iovec iov[VQ_MAX_IOV];
+	/* last writable descriptor (to report a status even after a fault) */
+	uint64_t last_w_addr;
+	uint32_t last_w_len;
+};
+
+struct vq {
+	/* config (control thread, while stopped) */
+	unsigned index;
+	uint16_t num;                   /* 0 = not set */
+	uint64_t desc_uva, avail_uva, used_uva;
+	int kick_fd, call_fd, err_fd;   /* -1 = none */
+	bool kick_nofd;                 /* polling driver: never sleep on this vq */
+	bool event_idx;
+	bool started;                   /* SET_VRING_KICK seen, no GET_VRING_BASE since */
+	bool enabled;                   /* SET_VRING_ENABLE */
+	bool attached;                  /* running on an engine thread */
+	struct vblk *blk;               /* the device whose requests these are */
+	const struct mem_table *mem;
+
+	/* ring pointers: translated at attach */
+	struct vring_desc *desc;
+	struct vring_avail *avail;
+	struct vring_used *used;
+
+	/* engine (while attached); last_avail is also set by SET_VRING_BASE */
+	uint16_t last_avail;
+	uint16_t used_idx;
+	uint16_t signalled_used;        /* used->idx as we last published it */
+	bool notify_on;                 /* guest kicks currently wanted */
+	_Atomic bool broken;
+	struct eng_thread *thread;
+	uint64_t work_done;             /* requests handled (engine-local) */
+
+	struct vq_stats stats __attribute__((aligned(64)));
+	struct vq_chain chain __attribute__((aligned(64)));
+};
+
+void vq_init(struct vq *vq, unsigned index, struct vblk *blk);
+/* Translate ring addresses against vq->mem (control thread, before attach).
+ * 0 or -EFAULT with a reason. */
+int vq_map_rings(struct vq *vq, char *err, size_t errlen);
+
+/* Engine side. */
+/* Handle up to VQ_BATCH requests; returns how many, or -1 if the ring broke. */
+int vq_poll(struct vq *vq);
+/* Ask the guest for kicks (true) or tell it not to bother (false); enabling
+ * returns true if work arrived meanwhile (so do not sleep). */
+bool vq_set_notify(struct vq *vq, bool on);
+/* Walk and translate the chain at head into vq->chain. 0, or -EBADMSG if
+ * the ring itself is broken (bad index, loop, bad indirect table). */
+int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c);
+/* Queue a used element (published by vq_flush_used). */
+void vq_push_used(struct vq *vq, uint16_t head, uint32_t len);
+/* Publish used elements and interrupt the guest if it wants one. */
+void vq_flush_used(struct vq *vq);
+/* Mark the ring broken: stop using it, signal err_fd, tell the device. */
+void vq_mark_broken(struct vq *vq, const char *why);
+
+#endif

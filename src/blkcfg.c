@@ -1,0 +1,50 @@
+/* virtio-blk features and config space; see blkcfg.h. */
+#include "blkcfg.h"
+
+#include <string.h>
+
+#define BIT(n) (1ULL << (n))
+
+uint64_t blkcfg_features(const struct vblk *b)
+{
+	uint64_t f = BIT(VIRTIO_F_VERSION_1) | BIT(VIRTIO_RING_F_INDIRECT_DESC) |
+		     BIT(VIRTIO_RING_F_EVENT_IDX) |
+		     BIT(VIRTIO_BLK_F_SIZE_MAX) | BIT(VIRTIO_BLK_F_SEG_MAX) |
+		     BIT(VIRTIO_BLK_F_BLK_SIZE) | BIT(VIRTIO_BLK_F_TOPOLOGY) |
+		     BIT(VIRTIO_BLK_F_FLUSH) | BIT(VIRTIO_BLK_F_CONFIG_WCE) |
+		     BIT(VIRTIO_BLK_F_MQ);
+
+	if (b->params.readonly)
+		f |= BIT(VIRTIO_BLK_F_RO);
+	else {
+		if (b->be && b->be->can_discard)
+			f |= BIT(VIRTIO_BLK_F_DISCARD);
+		if (b->be && b->be->can_write_zeroes)
+			f |= BIT(VIRTIO_BLK_F_WRITE_ZEROES);
+	}
+	return f;
+}
+
+void blkcfg_build(const struct vblk *b, struct virtio_blk_config *cfg)
+{
+	uint32_t bs = b->params.block_size;
+	uint32_t spb = bs / 512;        /* sectors per logical block */
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->capacity = b->params.size / 512;
+	cfg->size_max = VBLK_SIZE_MAX;
+	cfg->seg_max = VQ_SEG_MAX;
+	cfg->blk_size = bs;
+	cfg->topology.physical_block_exp = 0;
+	cfg->topology.alignment_offset = 0;
+	cfg->topology.min_io_size = 1;
+	cfg->topology.opt_io_size = 0;
+	cfg->writeback = b->wce;
+	cfg->num_queues = b->params.queues;
+	cfg->max_discard_sectors = VBLK_MAX_DISCARD_SECTORS;
+	cfg->max_discard_seg = VBLK_MAX_DISCARD_SEG;
+	cfg->discard_sector_alignment = spb;
+	cfg->max_write_zeroes_sectors = VBLK_MAX_DISCARD_SECTORS;
+	cfg->max_write_zeroes_seg = VBLK_MAX_DISCARD_SEG;
+	cfg->write_zeroes_may_unmap = 1;
+}

@@ -1,0 +1,63 @@
+/* virtio-blk feature bits and configuration space, built from a device's
+ * parameters and backend.  Control thread. */
+#ifndef VHOSTD_BLKCFG_H
+#define VHOSTD_BLKCFG_H
+
+#include <stdint.h>
+
+#include "blk.h"
+
+#define VIRTIO_BLK_F_SIZE_MAX     1
+#define VIRTIO_BLK_F_SEG_MAX      2
+#define VIRTIO_BLK_F_RO           5
+#define VIRTIO_BLK_F_BLK_SIZE     6
+#define VIRTIO_BLK_F_FLUSH        9
+#define VIRTIO_BLK_F_TOPOLOGY     10
+#define VIRTIO_BLK_F_CONFIG_WCE   11
+#define VIRTIO_BLK_F_MQ           12
+#define VIRTIO_BLK_F_DISCARD      13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+
+#define VIRTIO_RING_F_INDIRECT_DESC 28
+#define VIRTIO_RING_F_EVENT_IDX     29
+#define VIRTIO_F_VERSION_1          32
+
+/* virtio 1.2 §5.2.4, little-endian, packed as the spec lays it out. */
+struct virtio_blk_config {
+	uint64_t capacity;
+	uint32_t size_max;
+	uint32_t seg_max;
+	struct {
+		uint16_t cylinders;
+		uint8_t heads;
+		uint8_t sectors;
+	} geometry;
+	uint32_t blk_size;
+	struct {
+		uint8_t physical_block_exp;
+		uint8_t alignment_offset;
+		uint16_t min_io_size;
+		uint32_t opt_io_size;
+	} topology;
+	uint8_t writeback;
+	uint8_t unused0;
+	uint16_t num_queues;
+	uint32_t max_discard_sectors;
+	uint32_t max_discard_seg;
+	uint32_t discard_sector_alignment;
+	uint32_t max_write_zeroes_sectors;
+	uint32_t max_write_zeroes_seg;
+	uint8_t write_zeroes_may_unmap;
+	uint8_t unused1[3];
+	uint32_t max_secure_erase_sectors;
+	uint32_t max_secure_erase_seg;
+	uint32_t secure_erase_sector_alignment;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct virtio_blk_config) == 72, "virtio_blk_config layout");
+
+/* virtio feature bits this device offers (without vhost-user's own). */
+uint64_t blkcfg_features(const struct vblk *b);
+void blkcfg_build(const struct vblk *b, struct virtio_blk_config *cfg);
+
+#endif

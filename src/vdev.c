@@ -1,0 +1,652 @@
+/* The core: one control thread running an epoll loop over every device's
+ * listening socket, its front-end connection and its "ring broke" eventfd,
+ * plus the engine threads.  The public vdev_* calls (any thread) are carried
+ * out on the control thread through a call mailbox and waited for, so device
+ * and connection state has a single owner and needs no lock. */
+#include "vdev.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "blk.h"
+#include "engine.h"
+#include "log.h"
+#include "vu.h"
+
+enum ev_kind { EV_WAKE, EV_LISTEN, EV_CONN, EV_BROKEN };
+
+struct ev_src {
+	enum ev_kind kind;
+	struct vdev *dev;
+};
+
+struct vdev {
+	struct core *core;
+	struct vblk blk;
+	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	dev_t sock_dev;
+	ino_t sock_ino;
+	int listen_fd;
+	int broken_fd;                  /* engine -> control: a ring broke */
+	struct vu_conn *conn;           /* NULL when no front-end */
+	unsigned seq;
+	atomic_int state;
+	pthread_mutex_t err_lock;
+	char last_error[VDEV_ERR_MAX];
+	struct ev_src ev_listen, ev_conn, ev_broken;
+	struct vdev *next;
+};
+
+struct core_call {
+	int (*fn)(struct core *core, void *arg);
+	void *arg;
+	int result;
+	bool done;
+	struct core_call *next;
+};
+
+struct core {
+	struct engine *eng;
+	pthread_t tid;
+	int epfd;
+	int wake_fd;
+	struct ev_src ev_wake;
+	bool stop;
+	pthread_mutex_t lock;           /* the call mailbox */
+	pthread_cond_t cond;
+	struct core_call *calls;
+	struct vdev *devs;
+	unsigned next_seq;
+};
+
+/* --- helpers ------------------------------------------------------------- */
+
+static void set_error(struct vdev *d, const char *msg)
+{
+	pthread_mutex_lock(&d->err_lock);
+	snprintf(d->last_error, sizeof(d->last_error), "%s", msg);
+	pthread_mutex_unlock(&d->err_lock);
+}
+
+const char *vdev_state_name(enum vdev_state s)
+{
+	switch (s) {
+	case VDEV_LISTENING: return "listening";
+	case VDEV_CONNECTED: return "connected";
+	case VDEV_ERROR: return "error";
+	}
+	return "?";
+}
+
+const char *be_kind_name(enum be_kind k)
+{
+	switch (k) {
+	case BE_RAM: return "ram";
+	case BE_NULL: return "null";
+	case BE_FILE: return "file";
+	}
+	return "?";
+}
+
+void vdev_params_init(struct vdev_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->block_size = 512;
+	p->backing = BE_RAM;
+	p->queues = 1;
+}
+
+int vdev_params_check(const struct vdev_params *p, char *err, size_t errlen)
+{
+	if (p->block_size < 512 || p->block_size > 65536 ||
+	    (p->block_size & (p->block_size - 1))) {
+		snprintf(err, errlen, "block_size %u is not a power of two from 512 to 65536",
+			 p->block_size);
+		return -EINVAL;
+	}
+	if (p->size == 0) {
+		snprintf(err, errlen, "size must be greater than zero");
+		return -EINVAL;
+	}
+	if (p->size % p->block_size) {
+		snprintf(err, errlen, "size %llu is not a multiple of block_size %u",
+			 (unsigned long long)p->size, p->block_size);
+		return -EINVAL;
+	}
+	if (p->queues < 1 || p->queues > VDEV_MAX_QUEUES) {
+		snprintf(err, errlen, "queues %u is not between 1 and %d", p->queues,
+			 VDEV_MAX_QUEUES);
+		return -EINVAL;
+	}
+	if (strnlen(p->serial, sizeof(p->serial)) > VDEV_SERIAL_MAX) {
+		snprintf(err, errlen, "serial is longer than %d bytes", VDEV_SERIAL_MAX);
+		return -EINVAL;
+	}
+	if (p->backing == BE_FILE && p->path[0] != '/') {
+		snprintf(err, errlen, "backing path must be absolute");
+		return -EINVAL;
+	}
+	if (p->backing > BE_FILE) {
+		snprintf(err, errlen, "unknown backing");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Run fn on the control thread and wait for it. */
+static int core_call(struct core *core, int (*fn)(struct core *, void *), void *arg)
+{
+	struct core_call c = { .fn = fn, .arg = arg };
+	uint64_t one = 1;
+
+	if (pthread_equal(pthread_self(), core->tid))
+		return fn(core, arg);
+	pthread_mutex_lock(&core->lock);
+	c.next = core->calls;
+	core->calls = &c;
+	pthread_mutex_unlock(&core->lock);
+	(void)!write(core->wake_fd, &one, sizeof(one));
+	pthread_mutex_lock(&core->lock);
+	while (!c.done)
+		pthread_cond_wait(&core->cond, &core->lock);
+	pthread_mutex_unlock(&core->lock);
+	return c.result;
+}
+
+static void run_calls(struct core *core)
+{
+	struct core_call *c, *next, *rev = NULL;
+	uint64_t v;
+
+	(void)!read(core->wake_fd, &v, sizeof(v));
+	pthread_mutex_lock(&core->lock);
+	c = core->calls;
+	core->calls = NULL;
+	pthread_mutex_unlock(&core->lock);
+	for (; c; c = next) {           /* oldest first */
+		next = c->next;
+		c->next = rev;
+		rev = c;
+	}
+	for (c = rev; c; c = next) {
+		next = c->next;
+		c->result = c->fn(core, c->arg);
+		pthread_mutex_lock(&core->lock);
+		c->done = true;
+		pthread_cond_broadcast(&core->cond);
+		pthread_mutex_unlock(&core->lock);
+	}
+}
+
+/* --- connections ------------------------------------------------------------ */
+
+static void conn_close(struct vdev *d, const char *why)
+{
+	struct vu_conn *c = d->conn;
+
+	if (!c)
+		return;
+	if (why && why[0]) {
+		vlog(LOG_WARNING, "[%s] front-end disconnected: %s", d->blk.name, why);
+		set_error(d, why);
+	} else {
+		vlog(LOG_INFO, "[%s] front-end disconnected", d->blk.name);
+	}
+	epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	vu_conn_teardown(c);
+	close(c->fd);
+	free(c);
+	d->conn = NULL;
+	d->blk.wce = true;
+	atomic_store(&d->state, VDEV_LISTENING);
+}
+
+static void conn_accept(struct vdev *d)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_conn };
+	struct vu_conn *c;
+	int fd;
+
+	fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			vlog(LOG_WARNING, "[%s] accept: %s", d->blk.name, strerror(errno));
+		return;
+	}
+	if (d->conn) {
+		/* One front-end per device, like a disk in one VM. */
+		vlog(LOG_WARNING, "[%s] refused a second front-end connection", d->blk.name);
+		close(fd);
+		return;
+	}
+	c = malloc(sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	vu_conn_init(c, fd, &d->blk, d->core->eng, d->seq);
+	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		free(c);
+		close(fd);
+		return;
+	}
+	d->conn = c;
+	atomic_store(&d->state, VDEV_CONNECTED);
+	vlog(LOG_INFO, "[%s] front-end connected", d->blk.name);
+}
+
+static void conn_readable(struct vdev *d)
+{
+	struct vu_conn *c = d->conn;
+	int rc;
+
+	while (c && (rc = vu_recv(c)) != 0) {
+		if (rc < 0) {
+			conn_close(d, rc == -ECONNRESET && !c->err[0] ? NULL :
+				   c->err[0] ? c->err : strerror(-rc));
+			return;
+		}
+		rc = vu_dispatch(c, &c->rx);
+		c->rx_len = 0;
+		c->rx.nfds = 0;
+		if (rc < 0) {
+			conn_close(d, c->err[0] ? c->err : strerror(-rc));
+			return;
+		}
+	}
+}
+
+/* Engine thread: a ring of d broke.  The control thread drops the
+ * connection; the vq itself is already skipped by the engine. */
+static void on_ring_broken(struct vblk *b, struct vq *vq, const char *why)
+{
+	struct vdev *d = b->owner;
+	uint64_t one = 1;
+	char msg[VDEV_ERR_MAX];
+
+	snprintf(msg, sizeof(msg), "queue %u: %s", vq->index, why);
+	set_error(d, msg);
+	(void)!write(d->broken_fd, &one, sizeof(one));
+}
+
+static void *core_main(void *arg)
+{
+	struct core *core = arg;
+	struct epoll_event evs[32];
+
+	while (!core->stop) {
+		int n = epoll_wait(core->epfd, evs, 32, -1);
+		for (int i = 0; i < n; i++) {
+			struct ev_src *s = evs[i].data.ptr;
+			switch (s->kind) {
+			case EV_WAKE:
+				run_calls(core);
+				break;
+			case EV_LISTEN:
+				conn_accept(s->dev);
+				break;
+			case EV_CONN:
+				if (s->dev->conn)
+					conn_readable(s->dev);
+				break;
+			case EV_BROKEN: {
+				uint64_t v;
+				char msg[VDEV_ERR_MAX];
+				(void)!read(s->dev->broken_fd, &v, sizeof(v));
+				vdev_last_error(s->dev, msg, sizeof(msg));
+				conn_close(s->dev, msg);
+				break;
+			}
+			}
+			/* A call may have freed a device another event of this
+			 * batch points at: start over with a fresh batch. */
+			if (s->kind == EV_WAKE)
+				break;
+		}
+	}
+	return NULL;
+}
+
+/* --- core ------------------------------------------------------------------ */
+
+int core_create(const struct core_opts *opts, struct core **out)
+{
+	struct core *core = calloc(1, sizeof(*core));
+	struct epoll_event ev = { .events = EPOLLIN };
+	int rc;
+
+	if (!core)
+		return -ENOMEM;
+	pthread_mutex_init(&core->lock, NULL);
+	pthread_cond_init(&core->cond, NULL);
+	core->ev_wake.kind = EV_WAKE;
+	core->epfd = epoll_create1(EPOLL_CLOEXEC);
+	core->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ev.data.ptr = &core->ev_wake;
+	if (core->epfd < 0 || core->wake_fd < 0 ||
+	    epoll_ctl(core->epfd, EPOLL_CTL_ADD, core->wake_fd, &ev) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = eng_create(opts, &core->eng);
+	if (rc < 0)
+		goto fail;
+	rc = -pthread_create(&core->tid, NULL, core_main, core);
+	if (rc < 0)
+		goto fail_eng;
+	pthread_setname_np(core->tid, "vhostd-ctl");
+	*out = core;
+	return 0;
+fail_eng:
+	eng_destroy(core->eng);
+fail:
+	if (core->epfd >= 0)
+		close(core->epfd);
+	if (core->wake_fd >= 0)
+		close(core->wake_fd);
+	free(core);
+	return rc;
+}
+
+static void dev_free(struct vdev *d);
+
+static int do_stop(struct core *core, void *arg)
+{
+	while (core->devs) {
+		struct vdev *d = core->devs;
+		core->devs = d->next;
+		dev_free(d);
+	}
+	core->stop = true;
+	return 0;
+}
+
+void core_destroy(struct core *core)
+{
+	if (!core)
+		return;
+	core_call(core, do_stop, NULL);
+	pthread_join(core->tid, NULL);
+	eng_destroy(core->eng);
+	close(core->epfd);
+	close(core->wake_fd);
+	free(core);
+}
+
+/* --- devices ------------------------------------------------------------------ */
+
+static int listen_on(struct vdev *d, const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "socket path %s is longer than %zu bytes", path,
+			 sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen, "%s exists and is not a socket", path);
+			return -EEXIST;
+		}
+		unlink(path);   /* a stale socket of ours */
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail_errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0 ||
+	    stat(path, &st) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		goto fail_errno;
+	}
+	d->listen_fd = fd;
+	d->sock_dev = st.st_dev;
+	d->sock_ino = st.st_ino;
+	snprintf(d->sock_path, sizeof(d->sock_path), "%s", path);
+	return 0;
+fail_errno:
+	snprintf(err, errlen, "cannot listen on %s: %s", path, strerror(errno));
+	return -errno;
+}
+
+/* Remove our socket file, and only ours (same inode as the one we bound). */
+static void unlink_socket(struct vdev *d)
+{
+	struct stat st;
+	if (stat(d->sock_path, &st) == 0 && st.st_dev == d->sock_dev &&
+	    st.st_ino == d->sock_ino)
+		unlink(d->sock_path);
+}
+
+static void dev_free(struct vdev *d)
+{
+	conn_close(d, NULL);
+	if (d->listen_fd >= 0) {
+		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, d->listen_fd, NULL);
+		close(d->listen_fd);
+		unlink_socket(d);
+	}
+	if (d->broken_fd >= 0) {
+		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, d->broken_fd, NULL);
+		close(d->broken_fd);
+	}
+	be_close(d->blk.be);
+	pthread_mutex_destroy(&d->err_lock);
+	free(d);
+}
+
+struct create_args {
+	const char *name, *path;
+	const struct vdev_params *p;
+	struct vdev *out;
+	char *err;
+	size_t errlen;
+};
+
+static int do_create(struct core *core, void *arg)
+{
+	struct create_args *a = arg;
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct vdev *d;
+	int rc;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->core = core;
+	d->listen_fd = d->broken_fd = -1;
+	pthread_mutex_init(&d->err_lock, NULL);
+	snprintf(d->blk.name, sizeof(d->blk.name), "%s", a->name);
+	d->blk.params = *a->p;
+	d->blk.wce = true;
+	d->blk.owner = d;
+	d->blk.ring_broken = on_ring_broken;
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		vq_init(&d->blk.vqs[i], i, &d->blk);
+	d->ev_listen = (struct ev_src){ EV_LISTEN, d };
+	d->ev_conn = (struct ev_src){ EV_CONN, d };
+	d->ev_broken = (struct ev_src){ EV_BROKEN, d };
+
+	rc = be_open(a->p, &d->blk.be, a->err, a->errlen);
+	if (rc < 0)
+		goto fail;
+	d->broken_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->broken_fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	ev.data.ptr = &d->ev_broken;
+	if (epoll_ctl(core->epfd, EPOLL_CTL_ADD, d->broken_fd, &ev) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = listen_on(d, a->path, a->err, a->errlen);
+	if (rc < 0)
+		goto fail;
+	ev.data.ptr = &d->ev_listen;
+	if (epoll_ctl(core->epfd, EPOLL_CTL_ADD, d->listen_fd, &ev) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	d->seq = core->next_seq++;
+	atomic_store(&d->state, VDEV_LISTENING);
+	d->next = core->devs;
+	core->devs = d;
+	a->out = d;
+	vlog(LOG_INFO, "[%s] listening on %s (%s, %llu bytes, block %u, %u queue%s%s)",
+	     d->blk.name, d->sock_path, be_kind_name(a->p->backing),
+	     (unsigned long long)a->p->size, a->p->block_size, a->p->queues,
+	     a->p->queues > 1 ? "s" : "", a->p->readonly ? ", read-only" : "");
+	return 0;
+fail:
+	if (a->err[0] == '\0')
+		snprintf(a->err, a->errlen, "cannot create device: %s", strerror(-rc));
+	dev_free(d);
+	return rc;
+}
+
+int vdev_create(struct core *core, const char *name, const char *sock_path,
+		const struct vdev_params *p, struct vdev **out, char *err, size_t errlen)
+{
+	struct create_args a = { name, sock_path, p, NULL, err, errlen };
+	int rc;
+
+	err[0] = '\0';
+	if (!name[0] || strlen(name) > VDEV_NAME_MAX) {
+		snprintf(err, errlen, "device name must be 1 to %d bytes", VDEV_NAME_MAX);
+		return -EINVAL;
+	}
+	rc = vdev_params_check(p, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = core_call(core, do_create, &a);
+	if (rc == 0)
+		*out = a.out;
+	return rc;
+}
+
+struct set_args {
+	struct vdev *d;
+	const struct vdev_params *p;
+	char *err;
+	size_t errlen;
+};
+
+static int do_set_params(struct core *core, void *arg)
+{
+	struct set_args *a = arg;
+	struct vdev *d = a->d;
+	const struct vdev_params *old = &d->blk.params, *p = a->p;
+	int rc;
+
+	if (d->conn) {
+		snprintf(a->err, a->errlen, "a front-end is connected");
+		return -EBUSY;
+	}
+	if (p->backing != old->backing || strcmp(p->path, old->path) != 0 ||
+	    (p->size != old->size && !d->blk.be->ops->resize)) {
+		struct backend *be;
+		rc = be_open(p, &be, a->err, a->errlen);
+		if (rc < 0)
+			return rc;
+		be_close(d->blk.be);
+		d->blk.be = be;
+	} else if (p->size != old->size) {
+		rc = d->blk.be->ops->resize(d->blk.be, p->size);
+		if (rc < 0) {
+			snprintf(a->err, a->errlen, "cannot resize to %llu bytes: %s",
+				 (unsigned long long)p->size, strerror(-rc));
+			return rc;
+		}
+	}
+	d->blk.params = *p;
+	if (atomic_load(&d->state) == VDEV_ERROR)
+		atomic_store(&d->state, VDEV_LISTENING);
+	return 0;
+}
+
+int vdev_set_params(struct vdev *d, const struct vdev_params *p, char *err, size_t errlen)
+{
+	struct set_args a = { d, p, err, errlen };
+	int rc;
+
+	err[0] = '\0';
+	rc = vdev_params_check(p, err, errlen);
+	if (rc < 0)
+		return rc;
+	return core_call(d->core, do_set_params, &a);
+}
+
+struct destroy_args {
+	struct vdev *d;
+	bool force;
+};
+
+static int do_destroy(struct core *core, void *arg)
+{
+	struct destroy_args *a = arg;
+	struct vdev **pp;
+
+	if (a->d->conn && !a->force)
+		return -EBUSY;
+	for (pp = &core->devs; *pp; pp = &(*pp)->next) {
+		if (*pp == a->d) {
+			*pp = a->d->next;
+			break;
+		}
+	}
+	vlog(LOG_INFO, "[%s] removed", a->d->blk.name);
+	dev_free(a->d);
+	return 0;
+}
+
+int vdev_destroy(struct vdev *d, bool force)
+{
+	struct destroy_args a = { d, force };
+	return core_call(d->core, do_destroy, &a);
+}
+
+enum vdev_state vdev_get_state(struct vdev *d)
+{
+	return atomic_load(&d->state);
+}
+
+void vdev_get_stats(struct vdev *d, struct vdev_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+		struct vq_stats *s = &d->blk.vqs[i].stats;
+		st->reads += atomic_load_explicit(&s->reads, memory_order_relaxed);
+		st->writes += atomic_load_explicit(&s->writes, memory_order_relaxed);
+		st->flushes += atomic_load_explicit(&s->flushes, memory_order_relaxed);
+		st->discards += atomic_load_explicit(&s->discards, memory_order_relaxed);
+		st->write_zeroes += atomic_load_explicit(&s->write_zeroes, memory_order_relaxed);
+		st->get_ids += atomic_load_explicit(&s->get_ids, memory_order_relaxed);
+		st->bytes_read += atomic_load_explicit(&s->bytes_read, memory_order_relaxed);
+		st->bytes_written += atomic_load_explicit(&s->bytes_written, memory_order_relaxed);
+		st->errors += atomic_load_explicit(&s->errors, memory_order_relaxed);
+	}
+	st->inflight = 0;       /* synchronous backends complete within a batch */
+}
+
+void vdev_last_error(struct vdev *d, char *buf, size_t len)
+{
+	pthread_mutex_lock(&d->err_lock);
+	snprintf(buf, len, "%s", d->last_error);
+	pthread_mutex_unlock(&d->err_lock);
+}

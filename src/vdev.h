@@ -1,0 +1,102 @@
+/* vdev: the public face of the vhostd core — one vhost-user-blk device
+ * (a "controller") served on one UNIX socket, plus the core that runs them.
+ *
+ * Threads: every function here is called from the manager (FUSE threads,
+ * main, tests); they are thread-safe and synchronous: each hands its work to
+ * the core's control loop thread and waits for it.  Nothing here trusts the
+ * peer on the socket; the caller is trusted (parameters were validated by
+ * vdev_params_check(), which the create/set calls run again anyway).
+ */
+#ifndef VHOSTD_VDEV_H
+#define VHOSTD_VDEV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VDEV_NAME_MAX    64
+#define VDEV_SERIAL_MAX  20     /* VIRTIO_BLK_ID_BYTES */
+#define VDEV_MAX_QUEUES  16
+#define VDEV_ERR_MAX     256
+
+enum be_kind {
+	BE_RAM = 0,     /* zeroed anonymous memory of `size` bytes */
+	BE_NULL,        /* accepts everything, moves no data */
+	BE_FILE,        /* regular file or block device at `path` (io_uring) */
+};
+
+struct vdev_params {
+	uint64_t size;                  /* bytes; multiple of block_size, > 0 */
+	uint32_t block_size;            /* 512..65536, power of two */
+	enum be_kind backing;
+	char path[4096];                /* BE_FILE only: absolute path */
+	bool readonly;
+	uint16_t queues;                /* 1..VDEV_MAX_QUEUES */
+	char serial[VDEV_SERIAL_MAX + 1];
+};
+
+enum vdev_state {
+	VDEV_LISTENING = 0,             /* socket bound, no front-end */
+	VDEV_CONNECTED,                 /* a front-end is attached */
+	VDEV_ERROR,                     /* backend failed; see vdev_last_error */
+};
+
+struct vdev_stats {
+	uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
+	uint64_t bytes_read, bytes_written;
+	uint64_t errors;                /* requests completed with IOERR/UNSUPP */
+	uint64_t inflight;
+};
+
+enum core_poll_mode {
+	CORE_POLL_ADAPTIVE = 0,         /* busy-poll while busy, sleep when idle */
+	CORE_POLL_ALWAYS,               /* never sleep (lowest latency, 100% cpu) */
+	CORE_POLL_INTERRUPT,            /* always sleep on kicks */
+};
+
+struct core_opts {
+	unsigned nthreads;              /* engine poll threads; 0 = 1 */
+	const int *cpus;                /* optional: cpu for thread i (-1 = any) */
+	enum core_poll_mode poll_mode;
+	unsigned idle_us;               /* adaptive: idle time before sleeping; 0 = default */
+};
+
+struct core;
+struct vdev;
+
+/* Start the control loop and the engine threads. 0 or -errno. */
+int core_create(const struct core_opts *opts, struct core **out);
+/* Destroys every remaining vdev (their sockets are unlinked), stops threads. */
+void core_destroy(struct core *core);
+
+/* Fill defaults: size 0 (must be set), block_size 512, ram, rw, 1 queue. */
+void vdev_params_init(struct vdev_params *p);
+/* 0 if the parameters make a valid device, else -EINVAL and a one-sentence
+ * reason in err. */
+int vdev_params_check(const struct vdev_params *p, char *err, size_t errlen);
+
+/* Create a device and bind+listen its socket at sock_path (an existing
+ * socket file there is replaced; any other file type is refused with
+ * -EEXIST).  When this returns 0 the socket accepts connections.
+ * On failure returns -errno and writes the reason to err. */
+int vdev_create(struct core *core, const char *name, const char *sock_path,
+		const struct vdev_params *p, struct vdev **out,
+		char *err, size_t errlen);
+
+/* Change the parameters of a device.  -EBUSY if a front-end is connected.
+ * Data of a ram backend is kept (truncated/extended to the new size). */
+int vdev_set_params(struct vdev *d, const struct vdev_params *p,
+		    char *err, size_t errlen);
+
+/* Stop serving and free the device; the socket file is unlinked.
+ * -EBUSY (and nothing done) if a front-end is connected, unless force. */
+int vdev_destroy(struct vdev *d, bool force);
+
+enum vdev_state vdev_get_state(struct vdev *d);
+void vdev_get_stats(struct vdev *d, struct vdev_stats *st);
+/* Copy the last error sentence ("" if none). */
+void vdev_last_error(struct vdev *d, char *buf, size_t len);
+const char *vdev_state_name(enum vdev_state s);
+const char *be_kind_name(enum be_kind k);
+
+#endif

@@ -1,0 +1,169 @@
+/* vhost-user, back-end side: wire format, one connection's state, and the
+ * dispatcher.  Security model: the front-end is not trusted.  Every field of
+ * every message — request code, flags, size, vring index, region table, fd
+ * count — is checked by the dispatcher or the handler before it is used; a
+ * message that breaks the protocol drops the connection, never the daemon.
+ * Runs on the core's control thread. */
+#ifndef VHOSTD_VU_H
+#define VHOSTD_VU_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "blk.h"
+#include "mem.h"
+
+enum vu_request {
+	VU_GET_FEATURES = 1,
+	VU_SET_FEATURES = 2,
+	VU_SET_OWNER = 3,
+	VU_RESET_OWNER = 4,
+	VU_SET_MEM_TABLE = 5,
+	VU_SET_LOG_BASE = 6,
+	VU_SET_LOG_FD = 7,
+	VU_SET_VRING_NUM = 8,
+	VU_SET_VRING_ADDR = 9,
+	VU_SET_VRING_BASE = 10,
+	VU_GET_VRING_BASE = 11,
+	VU_SET_VRING_KICK = 12,
+	VU_SET_VRING_CALL = 13,
+	VU_SET_VRING_ERR = 14,
+	VU_GET_PROTOCOL_FEATURES = 15,
+	VU_SET_PROTOCOL_FEATURES = 16,
+	VU_GET_QUEUE_NUM = 17,
+	VU_SET_VRING_ENABLE = 18,
+	VU_SEND_RARP = 19,
+	VU_NET_SET_MTU = 20,
+	VU_SET_BACKEND_REQ_FD = 21,
+	VU_IOTLB_MSG = 22,
+	VU_SET_VRING_ENDIAN = 23,
+	VU_GET_CONFIG = 24,
+	VU_SET_CONFIG = 25,
+	VU_CREATE_CRYPTO_SESSION = 26,
+	VU_CLOSE_CRYPTO_SESSION = 27,
+	VU_POSTCOPY_ADVISE = 28,
+	VU_POSTCOPY_LISTEN = 29,
+	VU_POSTCOPY_END = 30,
+	VU_GET_INFLIGHT_FD = 31,
+	VU_SET_INFLIGHT_FD = 32,
+	VU_GPU_SET_SOCKET = 33,
+	VU_RESET_DEVICE = 34,
+	VU_VRING_KICK = 35,
+	VU_GET_MAX_MEM_SLOTS = 36,
+	VU_ADD_MEM_REG = 37,
+	VU_REM_MEM_REG = 38,
+	VU_SET_STATUS = 39,
+	VU_GET_STATUS = 40,
+	VU_REQUEST_MAX
+};
+
+#define VU_VERSION              0x1
+#define VU_FLAG_VERSION_MASK    0x3
+#define VU_FLAG_REPLY           (1u << 2)
+#define VU_FLAG_NEED_REPLY      (1u << 3)
+
+#define VU_F_PROTOCOL_FEATURES  30      /* virtio feature bit */
+
+#define VU_PROTOCOL_F_MQ            0
+#define VU_PROTOCOL_F_LOG_SHMFD     1
+#define VU_PROTOCOL_F_RARP          2
+#define VU_PROTOCOL_F_REPLY_ACK     3
+#define VU_PROTOCOL_F_MTU           4
+#define VU_PROTOCOL_F_BACKEND_REQ   5
+#define VU_PROTOCOL_F_CONFIG        9
+#define VU_PROTOCOL_F_INFLIGHT_SHMFD 12
+#define VU_PROTOCOL_F_RESET_DEVICE  13
+
+#define VU_VRING_IDX_MASK       0xffu
+#define VU_VRING_NOFD_MASK      (1u << 8)
+
+#define VU_MAX_FDS              8
+#define VU_MAX_PAYLOAD          4096    /* larger than any request we accept */
+#define VU_CONFIG_SPACE_MAX     256
+
+struct vu_hdr {
+	uint32_t request;
+	uint32_t flags;
+	uint32_t size;
+} __attribute__((packed));
+
+struct vu_vring_state {
+	uint32_t index;
+	uint32_t num;
+};
+
+struct vu_vring_addr {
+	uint32_t index;
+	uint32_t flags;
+	uint64_t desc_user_addr;
+	uint64_t used_user_addr;
+	uint64_t avail_user_addr;
+	uint64_t log_guest_addr;
+};
+
+struct vu_memory {
+	uint32_t nregions;
+	uint32_t padding;
+	struct mem_region_desc regions[MEM_MAX_REGIONS];
+};
+
+struct vu_config {
+	uint32_t offset;
+	uint32_t size;
+	uint32_t flags;
+	uint8_t region[VU_CONFIG_SPACE_MAX];
+};
+
+struct vu_msg {
+	struct vu_hdr hdr;
+	union {
+		uint64_t u64;
+		struct vu_vring_state state;
+		struct vu_vring_addr addr;
+		struct vu_memory memory;
+		struct vu_config config;
+		uint8_t bytes[VU_MAX_PAYLOAD];
+	} payload;
+	int fds[VU_MAX_FDS];
+	unsigned nfds;
+};
+
+struct engine;
+
+/* One front-end connection, bound to one device. */
+struct vu_conn {
+	int fd;
+	struct vblk *blk;
+	struct engine *eng;
+	unsigned thread_hint;           /* engine placement of queue 0 */
+	uint64_t features;              /* negotiated virtio features */
+	uint64_t protocol_features;
+	bool features_set;
+	bool owner;
+	struct mem_table *mem;
+	/* receive state: a message may arrive in pieces */
+	struct vu_msg rx;
+	size_t rx_len;                  /* bytes of header+payload so far */
+	char err[VDEV_ERR_MAX];         /* why the connection failed */
+};
+
+/* Wire helpers (vu_msg.c). */
+const char *vu_request_name(uint32_t req);
+void vu_msg_close_fds(struct vu_msg *m);
+/* Read what the socket has: 1 when conn->rx holds a whole message, 0 when
+ * more is needed (EAGAIN), -errno when the connection must close (EOF,
+ * oversized message, too many fds). */
+int vu_recv(struct vu_conn *c);
+/* Send a message; 0 or -errno. */
+int vu_send(int fd, const struct vu_msg *m);
+
+/* Protocol (vu_dev.c). */
+void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *eng,
+		  unsigned thread_hint);
+/* Handle the message in c->rx (whose fds it consumes).  0 to go on,
+ * -errno to drop the connection (reason in c->err). */
+int vu_dispatch(struct vu_conn *c, struct vu_msg *m);
+/* Stop every ring, release memory and fds; the device keeps its data. */
+void vu_conn_teardown(struct vu_conn *c);
+
+#endif

@@ -1,0 +1,590 @@
+/* vhost-user back-end protocol for a virtio-blk device: one handler per
+ * request in a table that also says how big its payload may be, whether it
+ * names a vring, and whether it answers with its own reply.  vu_dispatch()
+ * checks all of that before a handler runs, so handlers trust the shape of
+ * the message (not its values).  Control thread.
+ *
+ * Ring states follow the spec: a ring starts when it has a kick (and is
+ * enabled), stops on GET_VRING_BASE, and GET_VRING_BASE is answered only
+ * after the engine thread acknowledged the stop.  Anything that changes a
+ * running ring (memory table, addresses, call fd) stops it, changes it, and
+ * starts it again. */
+#include "vu.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blkcfg.h"
+#include "engine.h"
+#include "log.h"
+
+#define BIT(n) (1ULL << (n))
+
+#define VU_PROTOCOL_FEATURES (BIT(VU_PROTOCOL_F_MQ) | BIT(VU_PROTOCOL_F_REPLY_ACK) | \
+			      BIT(VU_PROTOCOL_F_CONFIG) | BIT(VU_PROTOCOL_F_RESET_DEVICE))
+
+/* Handler results besides -errno. */
+#define VU_OK     0     /* done; REPLY_ACK (if asked) says success */
+#define VU_REPLY  1     /* m now holds the reply payload */
+
+struct vu_handler {
+	int (*fn)(struct vu_conn *c, struct vu_msg *m);
+	uint32_t min_size, max_size;    /* payload bytes */
+	bool vring;                     /* payload starts with a vring index */
+	bool vring_fd;                  /* u64 index|NOFD, with 0 or 1 fd */
+	bool may_have_fds;              /* fds other than vring_fd's are allowed */
+};
+
+static uint64_t offered_features(const struct vu_conn *c)
+{
+	return blkcfg_features(c->blk) | BIT(VU_F_PROTOCOL_FEATURES);
+}
+
+static bool has_protocol(const struct vu_conn *c, unsigned bit)
+{
+	return (c->features & BIT(VU_F_PROTOCOL_FEATURES)) &&
+	       (c->protocol_features & BIT(bit));
+}
+
+static const char *name(const struct vu_conn *c)
+{
+	return c->blk->name;
+}
+
+/* --- ring start/stop ------------------------------------------------------ */
+
+static bool vq_can_run(const struct vu_conn *c, const struct vq *vq)
+{
+	return vq->started && vq->enabled && c->mem && vq->num;
+}
+
+static int vq_start(struct vu_conn *c, struct vq *vq)
+{
+	int rc;
+
+	if (vq->attached || !vq_can_run(c, vq))
+		return 0;
+	vq->mem = c->mem;
+	vq->event_idx = c->features & BIT(VIRTIO_RING_F_EVENT_IDX);
+	rc = vq_map_rings(vq, c->err, sizeof(c->err));
+	if (rc < 0)
+		return rc;
+	atomic_store(&vq->broken, false);
+	rc = eng_attach(c->eng, vq, c->thread_hint + vq->index);
+	if (rc < 0)
+		snprintf(c->err, sizeof(c->err), "queue %u: engine refused it", vq->index);
+	else
+		vlog(LOG_DEBUG, "[%s q%u] started: size %u, base %u%s", name(c), vq->index,
+		     vq->num, vq->last_avail, vq->event_idx ? ", event_idx" : "");
+	return rc;
+}
+
+static void vq_stop(struct vu_conn *c, struct vq *vq)
+{
+	if (!vq->attached)
+		return;
+	eng_detach(c->eng, vq);
+	vlog(LOG_DEBUG, "[%s q%u] stopped at %u", name(c), vq->index, vq->last_avail);
+}
+
+/* Run fn with every running ring stopped, then restart them. */
+static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *, void *),
+			      void *arg)
+{
+	bool was[VDEV_MAX_QUEUES];
+	int rc, rc2 = 0;
+
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+		was[i] = c->blk->vqs[i].attached;
+		vq_stop(c, &c->blk->vqs[i]);
+	}
+	rc = fn(c, arg);
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		if (was[i] && rc2 == 0)
+			rc2 = vq_start(c, &c->blk->vqs[i]);
+	return rc ? rc : rc2;
+}
+
+static void vq_reset(struct vq *vq)
+{
+	vq_init(vq, vq->index, vq->blk);
+}
+
+static void vq_close_fds(struct vq *vq)
+{
+	if (vq->kick_fd >= 0)
+		close(vq->kick_fd);
+	if (vq->call_fd >= 0)
+		close(vq->call_fd);
+	if (vq->err_fd >= 0)
+		close(vq->err_fd);
+	vq->kick_fd = vq->call_fd = vq->err_fd = -1;
+}
+
+static void reset_device(struct vu_conn *c)
+{
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+		struct vq *vq = &c->blk->vqs[i];
+		vq_stop(c, vq);
+		vq_close_fds(vq);
+		vq_reset(vq);
+	}
+	c->features = 0;
+	c->features_set = false;
+}
+
+/* --- handlers ------------------------------------------------------------- */
+
+static int h_get_features(struct vu_conn *c, struct vu_msg *m)
+{
+	m->payload.u64 = offered_features(c);
+	m->hdr.size = sizeof(uint64_t);
+	return VU_REPLY;
+}
+
+static int h_set_features(struct vu_conn *c, struct vu_msg *m)
+{
+	uint64_t f = m->payload.u64, extra = f & ~offered_features(c);
+
+	if (extra) {
+		snprintf(c->err, sizeof(c->err), "front-end set features 0x%llx we never offered",
+			 (unsigned long long)extra);
+		return -EINVAL;
+	}
+	c->features = f;
+	c->features_set = true;
+	/* Without PROTOCOL_FEATURES rings are enabled as soon as they start. */
+	if (!(f & BIT(VU_F_PROTOCOL_FEATURES)))
+		for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+			c->blk->vqs[i].enabled = true;
+	return VU_OK;
+}
+
+static int h_set_owner(struct vu_conn *c, struct vu_msg *m)
+{
+	c->owner = true;
+	return VU_OK;
+}
+
+static int h_reset(struct vu_conn *c, struct vu_msg *m)
+{
+	reset_device(c);
+	return VU_OK;
+}
+
+static int h_get_protocol_features(struct vu_conn *c, struct vu_msg *m)
+{
+	m->payload.u64 = VU_PROTOCOL_FEATURES;
+	m->hdr.size = sizeof(uint64_t);
+	return VU_REPLY;
+}
+
+static int h_set_protocol_features(struct vu_conn *c, struct vu_msg *m)
+{
+	uint64_t extra = m->payload.u64 & ~VU_PROTOCOL_FEATURES;
+
+	if (extra) {
+		snprintf(c->err, sizeof(c->err),
+			 "front-end set protocol features 0x%llx we never offered",
+			 (unsigned long long)extra);
+		return -EINVAL;
+	}
+	c->protocol_features = m->payload.u64;
+	return VU_OK;
+}
+
+static int h_get_queue_num(struct vu_conn *c, struct vu_msg *m)
+{
+	m->payload.u64 = c->blk->params.queues;
+	m->hdr.size = sizeof(uint64_t);
+	return VU_REPLY;
+}
+
+struct mem_swap {
+	struct mem_table *new_mem;
+};
+
+static int swap_mem(struct vu_conn *c, void *arg)
+{
+	struct mem_swap *s = arg;
+	struct mem_table *old = c->mem;
+
+	c->mem = s->new_mem;
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		c->blk->vqs[i].mem = c->mem;
+	/* No ring runs now: nobody reads the old table any more. */
+	mem_table_unmap(old);
+	return 0;
+}
+
+static int h_set_mem_table(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vu_memory *mem = &m->payload.memory;
+	struct mem_swap s;
+	int rc;
+
+	if (mem->nregions > MEM_MAX_REGIONS ||
+	    m->hdr.size != offsetof(struct vu_memory, regions) +
+			   mem->nregions * sizeof(struct mem_region_desc)) {
+		snprintf(c->err, sizeof(c->err),
+			 "SET_MEM_TABLE: %u regions do not match a payload of %u bytes",
+			 mem->nregions, m->hdr.size);
+		return -EINVAL;
+	}
+	if (m->nfds != mem->nregions) {
+		snprintf(c->err, sizeof(c->err), "SET_MEM_TABLE: %u regions but %u fds",
+			 mem->nregions, m->nfds);
+		return -EINVAL;
+	}
+	rc = mem_table_map(mem->regions, m->fds, mem->nregions, &s.new_mem,
+			   c->err, sizeof(c->err));
+	if (rc < 0)
+		return rc;
+	/* The mappings hold the memory; the fds are not needed any more
+	 * (the dispatcher closes them). */
+	for (unsigned i = 0; i < s.new_mem->nregions; i++)
+		vlog(LOG_DEBUG, "[%s] region %u: gpa 0x%llx size 0x%llx uva 0x%llx", name(c), i,
+		     (unsigned long long)s.new_mem->regions[i].gpa,
+		     (unsigned long long)s.new_mem->regions[i].size,
+		     (unsigned long long)s.new_mem->regions[i].uva);
+	return with_rings_stopped(c, swap_mem, &s);
+}
+
+static int h_set_vring_num(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vq *vq = &c->blk->vqs[m->payload.state.index];
+	uint32_t num = m->payload.state.num;
+
+	if (num == 0 || num > VQ_MAX_SIZE || (num & (num - 1))) {
+		snprintf(c->err, sizeof(c->err),
+			 "queue %u: size %u is not a power of two up to %d",
+			 vq->index, num, VQ_MAX_SIZE);
+		return -EINVAL;
+	}
+	if (vq->attached) {
+		snprintf(c->err, sizeof(c->err), "queue %u: size changed while running", vq->index);
+		return -EBUSY;
+	}
+	vq->num = num;
+	return VU_OK;
+}
+
+struct addr_change {
+	struct vq *vq;
+	const struct vu_vring_addr *a;
+};
+
+static int set_addr(struct vu_conn *c, void *arg)
+{
+	struct addr_change *ac = arg;
+	ac->vq->desc_uva = ac->a->desc_user_addr;
+	ac->vq->used_uva = ac->a->used_user_addr;
+	ac->vq->avail_uva = ac->a->avail_user_addr;
+	return 0;
+}
+
+static int h_set_vring_addr(struct vu_conn *c, struct vu_msg *m)
+{
+	struct addr_change ac = {
+		.vq = &c->blk->vqs[m->payload.addr.index],
+		.a = &m->payload.addr,
+	};
+
+	if (!ac.vq->attached)
+		return set_addr(c, &ac);
+	vq_stop(c, ac.vq);
+	set_addr(c, &ac);
+	return vq_start(c, ac.vq);
+}
+
+static int h_set_vring_base(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vq *vq = &c->blk->vqs[m->payload.state.index];
+
+	if (m->payload.state.num > 0xffff) {
+		snprintf(c->err, sizeof(c->err), "queue %u: base %u out of range",
+			 vq->index, m->payload.state.num);
+		return -EINVAL;
+	}
+	if (vq->attached) {
+		snprintf(c->err, sizeof(c->err), "queue %u: base changed while running", vq->index);
+		return -EBUSY;
+	}
+	vq->last_avail = m->payload.state.num;
+	return VU_OK;
+}
+
+static int h_get_vring_base(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vq *vq = &c->blk->vqs[m->payload.state.index];
+
+	vq_stop(c, vq);
+	vq->started = false;
+	if (vq->kick_fd >= 0)
+		close(vq->kick_fd);
+	vq->kick_fd = -1;
+	vq->kick_nofd = false;
+	m->payload.state.num = vq->last_avail;
+	m->hdr.size = sizeof(m->payload.state);
+	return VU_REPLY;
+}
+
+/* Take the fd of a SET_VRING_KICK/CALL/ERR message (or none with NOFD). */
+static int take_vring_fd(struct vu_msg *m)
+{
+	int fd;
+	if (m->payload.u64 & VU_VRING_NOFD_MASK)
+		return -1;
+	fd = m->fds[0];
+	m->fds[0] = -1;
+	return fd;
+}
+
+static int h_set_vring_kick(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vq *vq = &c->blk->vqs[m->payload.u64 & VU_VRING_IDX_MASK];
+
+	vq_stop(c, vq);
+	if (vq->kick_fd >= 0)
+		close(vq->kick_fd);
+	vq->kick_fd = take_vring_fd(m);
+	vq->kick_nofd = vq->kick_fd < 0;
+	vq->started = true;
+	return vq_start(c, vq);
+}
+
+static int replace_fd(struct vu_conn *c, struct vq *vq, int *slot, struct vu_msg *m)
+{
+	bool was = vq->attached;
+
+	vq_stop(c, vq);
+	if (*slot >= 0)
+		close(*slot);
+	*slot = take_vring_fd(m);
+	return was ? vq_start(c, vq) : 0;
+}
+
+static int h_set_vring_call(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vq *vq = &c->blk->vqs[m->payload.u64 & VU_VRING_IDX_MASK];
+	return replace_fd(c, vq, &vq->call_fd, m);
+}
+
+static int h_set_vring_err(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vq *vq = &c->blk->vqs[m->payload.u64 & VU_VRING_IDX_MASK];
+	return replace_fd(c, vq, &vq->err_fd, m);
+}
+
+static int h_set_vring_enable(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vq *vq = &c->blk->vqs[m->payload.state.index];
+
+	if (m->payload.state.num > 1) {
+		snprintf(c->err, sizeof(c->err), "queue %u: enable value %u", vq->index,
+			 m->payload.state.num);
+		return -EINVAL;
+	}
+	vq->enabled = m->payload.state.num;
+	if (!vq->enabled) {
+		vq_stop(c, vq);
+		return VU_OK;
+	}
+	return vq_start(c, vq);
+}
+
+static int h_get_config(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vu_config *cfg = &m->payload.config;
+	struct virtio_blk_config bc;
+	uint8_t space[VU_CONFIG_SPACE_MAX] = { 0 };
+
+	if (cfg->size > VU_CONFIG_SPACE_MAX || cfg->offset > VU_CONFIG_SPACE_MAX - cfg->size ||
+	    m->hdr.size != offsetof(struct vu_config, region) + cfg->size) {
+		snprintf(c->err, sizeof(c->err), "GET_CONFIG: offset %u size %u in %u bytes",
+			 cfg->offset, cfg->size, m->hdr.size);
+		return -EINVAL;
+	}
+	blkcfg_build(c->blk, &bc);
+	memcpy(space, &bc, sizeof(bc));
+	memcpy(cfg->region, space + cfg->offset, cfg->size);
+	return VU_REPLY;
+}
+
+static int h_set_config(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vu_config *cfg = &m->payload.config;
+	const uint32_t wce = offsetof(struct virtio_blk_config, writeback);
+
+	if (cfg->size > VU_CONFIG_SPACE_MAX || cfg->offset > VU_CONFIG_SPACE_MAX - cfg->size ||
+	    m->hdr.size != offsetof(struct vu_config, region) + cfg->size) {
+		snprintf(c->err, sizeof(c->err), "SET_CONFIG: offset %u size %u in %u bytes",
+			 cfg->offset, cfg->size, m->hdr.size);
+		return -EINVAL;
+	}
+	/* Only the writeback byte is writable (VIRTIO_BLK_F_CONFIG_WCE). */
+	if (cfg->offset != wce || cfg->size != 1 || cfg->region[0] > 1) {
+		vlog(LOG_WARNING, "[%s] SET_CONFIG of %u bytes at %u refused", name(c),
+		     cfg->size, cfg->offset);
+		return -EPERM;
+	}
+	c->blk->wce = cfg->region[0];
+	vlog(LOG_INFO, "[%s] guest set write cache %s", name(c), c->blk->wce ? "on" : "off");
+	return VU_OK;
+}
+
+#define SZ(t) sizeof(t), sizeof(t)
+#define U64 SZ(uint64_t)
+#define STATE SZ(struct vu_vring_state)
+
+static const struct vu_handler handlers[VU_REQUEST_MAX] = {
+	[VU_GET_FEATURES] = { h_get_features, 0, 0 },
+	[VU_SET_FEATURES] = { h_set_features, U64 },
+	[VU_SET_OWNER] = { h_set_owner, 0, 0 },
+	[VU_RESET_OWNER] = { h_reset, 0, 0 },
+	[VU_SET_MEM_TABLE] = { h_set_mem_table, offsetof(struct vu_memory, regions),
+			       sizeof(struct vu_memory), .may_have_fds = true },
+	[VU_SET_VRING_NUM] = { h_set_vring_num, STATE, .vring = true },
+	[VU_SET_VRING_ADDR] = { h_set_vring_addr, SZ(struct vu_vring_addr), .vring = true },
+	[VU_SET_VRING_BASE] = { h_set_vring_base, STATE, .vring = true },
+	[VU_GET_VRING_BASE] = { h_get_vring_base, STATE, .vring = true },
+	[VU_SET_VRING_KICK] = { h_set_vring_kick, U64, .vring_fd = true },
+	[VU_SET_VRING_CALL] = { h_set_vring_call, U64, .vring_fd = true },
+	[VU_SET_VRING_ERR] = { h_set_vring_err, U64, .vring_fd = true },
+	[VU_GET_PROTOCOL_FEATURES] = { h_get_protocol_features, 0, 0 },
+	[VU_SET_PROTOCOL_FEATURES] = { h_set_protocol_features, U64 },
+	[VU_GET_QUEUE_NUM] = { h_get_queue_num, 0, 0 },
+	[VU_SET_VRING_ENABLE] = { h_set_vring_enable, STATE, .vring = true },
+	[VU_GET_CONFIG] = { h_get_config, offsetof(struct vu_config, region),
+			    sizeof(struct vu_config) },
+	[VU_SET_CONFIG] = { h_set_config, offsetof(struct vu_config, region),
+			    sizeof(struct vu_config) },
+	[VU_RESET_DEVICE] = { h_reset, 0, 0 },
+};
+
+/* --- dispatcher ----------------------------------------------------------- */
+
+static int send_reply(struct vu_conn *c, struct vu_msg *m)
+{
+	int rc;
+	m->hdr.flags = VU_VERSION | VU_FLAG_REPLY;
+	m->nfds = 0;
+	rc = vu_send(c->fd, m);
+	if (rc < 0)
+		snprintf(c->err, sizeof(c->err), "cannot send the reply to %s: %s",
+			 vu_request_name(m->hdr.request), strerror(-rc));
+	return rc;
+}
+
+static int check_shape(struct vu_conn *c, const struct vu_handler *h, struct vu_msg *m)
+{
+	uint32_t req = m->hdr.request;
+	unsigned idx;
+
+	if (m->hdr.size < h->min_size || m->hdr.size > h->max_size) {
+		snprintf(c->err, sizeof(c->err), "%s with a payload of %u bytes",
+			 vu_request_name(req), m->hdr.size);
+		return -EINVAL;
+	}
+	if (h->vring || h->vring_fd) {
+		if (h->vring_fd) {
+			uint64_t v = m->payload.u64;
+			unsigned want = (v & VU_VRING_NOFD_MASK) ? 0 : 1;
+			idx = v & VU_VRING_IDX_MASK;
+			if (v & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD_MASK) ||
+			    m->nfds != want) {
+				snprintf(c->err, sizeof(c->err), "%s: value 0x%llx with %u fds",
+					 vu_request_name(req), (unsigned long long)v, m->nfds);
+				return -EINVAL;
+			}
+		} else {
+			idx = m->payload.state.index;
+		}
+		if (idx >= c->blk->params.queues) {
+			snprintf(c->err, sizeof(c->err), "%s for queue %u; the device has %u",
+				 vu_request_name(req), idx, c->blk->params.queues);
+			return -EINVAL;
+		}
+	} else if (m->nfds && !h->may_have_fds) {
+		snprintf(c->err, sizeof(c->err), "%s came with %u unexpected fds",
+			 vu_request_name(req), m->nfds);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
+{
+	uint32_t req = m->hdr.request;
+	const struct vu_handler *h = req < VU_REQUEST_MAX ? &handlers[req] : NULL;
+	bool need_reply = m->hdr.flags & VU_FLAG_NEED_REPLY;
+	int rc;
+
+	/* The payload past what arrived is never read: clear a little so a
+	 * short fixed-size payload cannot expose the previous message. */
+	if (m->hdr.size < sizeof(struct vu_vring_addr))
+		memset(m->payload.bytes + m->hdr.size, 0,
+		       sizeof(struct vu_vring_addr) - m->hdr.size);
+
+	if (log_enabled(LOG_DEBUG))
+		vlog(LOG_DEBUG, "[%s] %s (%u) size %u flags 0x%x fds %u", name(c),
+		     vu_request_name(req), req, m->hdr.size, m->hdr.flags, m->nfds);
+
+	if ((m->hdr.flags & VU_FLAG_VERSION_MASK) != VU_VERSION) {
+		snprintf(c->err, sizeof(c->err), "message with protocol version %u",
+			 m->hdr.flags & VU_FLAG_VERSION_MASK);
+		rc = -EPROTO;
+		goto out;
+	}
+	if (!h || !h->fn) {
+		snprintf(c->err, sizeof(c->err), "unsupported request %s (%u)",
+			 vu_request_name(req), req);
+		rc = -EOPNOTSUPP;
+		goto out;
+	}
+	rc = check_shape(c, h, m);
+	if (rc < 0)
+		goto out;
+
+	rc = h->fn(c, m);
+	if (rc == VU_REPLY) {
+		rc = send_reply(c, m);
+		goto out;
+	}
+	if (need_reply && has_protocol(c, VU_PROTOCOL_F_REPLY_ACK)) {
+		/* The front-end learns of the failure and goes on. */
+		if (rc < 0)
+			vlog(LOG_WARNING, "[%s] %s failed: %s", name(c), vu_request_name(req), c->err);
+		m->payload.u64 = rc < 0 ? 1 : 0;
+		m->hdr.size = sizeof(uint64_t);
+		rc = send_reply(c, m);
+	}
+out:
+	vu_msg_close_fds(m);
+	return rc < 0 ? rc : 0;
+}
+
+void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *eng,
+		  unsigned thread_hint)
+{
+	memset(c, 0, offsetof(struct vu_conn, rx));
+	c->rx_len = 0;
+	c->rx.nfds = 0;
+	c->err[0] = '\0';
+	c->fd = fd;
+	c->blk = blk;
+	c->eng = eng;
+	c->thread_hint = thread_hint;
+}
+
+void vu_conn_teardown(struct vu_conn *c)
+{
+	reset_device(c);
+	mem_table_unmap(c->mem);
+	c->mem = NULL;
+	vu_msg_close_fds(&c->rx);
+	c->rx_len = 0;
+}
