@@ -6,8 +6,10 @@
 #define VHOSTD_BACKEND_H
 
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include "vdev.h"
@@ -20,40 +22,97 @@ enum be_op {
 	BE_OP_WRITE_ZEROES,
 };
 
+struct be_range {
+	uint64_t offset, len;   /* bytes */
+	bool unmap;             /* WRITE_ZEROES: may deallocate */
+};
+
+/* Work a backend hands to a worker thread because it has no io_uring form
+ * (e.g. BLKDISCARD).  Storage comes with the request: nothing is allocated. */
+struct be_job {
+	struct be_job *next;
+	int (*fn)(struct be_job *job);  /* runs on the worker; 0 or -errno */
+	int fd;
+	const struct be_range *ranges;
+	unsigned nranges;
+	void *cookie;
+	struct be_ctx *ctx;
+	int res;                        /* set by the worker */
+};
+
 struct be_io {
 	enum be_op op;
-	bool unmap;             /* WRITE_ZEROES: may deallocate */
-	uint64_t offset;        /* bytes */
-	uint64_t len;           /* bytes (READ/WRITE: sum of iov lengths) */
+	bool fua;               /* WRITE: durable on completion (write-through) */
+	uint64_t offset;        /* READ/WRITE: bytes */
+	uint64_t len;           /* READ/WRITE: sum of iov lengths */
 	struct iovec *iov;      /* READ/WRITE: guest buffers */
 	unsigned iovcnt;
+	const struct be_range *ranges;  /* DISCARD/WRITE_ZEROES */
+	unsigned nranges;
+	struct be_job *job;     /* storage for offloaded work */
+	void *cookie;           /* handed back with each completion */
 };
+
+struct io_uring;
+
+/* Per engine thread context for asynchronous backends. */
+struct be_ctx {
+	struct io_uring *ring;          /* the thread's ring (NULL if none) */
+	unsigned inflight;              /* completions still to come */
+	/* Run job on a worker thread; its result comes back to this engine
+	 * thread as one completion for job->cookie. */
+	void (*offload)(struct be_ctx *ctx, struct be_job *job);
+};
+
+/* io_uring user_data of backend SQEs: the cookie; the engine calls
+ * be_sqe_done(cookie, cqe->res) for each. */
 
 struct backend;
 
+/* Results of submit, besides -errno (done, failed) and 0 (done, ok). */
+#define BE_QUEUED 1     /* completion will come through the engine */
+
 struct be_ops {
 	const char *name;
-	/* Required.  Open for p (p->size is final); -errno and err on failure. */
+	/* Required.  Open for p; p->size may be 0 = "the file's size", the
+	 * backend sets be->size.  -errno and err on failure. */
 	int (*open)(const struct vdev_params *p, struct backend **out,
 		    char *err, size_t errlen);
 	/* Required.  Release everything; no I/O is in flight. */
 	void (*close)(struct backend *be);
 	/* Optional.  Change the size keeping the data that still fits. */
 	int (*resize)(struct backend *be, uint64_t size);
-	/* Required.  Carry out io synchronously: 0 or -errno (-EIO, -ENOSPC..). */
-	int (*submit)(struct backend *be, const struct be_io *io);
+	/* Required.  Start io: 0 (done), -errno (failed), BE_QUEUED (one
+	 * completion per SQE it queued will follow; *nsqe says how many), or
+	 * -EAGAIN with nothing queued (no room: retry later). */
+	int (*submit)(struct backend *be, const struct be_io *io, struct be_ctx *ctx,
+		      unsigned *nsqe);
+	/* Optional.  Text for the `stats` file (e.g. "io_mode direct"). */
+	void (*describe)(struct backend *be, char *buf, size_t len);
 };
 
 struct backend {
 	const struct be_ops *ops;
 	uint64_t size;
+	uint32_t logical_block;         /* device geometry hints (0 = unknown) */
+	uint32_t physical_block;
+	uint32_t discard_granularity;
+	uint64_t discard_max;           /* bytes, 0 = no limit known */
+	bool rotational;
 	bool can_discard;       /* advertise DISCARD */
 	bool can_write_zeroes;  /* advertise WRITE_ZEROES */
 	bool has_cache;         /* FLUSH means something */
+	char serial[VDEV_SERIAL_MAX + 1];       /* device's own, if any */
+	dev_t rdev;                     /* block device number, 0 if none */
+	_Atomic bool failed;            /* device gone: fail every request */
 };
+
+/* Most SQEs one request may need (discard/write-zeroes segments). */
+#define BE_MAX_SQE_PER_REQ 16
 
 extern const struct be_ops be_ram_ops;
 extern const struct be_ops be_null_ops;
+extern const struct be_ops be_file_ops;
 
 /* Open the backend p->backing names. */
 int be_open(const struct vdev_params *p, struct backend **out, char *err, size_t errlen);

@@ -30,7 +30,8 @@ static int null_resize(struct backend *be, uint64_t size)
 	return 0;
 }
 
-static int null_submit(struct backend *be, const struct be_io *io)
+static int null_submit(struct backend *be, const struct be_io *io, struct be_ctx *ctx,
+		       unsigned *nsqe)
 {
 	return 0;
 }

@@ -109,7 +109,8 @@ static void ram_zero(struct ram_backend *r, uint64_t off, uint64_t len)
 	}
 }
 
-static int ram_submit(struct backend *be, const struct be_io *io)
+static int ram_submit(struct backend *be, const struct be_io *io, struct be_ctx *ctx,
+		      unsigned *nsqe)
 {
 	struct ram_backend *r = to_ram(be);
 
@@ -124,7 +125,8 @@ static int ram_submit(struct backend *be, const struct be_io *io)
 		return 0;
 	case BE_OP_DISCARD:
 	case BE_OP_WRITE_ZEROES:
-		ram_zero(r, io->offset, io->len);
+		for (unsigned i = 0; i < io->nranges; i++)
+			ram_zero(r, io->ranges[i].offset, io->ranges[i].len);
 		return 0;
 	}
 	return -EINVAL;

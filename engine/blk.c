@@ -1,5 +1,6 @@
 /* virtio-blk requests: parse the header from the readable part of a chain,
- * check type, range and sizes, run it on the backend, write the status.
+ * check type, range and sizes, start it on the backend, and write the
+ * status when it completes (at once for ram/null, later for io_uring).
  * Runs on engine threads; no allocation, no lock. */
 #include "blk.h"
 
@@ -55,19 +56,93 @@ static void iov_drop_last_byte(struct iovec *iov, unsigned *cnt)
 		(*cnt)--;
 }
 
-static int do_io(struct vblk *b, struct be_io *io)
+/* Write the status, push the used element, count it, free the slot. */
+static void finish(struct vq_req *req)
 {
-	int rc = b->be->ops->submit(b->be, io);
-	if (rc == 0 && io->op == BE_OP_WRITE && !b->wce && b->be->has_cache) {
-		struct be_io fl = { .op = BE_OP_FLUSH };
-		rc = b->be->ops->submit(b->be, &fl);
+	struct vq *vq = req->vq;
+	uint32_t written = req->written;
+
+	if (req->result != VIRTIO_BLK_S_OK) {
+		written = 1;
+		STAT_ADD(vq->stats.errors, 1);
+	} else {
+		switch (req->type) {
+		case VIRTIO_BLK_T_IN:
+			STAT_ADD(vq->stats.reads, 1);
+			STAT_ADD(vq->stats.bytes_read, req->written - 1);
+			break;
+		case VIRTIO_BLK_T_OUT:
+			STAT_ADD(vq->stats.writes, 1);
+			STAT_ADD(vq->stats.bytes_written, req->expect);
+			break;
+		case VIRTIO_BLK_T_FLUSH:
+			STAT_ADD(vq->stats.flushes, 1);
+			break;
+		case VIRTIO_BLK_T_GET_ID:
+			STAT_ADD(vq->stats.get_ids, 1);
+			break;
+		case VIRTIO_BLK_T_DISCARD:
+			STAT_ADD(vq->stats.discards, 1);
+			break;
+		case VIRTIO_BLK_T_WRITE_ZEROES:
+			STAT_ADD(vq->stats.write_zeroes, 1);
+			break;
+		}
 	}
-	return rc;
+	*req->status = req->result;
+	vq_push_used(vq, req->chain.head, written);
 }
 
-static uint8_t do_discard(struct vblk *b, struct vq *vq, struct iovec *iov,
-			  unsigned cnt, uint64_t len, bool zeroes)
+bool vblk_complete(struct vq_req *req, int res)
 {
+	struct vq *vq = req->vq;
+
+	if (res < 0 || (req->expect && (uint64_t)res != req->expect)) {
+		if (req->result == VIRTIO_BLK_S_OK)
+			vlog_rl(LOG_ERR, "[%s q%u] backend I/O failed: %s", vq->blk->name,
+				vq->index, res < 0 ? strerror(-res) : "short transfer");
+		req->result = VIRTIO_BLK_S_IOERR;
+	}
+	if (--req->pending)
+		return false;
+	req->busy = false;
+	vq->inflight--;
+	STAT_ADD(vq->stats.inflight, -1);
+	finish(req);
+	return true;
+}
+
+/* Hand io to the backend; the request finishes now unless it was queued. */
+static void submit(struct vblk *b, struct vq_req *req, struct be_io *io, struct be_ctx *ctx)
+{
+	unsigned nsqe = 0;
+	int rc;
+
+	if (atomic_load_explicit(&b->be->failed, memory_order_relaxed)) {
+		req->result = VIRTIO_BLK_S_IOERR;
+		finish(req);
+		return;
+	}
+	io->cookie = req;
+	io->job = &req->job;
+	rc = b->be->ops->submit(b->be, io, ctx, &nsqe);
+	if (rc == BE_QUEUED) {
+		struct vq *vq = req->vq;
+		req->busy = true;
+		req->pending = nsqe;
+		vq->inflight++;
+		STAT_ADD(vq->stats.inflight, 1);
+		return;
+	}
+	if (rc < 0)
+		req->result = VIRTIO_BLK_S_IOERR;
+	finish(req);
+}
+
+static uint8_t parse_ranges(struct vblk *b, struct vq_req *req, struct iovec *iov,
+			    unsigned cnt, uint64_t len, bool zeroes)
+{
+	struct vblk_discard_seg segs[VBLK_MAX_DISCARD_SEG];
 	unsigned nseg;
 
 	if (b->params.readonly)
@@ -81,7 +156,6 @@ static uint8_t do_discard(struct vblk *b, struct vq *vq, struct iovec *iov,
 		return VIRTIO_BLK_S_IOERR;
 
 	/* Check every segment before touching any data. */
-	struct vblk_discard_seg segs[VBLK_MAX_DISCARD_SEG];
 	iov_to_buf(iov, cnt, 0, segs, len);
 	for (unsigned i = 0; i < nseg; i++) {
 		uint32_t flags = segs[i].flags;
@@ -90,21 +164,11 @@ static uint8_t do_discard(struct vblk *b, struct vq *vq, struct iovec *iov,
 		if (segs[i].num_sectors > VBLK_MAX_DISCARD_SECTORS ||
 		    !in_range(b, segs[i].sector, (uint64_t)segs[i].num_sectors * SECTOR))
 			return VIRTIO_BLK_S_IOERR;
+		req->ranges[i].offset = segs[i].sector * SECTOR;
+		req->ranges[i].len = (uint64_t)segs[i].num_sectors * SECTOR;
+		req->ranges[i].unmap = flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP;
 	}
-	for (unsigned i = 0; i < nseg; i++) {
-		struct be_io io = {
-			.op = zeroes ? BE_OP_WRITE_ZEROES : BE_OP_DISCARD,
-			.unmap = segs[i].flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
-			.offset = segs[i].sector * SECTOR,
-			.len = (uint64_t)segs[i].num_sectors * SECTOR,
-		};
-		if (io.len && do_io(b, &io) < 0)
-			return VIRTIO_BLK_S_IOERR;
-	}
-	if (zeroes)
-		STAT_ADD(vq->stats.write_zeroes, 1);
-	else
-		STAT_ADD(vq->stats.discards, 1);
+	req->pending = nseg;
 	return VIRTIO_BLK_S_OK;
 }
 
@@ -128,27 +192,31 @@ static void fail_faulted(struct vblk *b, struct vq *vq, struct vq_chain *c)
 	vq_push_used(vq, c->head, written);
 }
 
-void vblk_handle(struct vblk *b, struct vq *vq, struct vq_chain *c)
+void vblk_handle(struct vblk *b, struct vq *vq, struct vq_req *req, struct be_ctx *ctx)
 {
+	struct vq_chain *c = &req->chain;
 	struct vblk_req_hdr hdr;
-	struct iovec *din, *dout;
+	struct iovec *din, *dout, *last;
 	unsigned nin, nout;
-	uint8_t *status, st = VIRTIO_BLK_S_OK;
-	uint32_t written = 1;
 	uint64_t len;
-	struct iovec *last;
 
 	if (c->fault || c->nin == 0) {
 		fail_faulted(b, vq, c);
 		return;
 	}
 	last = &c->iov[c->nout + c->nin - 1];
-	status = (uint8_t *)last->iov_base + last->iov_len - 1;
+	req->status = (uint8_t *)last->iov_base + last->iov_len - 1;
+	req->result = VIRTIO_BLK_S_OK;
+	req->written = 1;
+	req->expect = 0;
+	req->type = 0xff;
 	if (c->out_len < sizeof(hdr)) {
-		st = VIRTIO_BLK_S_IOERR;
-		goto done;
+		req->result = VIRTIO_BLK_S_IOERR;
+		finish(req);
+		return;
 	}
 	iov_to_buf(c->iov, c->nout, 0, &hdr, sizeof(hdr));
+	req->type = hdr.type <= 0xff ? hdr.type : 0xff;
 
 	nout = c->nout;
 	dout = iov_skip(c->iov, &nout, sizeof(hdr));
@@ -162,63 +230,57 @@ void vblk_handle(struct vblk *b, struct vq *vq, struct vq_chain *c)
 		bool out = hdr.type == VIRTIO_BLK_T_OUT;
 		struct be_io io = {
 			.op = out ? BE_OP_WRITE : BE_OP_READ,
+			.fua = out && !b->wce,
 			.offset = hdr.sector * SECTOR,
 			.iov = out ? dout : din,
 			.iovcnt = out ? nout : nin,
 		};
 		len = out ? c->out_len - sizeof(hdr) : c->in_len - 1;
+		if ((out && b->params.readonly) || len % SECTOR || !in_range(b, hdr.sector, len)) {
+			req->result = VIRTIO_BLK_S_IOERR;
+			break;
+		}
 		io.len = len;
-		if (out && b->params.readonly) {
-			st = VIRTIO_BLK_S_IOERR;
+		req->expect = len;
+		if (!out)
+			req->written = len + 1;
+		if (len == 0)
 			break;
-		}
-		if (len % SECTOR || !in_range(b, hdr.sector, len)) {
-			st = VIRTIO_BLK_S_IOERR;
-			break;
-		}
-		if (len && do_io(b, &io) < 0) {
-			st = VIRTIO_BLK_S_IOERR;
-			break;
-		}
-		if (out) {
-			STAT_ADD(vq->stats.writes, 1);
-			STAT_ADD(vq->stats.bytes_written, len);
-		} else {
-			written += len;
-			STAT_ADD(vq->stats.reads, 1);
-			STAT_ADD(vq->stats.bytes_read, len);
-		}
-		break;
+		submit(b, req, &io, ctx);
+		return;
 	}
 	case VIRTIO_BLK_T_FLUSH: {
 		struct be_io io = { .op = BE_OP_FLUSH };
-		if (b->be->ops->submit(b->be, &io) < 0)
-			st = VIRTIO_BLK_S_IOERR;
-		STAT_ADD(vq->stats.flushes, 1);
-		break;
+		submit(b, req, &io, ctx);
+		return;
 	}
 	case VIRTIO_BLK_T_GET_ID: {
 		char id[VIRTIO_BLK_ID_BYTES] = { 0 };
+		const char *serial = b->params.serial[0] ? b->params.serial : b->be->serial;
 		size_t n = c->in_len - 1;
-		memcpy(id, b->params.serial, strnlen(b->params.serial, sizeof(id)));
+		memcpy(id, serial, strnlen(serial, sizeof(id)));
 		if (n > sizeof(id))
 			n = sizeof(id);
-		written += iov_from_buf(din, nin, 0, id, n);
-		STAT_ADD(vq->stats.get_ids, 1);
+		req->written += iov_from_buf(din, nin, 0, id, n);
 		break;
 	}
 	case VIRTIO_BLK_T_DISCARD:
-	case VIRTIO_BLK_T_WRITE_ZEROES:
-		st = do_discard(b, vq, dout, nout, c->out_len - sizeof(hdr),
-				hdr.type == VIRTIO_BLK_T_WRITE_ZEROES);
-		break;
+	case VIRTIO_BLK_T_WRITE_ZEROES: {
+		bool zeroes = hdr.type == VIRTIO_BLK_T_WRITE_ZEROES;
+		struct be_io io = {
+			.op = zeroes ? BE_OP_WRITE_ZEROES : BE_OP_DISCARD,
+			.ranges = req->ranges,
+		};
+		req->result = parse_ranges(b, req, dout, nout, c->out_len - sizeof(hdr), zeroes);
+		if (req->result != VIRTIO_BLK_S_OK)
+			break;
+		io.nranges = req->pending;
+		submit(b, req, &io, ctx);
+		return;
+	}
 	default:
-		st = VIRTIO_BLK_S_UNSUPP;
+		req->result = VIRTIO_BLK_S_UNSUPP;
 		break;
 	}
-done:
-	if (st != VIRTIO_BLK_S_OK)
-		STAT_ADD(vq->stats.errors, 1);
-	*status = st;
-	vq_push_used(vq, c->head, written);
+	finish(req);
 }

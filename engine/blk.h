@@ -57,7 +57,12 @@ struct vblk {
 
 const char *vblk_name(const struct vblk *b);
 void vblk_ring_broken(struct vblk *b, struct vq *vq, const char *why);
-/* Execute the request in chain c and push its used element (not flushed). */
-void vblk_handle(struct vblk *b, struct vq *vq, struct vq_chain *c);
+/* Start the request whose chain was walked into req->chain: it completes
+ * now (its used element is pushed, not flushed) or when the backend's
+ * completions arrive through vblk_complete(). */
+void vblk_handle(struct vblk *b, struct vq *vq, struct vq_req *req, struct be_ctx *ctx);
+/* One backend completion for req (res: bytes or 0 on success, -errno).
+ * Returns true when this finished the request (used element pushed). */
+bool vblk_complete(struct vq_req *req, int res);
 
 #endif

@@ -1,10 +1,13 @@
-/* Engine poll threads and their mailbox; see engine.h.
- * Each thread loops over its vqs; when none had work for idle_us it asks
- * the guests for kicks and sleeps in epoll on their kick eventfds and its
- * mailbox eventfd (adaptive mode). */
+/* Engine poll threads, their mailbox, their io_uring, and the worker pool
+ * for backend work that has no io_uring form; see engine.h.
+ * Each thread loops: commands, completions, new requests from its vqs, one
+ * io_uring_submit for all of them.  When nothing happened for idle_us it
+ * asks the guests for kicks and sleeps in epoll on their kick eventfds, its
+ * ring's eventfd and its mailbox (adaptive mode). */
 #include "engine.h"
 
 #include <errno.h>
+#include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -21,6 +24,11 @@
 
 #define ENG_MAX_THREADS 256
 #define ENG_DEFAULT_IDLE_US 200
+#define ENG_DEFAULT_URING 256
+#define ENG_WORKERS 2
+
+#define container_of(ptr, type, member) \
+	((type *)((char *)(ptr) - offsetof(type, member)))
 
 enum eng_cmd_op { ENG_ATTACH, ENG_DETACH, ENG_STOP };
 
@@ -32,6 +40,9 @@ struct eng_cmd {
 	struct eng_cmd *next;
 };
 
+/* Markers for epoll data besides vq pointers. */
+static char ev_wake_marker, ev_ring_marker;
+
 struct eng_thread {
 	struct engine *eng;
 	unsigned id;
@@ -39,15 +50,21 @@ struct eng_thread {
 	pthread_t tid;
 	int epfd;
 	int wake_fd;                    /* mailbox doorbell */
+	int ring_fd;                    /* eventfd of the io_uring (-1 = none) */
+	struct io_uring ring;
+	bool has_ring;
+	struct be_ctx ctx;
 
-	pthread_mutex_t lock;           /* mailbox only */
+	pthread_mutex_t lock;           /* mailbox and done list only */
 	pthread_cond_t cond;
 	struct eng_cmd *cmds;
+	struct be_job *done_jobs;       /* offloaded work that finished */
 	atomic_bool pending;
 	atomic_bool sleeping;
 
 	struct vq **vqs;                /* owned by the thread */
 	unsigned nvq, cap;
+	struct eng_cmd *detaching;      /* detach commands waiting for a drain */
 } __attribute__((aligned(64)));
 
 struct engine {
@@ -55,7 +72,15 @@ struct engine {
 	unsigned nalloc;                /* initialised */
 	enum core_poll_mode mode;
 	uint64_t idle_ns;
+	unsigned uring_entries;
 	struct eng_thread *threads;
+
+	pthread_t workers[ENG_WORKERS];
+	unsigned nworkers;
+	pthread_mutex_t wlock;
+	pthread_cond_t wcond;
+	struct be_job *jobs, **jobs_tail;
+	bool wstop;
 };
 
 static uint64_t now_ns(void)
@@ -71,9 +96,79 @@ static void drain_fd(int fd)
 	(void)!read(fd, &v, sizeof(v));
 }
 
+/* Wake t if it sleeps.  The caller has set t->pending first: the thread sets
+ * `sleeping` before it reads `pending`, so one side always sees the other. */
+static void wake(struct eng_thread *t)
+{
+	uint64_t one = 1;
+	if (atomic_load(&t->sleeping))
+		(void)!write(t->wake_fd, &one, sizeof(one));
+}
+
+/* --- worker pool (backend work without an io_uring form) ------------------- */
+
+static void offload(struct be_ctx *ctx, struct be_job *job)
+{
+	struct engine *eng = container_of(ctx, struct eng_thread, ctx)->eng;
+
+	job->ctx = ctx;
+	job->next = NULL;
+	pthread_mutex_lock(&eng->wlock);
+	*eng->jobs_tail = job;
+	eng->jobs_tail = &job->next;
+	pthread_cond_signal(&eng->wcond);
+	pthread_mutex_unlock(&eng->wlock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct engine *eng = arg;
+
+	pthread_mutex_lock(&eng->wlock);
+	for (;;) {
+		struct be_job *job;
+		struct eng_thread *t;
+
+		while (!eng->jobs && !eng->wstop)
+			pthread_cond_wait(&eng->wcond, &eng->wlock);
+		if (!eng->jobs)
+			break;
+		job = eng->jobs;
+		eng->jobs = job->next;
+		if (!eng->jobs)
+			eng->jobs_tail = &eng->jobs;
+		pthread_mutex_unlock(&eng->wlock);
+
+		job->res = job->fn(job);
+		t = container_of(job->ctx, struct eng_thread, ctx);
+		pthread_mutex_lock(&t->lock);
+		job->next = t->done_jobs;
+		t->done_jobs = job;
+		atomic_store(&t->pending, true);
+		pthread_mutex_unlock(&t->lock);
+		wake(t);
+
+		pthread_mutex_lock(&eng->wlock);
+	}
+	pthread_mutex_unlock(&eng->wlock);
+	return NULL;
+}
+
+/* --- commands ------------------------------------------------------------- */
+
+static void cmd_done(struct eng_thread *t, struct eng_cmd *c)
+{
+	pthread_mutex_lock(&t->lock);
+	c->done = true;
+	pthread_cond_broadcast(&t->cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
 static void vq_started(struct eng_thread *t, struct vq *vq)
 {
 	vq->thread = t;
+	vq->draining = false;
+	vq->inflight = 0;
 	vq->used_idx = READ_ONCE(vq->used->idx);
 	vq->signalled_used = vq->used_idx;
 	vq->notify_on = true;
@@ -84,18 +179,68 @@ static void vq_started(struct eng_thread *t, struct vq *vq)
 			vlog(LOG_ERR, "[%s q%u] epoll_ctl: %s", vblk_name(vq->blk),
 			     vq->index, strerror(errno));
 	}
-	/* A kick may have come before we listened: look at the ring now. */
+	/* A kick may have come before we listened: the loop looks at the
+	 * ring right away anyway. */
+}
+
+/* Remove a drained vq from the thread and acknowledge its detach. */
+static void finish_detach(struct eng_thread *t, struct eng_cmd *c)
+{
+	struct vq *vq = c->vq;
+
+	for (unsigned i = 0; i < t->nvq; i++) {
+		if (t->vqs[i] != vq)
+			continue;
+		t->vqs[i] = t->vqs[--t->nvq];
+		break;
+	}
+	if (vq->kick_fd >= 0)
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, vq->kick_fd, NULL);
+	vq_flush_used(vq);
+	vq->thread = NULL;
+	vq->draining = false;
+	cmd_done(t, c);
+}
+
+static void check_detaching(struct eng_thread *t)
+{
+	struct eng_cmd **pp = &t->detaching;
+
+	while (*pp) {
+		struct eng_cmd *c = *pp;
+		if (c->vq->inflight == 0) {
+			*pp = c->next;
+			finish_detach(t, c);
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+static void complete_job(struct eng_thread *t, struct be_job *job)
+{
+	struct vq_req *req = job->cookie;
+	t->ctx.inflight--;
+	vblk_complete(req, job->res);
 }
 
 static void run_cmds(struct eng_thread *t, bool *stop)
 {
 	struct eng_cmd *c, *next;
+	struct be_job *jobs, *jnext;
 
 	pthread_mutex_lock(&t->lock);
 	c = t->cmds;
 	t->cmds = NULL;
+	jobs = t->done_jobs;
+	t->done_jobs = NULL;
 	atomic_store(&t->pending, false);
 	pthread_mutex_unlock(&t->lock);
+
+	for (; jobs; jobs = jnext) {
+		jnext = jobs->next;
+		complete_job(t, jobs);
+	}
 
 	/* The list is LIFO; order between different vqs does not matter and
 	 * a caller waits for each command before sending the next. */
@@ -118,28 +263,55 @@ static void run_cmds(struct eng_thread *t, bool *stop)
 			vq_started(t, c->vq);
 			break;
 		case ENG_DETACH:
-			for (unsigned i = 0; i < t->nvq; i++) {
-				if (t->vqs[i] != c->vq)
-					continue;
-				t->vqs[i] = t->vqs[--t->nvq];
-				if (c->vq->kick_fd >= 0)
-					epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->vq->kick_fd, NULL);
-				/* Publish whatever was completed. */
-				if (!atomic_load(&c->vq->broken))
-					vq_flush_used(c->vq);
-				c->vq->thread = NULL;
-				break;
-			}
-			break;
+			/* Requests in flight finish first: their buffers are
+			 * guest memory the control thread may unmap next. */
+			c->vq->draining = true;
+			c->next = t->detaching;
+			t->detaching = c;
+			continue;
 		case ENG_STOP:
 			*stop = true;
 			break;
 		}
-		pthread_mutex_lock(&t->lock);
-		c->done = true;
-		pthread_cond_broadcast(&t->cond);
-		pthread_mutex_unlock(&t->lock);
+		cmd_done(t, c);
 	}
+}
+
+/* --- the loop --------------------------------------------------------------- */
+
+/* Reap io_uring completions; returns how many. */
+static unsigned reap(struct eng_thread *t)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	if (!t->has_ring)
+		return 0;
+	io_uring_for_each_cqe(&t->ring, head, cqe) {
+		struct vq_req *req = io_uring_cqe_get_data(cqe);
+		if (req)
+			vblk_complete(req, cqe->res);
+		n++;
+	}
+	if (n) {
+		io_uring_cq_advance(&t->ring, n);
+		t->ctx.inflight -= n;
+	}
+	return n;
+}
+
+/* Requests one vq may start now without overflowing the completion queue. */
+static unsigned room(struct eng_thread *t)
+{
+	unsigned cq, used;
+
+	if (!t->has_ring)
+		return VQ_BATCH;
+	cq = *t->ring.cq.kring_entries;
+	used = t->ctx.inflight + io_uring_sq_ready(&t->ring);
+	if (used + BE_MAX_SQE_PER_REQ > cq)
+		return 0;
+	return (cq - used) / BE_MAX_SQE_PER_REQ;
 }
 
 /* Arm notifications on every vq and sleep unless work is already there. */
@@ -151,26 +323,34 @@ static void eng_sleep(struct eng_thread *t)
 
 	for (unsigned i = 0; i < t->nvq; i++) {
 		struct vq *vq = t->vqs[i];
-		if (atomic_load_explicit(&vq->broken, memory_order_relaxed))
+		if (atomic_load_explicit(&vq->broken, memory_order_relaxed) || vq->draining)
 			continue;
 		if (vq->kick_nofd)
 			work = true;    /* a polling driver never kicks */
 		if (vq_set_notify(vq, true))
 			work = true;
 	}
+	if (t->has_ring) {
+		io_uring_cq_eventfd_toggle(&t->ring, true);
+		if (io_uring_cq_ready(&t->ring))
+			work = true;
+	}
 	atomic_store(&t->sleeping, true);
-	/* sleeping before pending: pairs with the sender's order (pending,
-	 * then sleeping) so one of the two sides sees the other. */
 	if (!work && !atomic_load(&t->pending)) {
 		n = epoll_wait(t->epfd, evs, 64, -1);
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.ptr == NULL)
+			void *p = evs[i].data.ptr;
+			if (p == &ev_wake_marker)
 				drain_fd(t->wake_fd);
+			else if (p == &ev_ring_marker)
+				drain_fd(t->ring_fd);
 			else
-				drain_fd(((struct vq *)evs[i].data.ptr)->kick_fd);
+				drain_fd(((struct vq *)p)->kick_fd);
 		}
 	}
 	atomic_store(&t->sleeping, false);
+	if (t->has_ring)
+		io_uring_cq_eventfd_toggle(&t->ring, false);
 	if (t->eng->mode != CORE_POLL_INTERRUPT)
 		for (unsigned i = 0; i < t->nvq; i++)
 			vq_set_notify(t->vqs[i], false);
@@ -190,18 +370,24 @@ static void *eng_main(void *arg)
 		if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
 			vlog(LOG_WARNING, "[engine %u] cannot pin to cpu %d", t->id, t->cpu);
 	}
-	while (!stop) {
-		int work = 0;
+	while (!stop || t->detaching) {
+		unsigned work;
 
-		if (atomic_load_explicit(&t->pending, memory_order_acquire)) {
+		if (atomic_load_explicit(&t->pending, memory_order_acquire))
 			run_cmds(t, &stop);
-			idle_since = 0;
-		}
+		work = reap(t);
 		for (unsigned i = 0; i < t->nvq; i++) {
-			int n = vq_poll(t->vqs[i]);
+			int n = vq_poll(t->vqs[i], &t->ctx, room(t));
 			if (n > 0)
 				work += n;
 		}
+		if (t->has_ring && io_uring_sq_ready(&t->ring))
+			io_uring_submit(&t->ring);
+		if (work)
+			for (unsigned i = 0; i < t->nvq; i++)
+				vq_flush_used(t->vqs[i]);
+		if (t->detaching)
+			check_detaching(t);
 		if (work) {
 			idle_since = 0;
 			continue;
@@ -215,6 +401,8 @@ static void *eng_main(void *arg)
 			if (now - idle_since < eng->idle_ns)
 				continue;
 		}
+		if (stop)
+			continue;
 		eng_sleep(t);
 		idle_since = 0;
 	}
@@ -224,21 +412,58 @@ static void *eng_main(void *arg)
 static int eng_send(struct eng_thread *t, enum eng_cmd_op op, struct vq *vq)
 {
 	struct eng_cmd c = { .op = op, .vq = vq };
-	uint64_t one = 1;
 
 	pthread_mutex_lock(&t->lock);
 	c.next = t->cmds;
 	t->cmds = &c;
 	atomic_store(&t->pending, true);
 	pthread_mutex_unlock(&t->lock);
-	if (atomic_load(&t->sleeping))
-		(void)!write(t->wake_fd, &one, sizeof(one));
+	wake(t);
 
 	pthread_mutex_lock(&t->lock);
 	while (!c.done)
 		pthread_cond_wait(&t->cond, &t->lock);
 	pthread_mutex_unlock(&t->lock);
 	return c.result;
+}
+
+static int thread_init(struct engine *eng, struct eng_thread *t, unsigned i, int cpu)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &ev_wake_marker };
+	struct io_uring_params up = { 0 };
+	int rc;
+
+	t->eng = eng;
+	t->id = i;
+	t->cpu = cpu;
+	t->ctx.offload = offload;
+	t->epfd = epoll_create1(EPOLL_CLOEXEC);
+	t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (t->epfd < 0 || t->wake_fd < 0 ||
+	    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &ev) < 0)
+		return -errno;
+
+	/* A larger completion queue than submission queue: requests stay in
+	 * flight far longer than they sit in the SQ. */
+	up.flags = IORING_SETUP_CQSIZE;
+	up.cq_entries = eng->uring_entries * 4;
+	rc = io_uring_queue_init_params(eng->uring_entries, &t->ring, &up);
+	if (rc < 0) {
+		vlog(LOG_WARNING, "[engine %u] io_uring unavailable (%s): file backends disabled",
+		     i, strerror(-rc));
+		return 0;
+	}
+	t->ring_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ev.data.ptr = &ev_ring_marker;
+	if (t->ring_fd < 0 || io_uring_register_eventfd(&t->ring, t->ring_fd) < 0 ||
+	    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->ring_fd, &ev) < 0) {
+		io_uring_queue_exit(&t->ring);
+		return -errno;
+	}
+	io_uring_cq_eventfd_toggle(&t->ring, false);
+	t->has_ring = true;
+	t->ctx.ring = &t->ring;
+	return 0;
 }
 
 int eng_create(const struct core_opts *opts, struct engine **out)
@@ -254,6 +479,12 @@ int eng_create(const struct core_opts *opts, struct engine **out)
 		return -ENOMEM;
 	eng->mode = opts->poll_mode;
 	eng->idle_ns = (uint64_t)(opts->idle_us ? opts->idle_us : ENG_DEFAULT_IDLE_US) * 1000;
+	eng->uring_entries = opts->uring_entries ? opts->uring_entries : ENG_DEFAULT_URING;
+	if (eng->uring_entries < BE_MAX_SQE_PER_REQ)
+		eng->uring_entries = BE_MAX_SQE_PER_REQ;
+	pthread_mutex_init(&eng->wlock, NULL);
+	pthread_cond_init(&eng->wcond, NULL);
+	eng->jobs_tail = &eng->jobs;
 	if (posix_memalign((void **)&eng->threads, 64, n * sizeof(*eng->threads))) {
 		free(eng);
 		return -ENOMEM;
@@ -261,39 +492,36 @@ int eng_create(const struct core_opts *opts, struct engine **out)
 	memset(eng->threads, 0, n * sizeof(*eng->threads));
 	eng->nalloc = n;
 	for (unsigned i = 0; i < n; i++) {
-		eng->threads[i].epfd = eng->threads[i].wake_fd = -1;
-		pthread_mutex_init(&eng->threads[i].lock, NULL);
-		pthread_cond_init(&eng->threads[i].cond, NULL);
+		struct eng_thread *t = &eng->threads[i];
+		t->epfd = t->wake_fd = t->ring_fd = -1;
+		pthread_mutex_init(&t->lock, NULL);
+		pthread_cond_init(&t->cond, NULL);
 	}
-
+	for (unsigned i = 0; i < ENG_WORKERS; i++) {
+		rc = -pthread_create(&eng->workers[i], NULL, worker_main, eng);
+		if (rc)
+			goto fail;
+		pthread_setname_np(eng->workers[i], "vhostd-worker");
+		eng->nworkers++;
+	}
 	for (unsigned i = 0; i < n; i++) {
 		struct eng_thread *t = &eng->threads[i];
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+		char name[16];
 
-		t->eng = eng;
-		t->id = i;
-		t->cpu = opts->cpus ? opts->cpus[i] : -1;
-		t->epfd = epoll_create1(EPOLL_CLOEXEC);
-		t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (t->epfd < 0 || t->wake_fd < 0 ||
-		    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &ev) < 0) {
-			rc = -errno;
+		rc = thread_init(eng, t, i, opts->cpus ? opts->cpus[i] : -1);
+		if (rc)
 			goto fail;
-		}
 		rc = -pthread_create(&t->tid, NULL, eng_main, t);
 		if (rc)
 			goto fail;
-		{
-			char name[16];
-			snprintf(name, sizeof(name), "vhostd-eng%u", i);
-			pthread_setname_np(t->tid, name);
-		}
+		snprintf(name, sizeof(name), "vhostd-eng%u", i);
+		pthread_setname_np(t->tid, name);
 		eng->nthreads = i + 1;
 	}
 	*out = eng;
 	return 0;
 fail:
-	vlog(LOG_ERR, "engine: cannot start thread: %s", strerror(-rc));
+	vlog(LOG_ERR, "engine: cannot start: %s", strerror(-rc));
 	eng_destroy(eng);
 	return rc;
 }
@@ -307,8 +535,18 @@ void eng_destroy(struct engine *eng)
 		eng_send(t, ENG_STOP, NULL);
 		pthread_join(t->tid, NULL);
 	}
+	pthread_mutex_lock(&eng->wlock);
+	eng->wstop = true;
+	pthread_cond_broadcast(&eng->wcond);
+	pthread_mutex_unlock(&eng->wlock);
+	for (unsigned i = 0; i < eng->nworkers; i++)
+		pthread_join(eng->workers[i], NULL);
 	for (unsigned i = 0; i < eng->nalloc; i++) {
 		struct eng_thread *t = &eng->threads[i];
+		if (t->has_ring)
+			io_uring_queue_exit(&t->ring);
+		if (t->ring_fd >= 0)
+			close(t->ring_fd);
 		if (t->epfd >= 0)
 			close(t->epfd);
 		if (t->wake_fd >= 0)
@@ -322,6 +560,11 @@ void eng_destroy(struct engine *eng)
 unsigned eng_nthreads(const struct engine *eng)
 {
 	return eng->nthreads;
+}
+
+bool eng_has_uring(const struct engine *eng)
+{
+	return eng->nthreads && eng->threads[0].has_ring;
 }
 
 int eng_attach(struct engine *eng, struct vq *vq, unsigned hint)

@@ -23,5 +23,7 @@ int eng_attach(struct engine *eng, struct vq *vq, unsigned hint);
 /* Stop serving vq; on return the engine no longer touches it and
  * vq->last_avail is the next avail index to process. */
 int eng_detach(struct engine *eng, struct vq *vq);
+/* Whether engine threads have io_uring (file backends need it). */
+bool eng_has_uring(const struct engine *eng);
 
 #endif

@@ -56,6 +56,31 @@ static inline size_t vring_used_size(unsigned num)
 	       sizeof(uint16_t);
 }
 
+/* The inflight region of one split queue (vhost-user "Inflight I/O
+ * tracking"): shared memory the front-end keeps across a back-end crash, so
+ * that a restarted back-end can resubmit exactly what was in flight. */
+struct vq_inflight_desc {
+	uint8_t inflight;               /* 1 while the request is ours */
+	uint8_t padding[5];
+	uint16_t next;                  /* links the last batch of used heads */
+	uint64_t counter;               /* fetch order */
+};
+
+struct vq_inflight {
+	uint64_t features;
+	uint16_t version;
+	uint16_t desc_num;
+	uint16_t last_batch_head;
+	uint16_t used_idx;              /* used->idx once the batch was retired */
+	struct vq_inflight_desc desc[];
+};
+
+static inline size_t vq_inflight_size(unsigned queue_size)
+{
+	size_t n = sizeof(struct vq_inflight) + sizeof(struct vq_inflight_desc) * queue_size;
+	return (n + 63) & ~(size_t)63;
+}
+
 /* A single untorn read/write of a guest-shared field. */
 #define READ_ONCE(x)      (*(const volatile __typeof__(x) *)&(x))
 #define WRITE_ONCE(x, v)  (*(volatile __typeof__(x) *)&(x) = (v))

@@ -8,7 +8,9 @@
 #include "vq.h"
 
 #include <errno.h>
+#include <liburing.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -23,7 +25,7 @@ void vq_init(struct vq *vq, unsigned index, struct vblk *blk)
 	vq->kick_fd = vq->call_fd = vq->err_fd = -1;
 }
 
-int vq_map_rings(struct vq *vq, char *err, size_t errlen)
+int vq_prepare(struct vq *vq, char *err, size_t errlen)
 {
 	if (!vq->mem || vq->num == 0) {
 		snprintf(err, errlen, "queue %u started without %s", vq->index,
@@ -44,7 +46,82 @@ int vq_map_rings(struct vq *vq, char *err, size_t errlen)
 		snprintf(err, errlen, "queue %u: ring addresses are misaligned", vq->index);
 		return -EINVAL;
 	}
+	if (!vq->reqs) {
+		vq->reqs = calloc(vq->num, sizeof(*vq->reqs));
+		if (!vq->reqs) {
+			snprintf(err, errlen, "queue %u: out of memory", vq->index);
+			return -ENOMEM;
+		}
+		for (unsigned i = 0; i < vq->num; i++)
+			vq->reqs[i].vq = vq;
+	}
 	return 0;
+}
+
+void vq_release(struct vq *vq)
+{
+	free(vq->reqs);
+	vq->reqs = NULL;
+	free(vq->resubmit);
+	vq->resubmit = NULL;
+	vq->nresubmit = vq->resubmitted = 0;
+}
+
+static int cmp_counter(const void *a, const void *b, void *arg)
+{
+	const struct vq_inflight *infl = arg;
+	uint64_t x = infl->desc[*(const uint16_t *)a].counter;
+	uint64_t y = infl->desc[*(const uint16_t *)b].counter;
+	return x < y ? -1 : x > y;
+}
+
+unsigned vq_inflight_recover(struct vq *vq)
+{
+	struct vq_inflight *infl = vq->infl;
+	uint16_t used = READ_ONCE(vq->used->idx);
+	uint64_t max = 0;
+	unsigned n = 0;
+
+	/* The region is shared with the front-end: every value in it is
+	 * checked like ring contents. */
+	if (READ_ONCE(infl->version) != 1 || READ_ONCE(infl->desc_num) != vq->num) {
+		memset(infl, 0, vq_inflight_size(vq->num));
+		infl->version = 1;
+		infl->desc_num = vq->num;
+		infl->used_idx = used;
+		vq->infl_counter = 1;
+		return 0;
+	}
+	if (READ_ONCE(infl->used_idx) != used) {
+		/* Crashed after publishing used->idx but before retiring the
+		 * batch: those requests are complete, not in flight. */
+		uint16_t cnt = used - READ_ONCE(infl->used_idx);
+		uint16_t head = READ_ONCE(infl->last_batch_head);
+		for (unsigned i = 0; i < cnt && i < vq->num && head < vq->num; i++) {
+			WRITE_ONCE(infl->desc[head].inflight, 0);
+			head = READ_ONCE(infl->desc[head].next);
+		}
+		infl->used_idx = used;
+	}
+	if (!vq->resubmit)
+		vq->resubmit = calloc(vq->num, sizeof(*vq->resubmit));
+	if (!vq->resubmit)
+		return 0;
+	for (unsigned h = 0; h < vq->num; h++) {
+		if (READ_ONCE(infl->desc[h].inflight) != 1)
+			continue;
+		vq->resubmit[n++] = h;
+		if (infl->desc[h].counter > max)
+			max = infl->desc[h].counter;
+	}
+	qsort_r(vq->resubmit, n, sizeof(*vq->resubmit), cmp_counter, infl);
+	vq->nresubmit = n;
+	vq->resubmitted = 0;
+	vq->infl_counter = max + 1;
+	/* Every request fetched was either completed (counted in used->idx)
+	 * or is in flight: that gives where the avail ring was. */
+	vq->last_avail = used + n;
+	return n;
 }
 
 void vq_mark_broken(struct vq *vq, const char *why)
@@ -149,6 +226,27 @@ void vq_push_used(struct vq *vq, uint16_t head, uint32_t len)
 	WRITE_ONCE(e->id, head);
 	WRITE_ONCE(e->len, len);
 	vq->used_idx++;
+	if (vq->infl) {
+		/* Newest first: the batch is the first (used_idx - the
+		 * region's used_idx) entries of this list. */
+		WRITE_ONCE(vq->infl->desc[head].next, vq->infl->last_batch_head);
+		WRITE_ONCE(vq->infl->last_batch_head, head);
+	}
+}
+
+/* After used->idx went out: the batch is no longer in flight. */
+static void inflight_retire(struct vq *vq, uint16_t old, uint16_t new_idx)
+{
+	struct vq_inflight *infl = vq->infl;
+	uint16_t head = infl->last_batch_head;
+
+	ring_wmb();     /* used->idx before clearing the inflight marks */
+	for (uint16_t i = 0; i != (uint16_t)(new_idx - old) && head < vq->num; i++) {
+		WRITE_ONCE(infl->desc[head].inflight, 0);
+		head = infl->desc[head].next;
+	}
+	ring_wmb();     /* marks cleared before the batch is declared retired */
+	WRITE_ONCE(infl->used_idx, new_idx);
 }
 
 void vq_flush_used(struct vq *vq)
@@ -161,6 +259,8 @@ void vq_flush_used(struct vq *vq)
 	vq->signalled_used = new_idx;
 	ring_wmb();     /* used elements and guest data before the index */
 	WRITE_ONCE(vq->used->idx, new_idx);
+	if (vq->infl)
+		inflight_retire(vq, old, new_idx);
 	ring_mb();      /* publish the index before reading used_event/flags */
 
 	if (vq->event_idx) {
@@ -197,13 +297,41 @@ bool vq_set_notify(struct vq *vq, bool on)
 	return READ_ONCE(vq->avail->idx) != vq->last_avail;
 }
 
-int vq_poll(struct vq *vq)
+/* Run again the requests that were in flight when the previous back-end
+ * died, oldest first, before anything new from the avail ring. */
+static int resubmit(struct vq *vq, struct be_ctx *ctx, unsigned room)
+{
+	int n = 0;
+
+	while (vq->resubmitted < vq->nresubmit && (unsigned)n < room && n < VQ_BATCH) {
+		uint16_t head = vq->resubmit[vq->resubmitted];
+		struct vq_req *req = &vq->reqs[head];
+
+		if (req->busy)
+			break;
+		if (vq_walk(vq, head, &req->chain) < 0) {
+			vq_mark_broken(vq, "bad descriptor chain in an inflight request");
+			return -1;
+		}
+		if (ctx->ring && io_uring_sq_space_left(ctx->ring) < BE_MAX_SQE_PER_REQ)
+			io_uring_submit(ctx->ring);
+		vq->resubmitted++;
+		vblk_handle(vq->blk, vq, req, ctx);
+		n++;
+	}
+	vq_flush_used(vq);
+	return n;
+}
+
+int vq_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 {
 	uint16_t avail_idx, pending;
 	int n = 0;
 
-	if (atomic_load_explicit(&vq->broken, memory_order_relaxed))
+	if (vq->draining || atomic_load_explicit(&vq->broken, memory_order_relaxed))
 		return 0;
+	if (vq->resubmitted < vq->nresubmit)
+		return resubmit(vq, ctx, room);
 	avail_idx = READ_ONCE(vq->avail->idx);
 	pending = avail_idx - vq->last_avail;
 	if (pending == 0)
@@ -218,22 +346,44 @@ int vq_poll(struct vq *vq)
 	ring_rmb();     /* ring entries after the index that published them */
 	if (pending > VQ_BATCH)
 		pending = VQ_BATCH;
+	if (pending > room)
+		pending = room;
 
 	for (; n < pending; n++) {
 		uint16_t head = READ_ONCE(vq->avail->ring[vq->last_avail & (vq->num - 1)]);
-		int rc = vq_walk(vq, head, &vq->chain);
+		struct vq_req *req;
+		char why[64];
 
-		if (rc < 0) {
-			char why[64];
+		if (head >= vq->num) {
+			snprintf(why, sizeof(why), "head index %u out of range", head);
+			goto broken;
+		}
+		req = &vq->reqs[head];
+		if (req->busy) {
+			snprintf(why, sizeof(why), "head %u made available twice", head);
+			goto broken;
+		}
+		if (vq_walk(vq, head, &req->chain) < 0) {
 			snprintf(why, sizeof(why), "bad descriptor chain at head %u", head);
-			vq_flush_used(vq);
-			vq_mark_broken(vq, why);
-			return -1;
+			goto broken;
+		}
+		/* Keep room in the submission queue for the biggest request,
+		 * so that a backend never finds it full halfway. */
+		if (ctx->ring && io_uring_sq_space_left(ctx->ring) < BE_MAX_SQE_PER_REQ)
+			io_uring_submit(ctx->ring);
+		if (vq->infl) {
+			WRITE_ONCE(vq->infl->desc[head].counter, vq->infl_counter++);
+			ring_wmb();     /* the order stamp before the mark */
+			WRITE_ONCE(vq->infl->desc[head].inflight, 1);
 		}
 		vq->last_avail++;
-		vblk_handle(vq->blk, vq, &vq->chain);
+		vblk_handle(vq->blk, vq, req, ctx);
+		continue;
+broken:
+		vq_flush_used(vq);
+		vq_mark_broken(vq, why);
+		return -1;
 	}
 	vq_flush_used(vq);
-	vq->work_done += n;
 	return n;
 }

@@ -1,8 +1,9 @@
 /* A split virtqueue, device side.
  * Ownership: the control thread configures a vq while it is stopped
  * (fields under "config"); once attached to an engine thread only that
- * thread touches the ring and the "engine" fields, until a detach command
- * has been acknowledged.  Nothing read from the ring is trusted. */
+ * thread touches the ring, the request slots and the "engine" fields, until
+ * a detach command has been acknowledged — which waits for the requests in
+ * flight to complete.  Nothing read from the ring is trusted. */
 #ifndef VHOSTD_VQ_H
 #define VHOSTD_VQ_H
 
@@ -11,15 +12,16 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "backend.h"
 #include "mem.h"
 #include "ring.h"
 
 #define VQ_MAX_SIZE     1024
 #define VQ_BATCH        32
 /* Data segments a request may have (virtio-blk seg_max) and the iovecs a
- * request can use in all (header, status, and region splits). */
+ * request can use in all (header, status, region splits). */
 #define VQ_SEG_MAX      126
-#define VQ_MAX_IOV      256
+#define VQ_MAX_IOV      (VQ_SEG_MAX + 2 + MEM_MAX_REGIONS)
 
 struct vblk;
 struct eng_thread;
@@ -27,7 +29,8 @@ struct eng_thread;
 /* Per-queue counters: written by the engine thread only, read by anyone. */
 struct vq_stats {
 	_Atomic uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
-	_Atomic uint64_t bytes_read, bytes_written, errors, other;
+	_Atomic uint64_t bytes_read, bytes_written, errors;
+	_Atomic uint64_t inflight;
 };
 
 /* A descriptor chain, walked and translated. */
@@ -36,10 +39,25 @@ struct vq_chain {
 	bool fault;             /* an address did not translate or a rule was broken */
 	unsigned nout, nin;     /* iov[0..nout) readable, iov[nout..nout+nin) writable */
 	uint64_t out_len, in_len;
-	struct iovec iov[VQ_MAX_IOV];
 	/* last writable descriptor (to report a status even after a fault) */
 	uint64_t last_w_addr;
 	uint32_t last_w_len;
+	struct iovec iov[VQ_MAX_IOV];
+};
+
+/* One request in flight, in the slot of its head descriptor. */
+struct vq_req {
+	struct vq *vq;
+	bool busy;
+	uint8_t type;           /* virtio-blk request type (for stats) */
+	uint8_t result;         /* status so far */
+	uint16_t pending;       /* backend completions still to come */
+	uint8_t *status;
+	uint32_t written;       /* used length on success */
+	uint64_t expect;        /* bytes each READ/WRITE completion must carry */
+	struct be_range ranges[BE_MAX_SQE_PER_REQ];
+	struct be_job job;
+	struct vq_chain chain;
 };
 
 struct vq {
@@ -55,6 +73,11 @@ struct vq {
 	bool attached;                  /* running on an engine thread */
 	struct vblk *blk;               /* the device whose requests these are */
 	const struct mem_table *mem;
+	struct vq_req *reqs;            /* num slots, allocated while attached */
+	struct vq_inflight *infl;       /* inflight region, NULL if not tracked */
+	uint16_t *resubmit;             /* heads to run again after a restart */
+	unsigned nresubmit, resubmitted;
+	uint64_t infl_counter;
 
 	/* ring pointers: translated at attach */
 	struct vring_desc *desc;
@@ -66,27 +89,35 @@ struct vq {
 	uint16_t used_idx;
 	uint16_t signalled_used;        /* used->idx as we last published it */
 	bool notify_on;                 /* guest kicks currently wanted */
+	bool draining;                  /* being detached: take no new request */
+	unsigned inflight;
 	_Atomic bool broken;
 	struct eng_thread *thread;
-	uint64_t work_done;             /* requests handled (engine-local) */
 
 	struct vq_stats stats __attribute__((aligned(64)));
-	struct vq_chain chain __attribute__((aligned(64)));
 };
 
 void vq_init(struct vq *vq, unsigned index, struct vblk *blk);
-/* Translate ring addresses against vq->mem (control thread, before attach).
- * 0 or -EFAULT with a reason. */
-int vq_map_rings(struct vq *vq, char *err, size_t errlen);
+/* Translate ring addresses against vq->mem and allocate the request slots
+ * (control thread, before attach).  0 or -errno with a reason. */
+int vq_prepare(struct vq *vq, char *err, size_t errlen);
+/* Free what vq_prepare allocated (control thread, after detach). */
+void vq_release(struct vq *vq);
+/* With vq->infl set and rings mapped: retire a batch a crash cut short,
+ * and queue the requests that were in flight for resubmission (in the
+ * order they were fetched); last_avail follows from them.  Control thread,
+ * before attach.  Returns how many requests will be resubmitted. */
+unsigned vq_inflight_recover(struct vq *vq);
 
 /* Engine side. */
-/* Handle up to VQ_BATCH requests; returns how many, or -1 if the ring broke. */
-int vq_poll(struct vq *vq);
+/* Start up to `room` requests (at most VQ_BATCH); returns how many, or -1
+ * if the ring broke. */
+int vq_poll(struct vq *vq, struct be_ctx *ctx, unsigned room);
 /* Ask the guest for kicks (true) or tell it not to bother (false); enabling
  * returns true if work arrived meanwhile (so do not sleep). */
 bool vq_set_notify(struct vq *vq, bool on);
-/* Walk and translate the chain at head into vq->chain. 0, or -EBADMSG if
- * the ring itself is broken (bad index, loop, bad indirect table). */
+/* Walk and translate the chain at head into c. 0, or -EBADMSG if the ring
+ * itself is broken (bad index, loop, bad indirect table). */
 int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c);
 /* Queue a used element (published by vq_flush_used). */
 void vq_push_used(struct vq *vq, uint16_t head, uint32_t len);

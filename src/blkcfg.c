@@ -28,14 +28,22 @@ uint64_t blkcfg_features(const struct vblk *b)
 void blkcfg_build(const struct vblk *b, struct virtio_blk_config *cfg)
 {
 	uint32_t bs = b->params.block_size;
-	uint32_t spb = bs / 512;        /* sectors per logical block */
+	uint32_t pbs = b->be ? b->be->physical_block : 0;
+	uint32_t exp = 0;
+
+	/* Never advertise a block smaller than the backing device's: the
+	 * guest would send writes the device cannot take directly. */
+	if (b->be && b->be->logical_block > bs)
+		bs = b->be->logical_block;
+	while (pbs > bs && (bs << (exp + 1)) <= pbs && exp < 8)
+		exp++;
 
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->capacity = b->params.size / 512;
+	cfg->capacity = (b->be ? b->be->size : b->params.size) / 512;
 	cfg->size_max = VBLK_SIZE_MAX;
 	cfg->seg_max = VQ_SEG_MAX;
 	cfg->blk_size = bs;
-	cfg->topology.physical_block_exp = 0;
+	cfg->topology.physical_block_exp = exp;
 	cfg->topology.alignment_offset = 0;
 	cfg->topology.min_io_size = 1;
 	cfg->topology.opt_io_size = 0;
@@ -43,7 +51,7 @@ void blkcfg_build(const struct vblk *b, struct virtio_blk_config *cfg)
 	cfg->num_queues = b->params.queues;
 	cfg->max_discard_sectors = VBLK_MAX_DISCARD_SECTORS;
 	cfg->max_discard_seg = VBLK_MAX_DISCARD_SEG;
-	cfg->discard_sector_alignment = spb;
+	cfg->discard_sector_alignment = bs / 512;
 	cfg->max_write_zeroes_sectors = VBLK_MAX_DISCARD_SECTORS;
 	cfg->max_write_zeroes_seg = VBLK_MAX_DISCARD_SEG;
 	cfg->write_zeroes_may_unmap = 1;

@@ -6,6 +6,7 @@
 #include "vdev.h"
 
 #include <errno.h>
+#include <libudev.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,7 +25,7 @@
 #include "log.h"
 #include "vu.h"
 
-enum ev_kind { EV_WAKE, EV_LISTEN, EV_CONN, EV_BROKEN };
+enum ev_kind { EV_WAKE, EV_LISTEN, EV_CONN, EV_BROKEN, EV_UDEV };
 
 struct ev_src {
 	enum ev_kind kind;
@@ -60,7 +62,9 @@ struct core {
 	pthread_t tid;
 	int epfd;
 	int wake_fd;
-	struct ev_src ev_wake;
+	struct ev_src ev_wake, ev_udev;
+	struct udev *udev;
+	struct udev_monitor *mon;       /* block devices going away */
 	bool stop;
 	pthread_mutex_t lock;           /* the call mailbox */
 	pthread_cond_t cond;
@@ -73,8 +77,11 @@ struct core {
 
 static void set_error(struct vdev *d, const char *msg)
 {
+	size_t n = strnlen(msg, sizeof(d->last_error) - 1);
+
 	pthread_mutex_lock(&d->err_lock);
-	snprintf(d->last_error, sizeof(d->last_error), "%s", msg);
+	memcpy(d->last_error, msg, n);
+	d->last_error[n] = '\0';
 	pthread_mutex_unlock(&d->err_lock);
 }
 
@@ -114,7 +121,7 @@ int vdev_params_check(const struct vdev_params *p, char *err, size_t errlen)
 			 p->block_size);
 		return -EINVAL;
 	}
-	if (p->size == 0) {
+	if (p->size == 0 && p->backing != BE_FILE) {
 		snprintf(err, errlen, "size must be greater than zero");
 		return -EINVAL;
 	}
@@ -190,6 +197,11 @@ static void run_calls(struct core *core)
 
 /* --- connections ------------------------------------------------------------ */
 
+static bool backend_failed(struct vdev *d)
+{
+	return d->blk.be && atomic_load(&d->blk.be->failed);
+}
+
 static void conn_close(struct vdev *d, const char *why)
 {
 	struct vu_conn *c = d->conn;
@@ -208,7 +220,7 @@ static void conn_close(struct vdev *d, const char *why)
 	free(c);
 	d->conn = NULL;
 	d->blk.wce = true;
-	atomic_store(&d->state, VDEV_LISTENING);
+	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_LISTENING);
 }
 
 static void conn_accept(struct vdev *d)
@@ -241,7 +253,7 @@ static void conn_accept(struct vdev *d)
 		return;
 	}
 	d->conn = c;
-	atomic_store(&d->state, VDEV_CONNECTED);
+	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_CONNECTED);
 	vlog(LOG_INFO, "[%s] front-end connected", d->blk.name);
 }
 
@@ -279,6 +291,39 @@ static void on_ring_broken(struct vblk *b, struct vq *vq, const char *why)
 	(void)!write(d->broken_fd, &one, sizeof(one));
 }
 
+/* A block device changed: if it is the backing of a device and it is gone
+ * (removed, or its medium went away), fail that device's I/O from now on. */
+static void udev_event(struct core *core)
+{
+	struct udev_device *ud = udev_monitor_receive_device(core->mon);
+	const char *action, *size;
+	dev_t devnum;
+	bool gone;
+
+	if (!ud)
+		return;
+	action = udev_device_get_action(ud);
+	devnum = udev_device_get_devnum(ud);
+	size = udev_device_get_sysattr_value(ud, "size");
+	gone = action && (strcmp(action, "remove") == 0 ||
+			  (strcmp(action, "change") == 0 && size && strcmp(size, "0") == 0));
+	if (gone && devnum) {
+		for (struct vdev *d = core->devs; d; d = d->next) {
+			char msg[VDEV_ERR_MAX + 4096];
+			if (!d->blk.be || d->blk.be->rdev != devnum || backend_failed(d))
+				continue;
+			atomic_store(&d->blk.be->failed, true);
+			atomic_store(&d->state, VDEV_ERROR);
+			snprintf(msg, sizeof(msg),
+				 "backing device %s (%u:%u) disappeared; I/O fails until it is reconfigured",
+				 d->blk.params.path, major(devnum), minor(devnum));
+			set_error(d, msg);
+			vlog(LOG_ERR, "[%s] %s", d->blk.name, msg);
+		}
+	}
+	udev_device_unref(ud);
+}
+
 static void *core_main(void *arg)
 {
 	struct core *core = arg;
@@ -298,6 +343,9 @@ static void *core_main(void *arg)
 			case EV_CONN:
 				if (s->dev->conn)
 					conn_readable(s->dev);
+				break;
+			case EV_UDEV:
+				udev_event(core);
 				break;
 			case EV_BROKEN: {
 				uint64_t v;
@@ -341,6 +389,22 @@ int core_create(const struct core_opts *opts, struct core **out)
 	rc = eng_create(opts, &core->eng);
 	if (rc < 0)
 		goto fail;
+	/* Kernel uevents need no udev daemon (containers, minimal hosts);
+	 * with one, its processed events carry the device properties. */
+	core->udev = udev_new();
+	if (core->udev) {
+		bool udevd = access("/run/udev/control", F_OK) == 0;
+		core->mon = udev_monitor_new_from_netlink(core->udev, udevd ? "udev" : "kernel");
+		if (core->mon &&
+		    udev_monitor_filter_add_match_subsystem_devtype(core->mon, "block", NULL) == 0 &&
+		    udev_monitor_enable_receiving(core->mon) == 0) {
+			core->ev_udev.kind = EV_UDEV;
+			ev.data.ptr = &core->ev_udev;
+			epoll_ctl(core->epfd, EPOLL_CTL_ADD, udev_monitor_get_fd(core->mon), &ev);
+		} else {
+			vlog(LOG_WARNING, "no udev monitor: removal of backing devices goes unnoticed");
+		}
+	}
 	rc = -pthread_create(&core->tid, NULL, core_main, core);
 	if (rc < 0)
 		goto fail_eng;
@@ -378,6 +442,10 @@ void core_destroy(struct core *core)
 	core_call(core, do_stop, NULL);
 	pthread_join(core->tid, NULL);
 	eng_destroy(core->eng);
+	if (core->mon)
+		udev_monitor_unref(core->mon);
+	if (core->udev)
+		udev_unref(core->udev);
 	close(core->epfd);
 	close(core->wake_fd);
 	free(core);
@@ -485,6 +553,7 @@ static int do_create(struct core *core, void *arg)
 	rc = be_open(a->p, &d->blk.be, a->err, a->errlen);
 	if (rc < 0)
 		goto fail;
+	d->blk.params.size = d->blk.be->size;
 	d->broken_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->broken_fd < 0) {
 		rc = -errno;
@@ -566,6 +635,8 @@ static int do_set_params(struct core *core, void *arg)
 			return rc;
 		be_close(d->blk.be);
 		d->blk.be = be;
+		d->blk.params = *p;
+		d->blk.params.size = be->size;
 	} else if (p->size != old->size) {
 		rc = d->blk.be->ops->resize(d->blk.be, p->size);
 		if (rc < 0) {
@@ -574,7 +645,11 @@ static int do_set_params(struct core *core, void *arg)
 			return rc;
 		}
 	}
-	d->blk.params = *p;
+	if (p->backing == old->backing && strcmp(p->path, old->path) == 0) {
+		uint64_t size = d->blk.be->size;
+		d->blk.params = *p;
+		d->blk.params.size = size;
+	}
 	if (atomic_load(&d->state) == VDEV_ERROR)
 		atomic_store(&d->state, VDEV_LISTENING);
 	return 0;
@@ -641,7 +716,31 @@ void vdev_get_stats(struct vdev *d, struct vdev_stats *st)
 		st->bytes_written += atomic_load_explicit(&s->bytes_written, memory_order_relaxed);
 		st->errors += atomic_load_explicit(&s->errors, memory_order_relaxed);
 	}
-	st->inflight = 0;       /* synchronous backends complete within a batch */
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		st->inflight += atomic_load_explicit(&d->blk.vqs[i].stats.inflight,
+						     memory_order_relaxed);
+	if (d->blk.be && d->blk.be->ops->describe)
+		d->blk.be->ops->describe(d->blk.be, st->detail, sizeof(st->detail));
+	else
+		snprintf(st->detail, sizeof(st->detail), "io_mode memory\n");
+}
+
+struct params_args {
+	struct vdev *d;
+	struct vdev_params *p;
+};
+
+static int do_get_params(struct core *core, void *arg)
+{
+	struct params_args *a = arg;
+	*a->p = a->d->blk.params;
+	return 0;
+}
+
+void vdev_get_params(struct vdev *d, struct vdev_params *p)
+{
+	struct params_args a = { d, p };
+	core_call(d->core, do_get_params, &a);
 }
 
 void vdev_last_error(struct vdev *d, char *buf, size_t len)

@@ -26,7 +26,8 @@ enum be_kind {
 };
 
 struct vdev_params {
-	uint64_t size;                  /* bytes; multiple of block_size, > 0 */
+	uint64_t size;                  /* bytes; multiple of block_size; 0 only
+					 * for BE_FILE: the file's/device's size */
 	uint32_t block_size;            /* 512..65536, power of two */
 	enum be_kind backing;
 	char path[4096];                /* BE_FILE only: absolute path */
@@ -46,6 +47,7 @@ struct vdev_stats {
 	uint64_t bytes_read, bytes_written;
 	uint64_t errors;                /* requests completed with IOERR/UNSUPP */
 	uint64_t inflight;
+	char detail[64];                /* backend lines, e.g. "io_mode direct\n" */
 };
 
 enum core_poll_mode {
@@ -59,6 +61,7 @@ struct core_opts {
 	const int *cpus;                /* optional: cpu for thread i (-1 = any) */
 	enum core_poll_mode poll_mode;
 	unsigned idle_us;               /* adaptive: idle time before sleeping; 0 = default */
+	unsigned uring_entries;         /* io_uring SQ size per engine thread; 0 = default */
 };
 
 struct core;
@@ -92,6 +95,9 @@ int vdev_set_params(struct vdev *d, const struct vdev_params *p,
  * -EBUSY (and nothing done) if a front-end is connected, unless force. */
 int vdev_destroy(struct vdev *d, bool force);
 
+/* The parameters in force; size is the real one (a file backing given
+ * without size gets the file's size). */
+void vdev_get_params(struct vdev *d, struct vdev_params *p);
 enum vdev_state vdev_get_state(struct vdev *d);
 void vdev_get_stats(struct vdev *d, struct vdev_stats *st);
 /* Copy the last error sentence ("" if none). */

@@ -107,6 +107,13 @@ struct vu_memory {
 	struct mem_region_desc regions[MEM_MAX_REGIONS];
 };
 
+struct vu_inflight {
+	uint64_t mmap_size;
+	uint64_t mmap_offset;
+	uint16_t num_queues;
+	uint16_t queue_size;
+};
+
 struct vu_config {
 	uint32_t offset;
 	uint32_t size;
@@ -122,6 +129,7 @@ struct vu_msg {
 		struct vu_vring_addr addr;
 		struct vu_memory memory;
 		struct vu_config config;
+		struct vu_inflight inflight;
 		uint8_t bytes[VU_MAX_PAYLOAD];
 	} payload;
 	int fds[VU_MAX_FDS];
@@ -141,6 +149,12 @@ struct vu_conn {
 	bool features_set;
 	bool owner;
 	struct mem_table *mem;
+	/* inflight tracking region (GET/SET_INFLIGHT_FD) */
+	int inflight_fd;
+	void *inflight_map;
+	size_t inflight_len;
+	uint16_t inflight_nq, inflight_qs;
+	int reply_fd;                   /* fd to send with the next reply */
 	/* receive state: a message may arrive in pieces */
 	struct vu_msg rx;
 	size_t rx_len;                  /* bytes of header+payload so far */

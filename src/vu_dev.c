@@ -12,7 +12,10 @@
 #include "vu.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,7 +27,8 @@
 #define BIT(n) (1ULL << (n))
 
 #define VU_PROTOCOL_FEATURES (BIT(VU_PROTOCOL_F_MQ) | BIT(VU_PROTOCOL_F_REPLY_ACK) | \
-			      BIT(VU_PROTOCOL_F_CONFIG) | BIT(VU_PROTOCOL_F_RESET_DEVICE))
+			      BIT(VU_PROTOCOL_F_CONFIG) | BIT(VU_PROTOCOL_F_RESET_DEVICE) | \
+			      BIT(VU_PROTOCOL_F_INFLIGHT_SHMFD))
 
 /* Handler results besides -errno. */
 #define VU_OK     0     /* done; REPLY_ACK (if asked) says success */
@@ -45,8 +49,9 @@ static uint64_t offered_features(const struct vu_conn *c)
 
 static bool has_protocol(const struct vu_conn *c, unsigned bit)
 {
-	return (c->features & BIT(VU_F_PROTOCOL_FEATURES)) &&
-	       (c->protocol_features & BIT(bit));
+	/* Protocol features are in force from SET_PROTOCOL_FEATURES on, which
+	 * front-ends send before SET_FEATURES (QEMU does). */
+	return c->protocol_features & BIT(bit);
 }
 
 static const char *name(const struct vu_conn *c)
@@ -69,9 +74,24 @@ static int vq_start(struct vu_conn *c, struct vq *vq)
 		return 0;
 	vq->mem = c->mem;
 	vq->event_idx = c->features & BIT(VIRTIO_RING_F_EVENT_IDX);
-	rc = vq_map_rings(vq, c->err, sizeof(c->err));
+	rc = vq_prepare(vq, c->err, sizeof(c->err));
 	if (rc < 0)
 		return rc;
+	vq->infl = NULL;
+	if (c->inflight_map && vq->index < c->inflight_nq) {
+		if (c->inflight_qs == vq->num) {
+			unsigned n;
+			vq->infl = (struct vq_inflight *)((uint8_t *)c->inflight_map +
+							  vq->index * vq_inflight_size(vq->num));
+			n = vq_inflight_recover(vq);
+			if (n)
+				vlog(LOG_INFO, "[%s q%u] resubmitting %u requests that were in flight",
+				     name(c), vq->index, n);
+		} else {
+			vlog(LOG_WARNING, "[%s q%u] inflight region is for queue size %u, not %u: not tracked",
+			     name(c), vq->index, c->inflight_qs, vq->num);
+		}
+	}
 	atomic_store(&vq->broken, false);
 	rc = eng_attach(c->eng, vq, c->thread_hint + vq->index);
 	if (rc < 0)
@@ -110,6 +130,7 @@ static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *, voi
 
 static void vq_reset(struct vq *vq)
 {
+	vq_release(vq);
 	vq_init(vq, vq->index, vq->blk);
 }
 
@@ -268,6 +289,8 @@ static int h_set_vring_num(struct vu_conn *c, struct vu_msg *m)
 		snprintf(c->err, sizeof(c->err), "queue %u: size changed while running", vq->index);
 		return -EBUSY;
 	}
+	if (vq->num != num)
+		vq_release(vq);         /* slots are sized by num */
 	vq->num = num;
 	return VU_OK;
 }
@@ -436,6 +459,147 @@ static int h_set_config(struct vu_conn *c, struct vu_msg *m)
 	return VU_OK;
 }
 
+static void inflight_unmap(struct vu_conn *c)
+{
+	if (c->inflight_map)
+		munmap(c->inflight_map, c->inflight_len);
+	if (c->inflight_fd >= 0)
+		close(c->inflight_fd);
+	c->inflight_map = NULL;
+	c->inflight_fd = -1;
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		c->blk->vqs[i].infl = NULL;
+}
+
+static int check_inflight_shape(struct vu_conn *c, const struct vu_inflight *in)
+{
+	if (in->num_queues == 0 || in->num_queues > VDEV_MAX_QUEUES ||
+	    in->queue_size == 0 || in->queue_size > VQ_MAX_SIZE) {
+		snprintf(c->err, sizeof(c->err), "inflight region for %u queues of %u",
+			 in->num_queues, in->queue_size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vu_inflight *in = &m->payload.inflight;
+	size_t len;
+	void *p;
+	int fd, rc;
+
+	rc = check_inflight_shape(c, in);
+	if (rc < 0)
+		return rc;
+	len = vq_inflight_size(in->queue_size) * in->num_queues;
+	fd = memfd_create("vhostd-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || ftruncate(fd, len) < 0) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		snprintf(c->err, sizeof(c->err), "cannot make an inflight region: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	/* The front-end keeps it for our successor: it must not shrink. */
+	fcntl(fd, F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	for (unsigned i = 0; i < in->num_queues; i++) {
+		struct vq_inflight *q = (struct vq_inflight *)((uint8_t *)p +
+							       i * vq_inflight_size(in->queue_size));
+		q->version = 1;
+		q->desc_num = in->queue_size;
+	}
+	inflight_unmap(c);
+	c->inflight_fd = fd;
+	c->inflight_map = p;
+	c->inflight_len = len;
+	c->inflight_nq = in->num_queues;
+	c->inflight_qs = in->queue_size;
+	in->mmap_size = len;
+	in->mmap_offset = 0;
+	c->reply_fd = fd;
+	m->hdr.size = sizeof(*in);
+	return VU_REPLY;
+}
+
+struct inflight_set {
+	void *map;
+	size_t len;
+	int fd;
+	uint16_t nq, qs;
+};
+
+static int swap_inflight(struct vu_conn *c, void *arg)
+{
+	struct inflight_set *s = arg;
+	inflight_unmap(c);
+	c->inflight_map = s->map;
+	c->inflight_len = s->len;
+	c->inflight_fd = s->fd;
+	c->inflight_nq = s->nq;
+	c->inflight_qs = s->qs;
+	return 0;
+}
+
+static int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m)
+{
+	struct vu_inflight *in = &m->payload.inflight;
+	struct inflight_set s;
+	struct stat st;
+	size_t need;
+	int rc;
+
+	rc = check_inflight_shape(c, in);
+	if (rc < 0)
+		return rc;
+	if (m->nfds != 1) {
+		snprintf(c->err, sizeof(c->err), "SET_INFLIGHT_FD with %u fds", m->nfds);
+		return -EINVAL;
+	}
+	need = vq_inflight_size(in->queue_size) * in->num_queues;
+	if (in->mmap_size < need || in->mmap_size > (1u << 30) ||
+	    in->mmap_offset > UINT64_MAX - in->mmap_size ||
+	    fstat(m->fds[0], &st) < 0 || (uint64_t)st.st_size < in->mmap_offset + in->mmap_size) {
+		snprintf(c->err, sizeof(c->err),
+			 "inflight region of %llu bytes at %llu does not fit its file or %u queues of %u",
+			 (unsigned long long)in->mmap_size, (unsigned long long)in->mmap_offset,
+			 in->num_queues, in->queue_size);
+		return -EINVAL;
+	}
+	s.map = mmap(NULL, in->mmap_offset + in->mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		     m->fds[0], 0);
+	if (s.map == MAP_FAILED) {
+		rc = -errno;
+		snprintf(c->err, sizeof(c->err), "cannot map the inflight region: %s", strerror(-rc));
+		return rc;
+	}
+	if (in->mmap_offset) {
+		/* Keep it simple: map from 0 and refer to the region inside. */
+		munmap(s.map, in->mmap_offset + in->mmap_size);
+		s.map = mmap(NULL, in->mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			     m->fds[0], in->mmap_offset);
+		if (s.map == MAP_FAILED) {
+			rc = -errno;
+			snprintf(c->err, sizeof(c->err), "cannot map the inflight region: %s",
+				 strerror(-rc));
+			return rc;
+		}
+	}
+	s.len = in->mmap_size;
+	s.fd = m->fds[0];
+	m->fds[0] = -1;
+	s.nq = in->num_queues;
+	s.qs = in->queue_size;
+	return with_rings_stopped(c, swap_inflight, &s);
+}
+
 #define SZ(t) sizeof(t), sizeof(t)
 #define U64 SZ(uint64_t)
 #define STATE SZ(struct vu_vring_state)
@@ -463,6 +627,9 @@ static const struct vu_handler handlers[VU_REQUEST_MAX] = {
 	[VU_SET_CONFIG] = { h_set_config, offsetof(struct vu_config, region),
 			    sizeof(struct vu_config) },
 	[VU_RESET_DEVICE] = { h_reset, 0, 0 },
+	[VU_GET_INFLIGHT_FD] = { h_get_inflight_fd, 20, sizeof(struct vu_inflight) },
+	[VU_SET_INFLIGHT_FD] = { h_set_inflight_fd, 20, sizeof(struct vu_inflight),
+				 .may_have_fds = true },
 };
 
 /* --- dispatcher ----------------------------------------------------------- */
@@ -472,7 +639,14 @@ static int send_reply(struct vu_conn *c, struct vu_msg *m)
 	int rc;
 	m->hdr.flags = VU_VERSION | VU_FLAG_REPLY;
 	m->nfds = 0;
+	if (c->reply_fd >= 0) {
+		/* Sent, not given away: we keep our copy of the fd. */
+		m->fds[0] = c->reply_fd;
+		m->nfds = 1;
+		c->reply_fd = -1;
+	}
 	rc = vu_send(c->fd, m);
+	m->nfds = 0;
 	if (rc < 0)
 		snprintf(c->err, sizeof(c->err), "cannot send the reply to %s: %s",
 			 vu_request_name(m->hdr.request), strerror(-rc));
@@ -578,6 +752,8 @@ void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *en
 	c->blk = blk;
 	c->eng = eng;
 	c->thread_hint = thread_hint;
+	c->inflight_fd = -1;
+	c->reply_fd = -1;
 }
 
 void vu_conn_teardown(struct vu_conn *c)
@@ -585,6 +761,7 @@ void vu_conn_teardown(struct vu_conn *c)
 	reset_device(c);
 	mem_table_unmap(c->mem);
 	c->mem = NULL;
+	inflight_unmap(c);
 	vu_msg_close_fds(&c->rx);
 	c->rx_len = 0;
 }
