@@ -1,0 +1,648 @@
+/* blkcheck: data-integrity checker for a block device, run inside the test
+ * guest (statically linked) and, for persistence checks, on the host.
+ *
+ *   blkcheck fullcheck DEV [SEED]
+ *       O_DIRECT write of a deterministic pattern over the whole device,
+ *       fsync, then O_DIRECT read-back and compare.
+ *   blkcheck randverify DEV THREADS DURATION [SEED]
+ *       THREADS threads doing random O_DIRECT writes/reads of 1..16 blocks
+ *       (block = max(4 KiB, logical block size)).  The device is cut into
+ *       stripes of 16 blocks; stripe s belongs to thread s % THREADS, which
+ *       keeps a shadow generation per block, verifies reads against it at
+ *       random, read-back-verifies some writes immediately, and verifies
+ *       every block it wrote at the end.  DURATION: `10`/`10s` (seconds) or
+ *       `5000ops` (total operations over all threads).
+ *   blkcheck writepattern DEV SEED
+ *   blkcheck verifypattern DEV SEED
+ *       The two halves of fullcheck, for checks across a restart/on the host.
+ *
+ * Every 512-byte sector written carries: magic, seed, absolute sector
+ * number, generation, and a pseudo-random fill derived from those, so a
+ * misplaced, stale, torn or corrupted sector is detected and described.
+ *
+ * Output: `BLKCHECK <mode> OK ...` and exit 0, or `BLKCHECK FAIL <reason>`
+ * (with offsets) and exit 1.  Usage errors exit 2.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SECTOR          512u
+#define PAT_MAGIC       0x31305441504856ULL     /* "VHPAT01\0" little endian */
+#define DEFAULT_SEED    0x5eedULL
+#define CHUNK           (1u << 20)              /* fullcheck I/O size */
+#define STRIPE_BLOCKS   16u                     /* randverify ownership unit */
+#define MAX_REPORTS     8
+
+struct sector_hdr {
+	uint64_t magic;
+	uint64_t seed;
+	uint64_t sector;
+	uint64_t gen;
+};
+
+static const char *g_dev;
+static atomic_int g_failed;
+static atomic_int g_reports;
+static pthread_mutex_t g_out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void out(const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&g_out_lock);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	fflush(stdout);
+	pthread_mutex_unlock(&g_out_lock);
+}
+
+/* First failure prints the FAIL line; later ones are details (capped). */
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	atomic_store(&g_failed, 1);
+	if (atomic_fetch_add(&g_reports, 1) < MAX_REPORTS)
+		out("BLKCHECK FAIL %s\n", buf);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+static void fill_sector(uint8_t *p, uint64_t seed, uint64_t sector, uint64_t gen)
+{
+	struct sector_hdr h = { PAT_MAGIC, seed, sector, gen };
+	uint64_t s = mix64(seed ^ mix64(sector ^ mix64(gen + 0x9e3779b97f4a7c15ULL)));
+	uint64_t w;
+
+	memcpy(p, &h, sizeof(h));
+	for (size_t off = sizeof(h); off < SECTOR; off += 8) {
+		/* xorshift64 */
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		w = s;
+		memcpy(p + off, &w, 8);
+	}
+}
+
+static void fill_range(uint8_t *buf, size_t len, uint64_t seed,
+		       uint64_t first_sector, const uint32_t *gens,
+		       unsigned sectors_per_gen)
+{
+	for (size_t i = 0; i < len / SECTOR; i++) {
+		uint64_t gen = gens ? gens[i / sectors_per_gen] : 0;
+		fill_sector(buf + i * SECTOR, seed, first_sector + i, gen);
+	}
+}
+
+/* Compare one sector against its expected content; describe a mismatch. */
+static bool check_sector(const uint8_t *got, uint8_t *scratch, uint64_t seed,
+			 uint64_t sector, uint64_t gen, const char *what)
+{
+	struct sector_hdr h;
+	size_t first_diff = 0;
+
+	fill_sector(scratch, seed, sector, gen);
+	if (memcmp(got, scratch, SECTOR) == 0)
+		return true;
+	while (first_diff < SECTOR && got[first_diff] == scratch[first_diff])
+		first_diff++;
+	memcpy(&h, got, sizeof(h));
+	if (h.magic != PAT_MAGIC) {
+		bool zero = true;
+		for (size_t i = 0; i < SECTOR && zero; i++)
+			zero = got[i] == 0;
+		fail("%s: %s offset=%" PRIu64 " (sector %" PRIu64 ") expected seed=%#" PRIx64
+		     " gen=%" PRIu64 ", found %s (first bytes %02x%02x%02x%02x%02x%02x%02x%02x)",
+		     what, g_dev, sector * SECTOR, sector, seed, gen,
+		     zero ? "all zeroes" : "no pattern header",
+		     got[0], got[1], got[2], got[3], got[4], got[5], got[6], got[7]);
+	} else if (h.seed != seed || h.sector != sector || h.gen != gen) {
+		fail("%s: %s offset=%" PRIu64 " (sector %" PRIu64 ") expected seed=%#" PRIx64
+		     " sector=%" PRIu64 " gen=%" PRIu64 ", found seed=%#" PRIx64
+		     " sector=%" PRIu64 " gen=%" PRIu64 "%s",
+		     what, g_dev, sector * SECTOR, sector, seed, sector, gen,
+		     h.seed, h.sector, h.gen,
+		     h.sector != sector ? " (misplaced data)" :
+		     h.seed == seed && h.gen < gen ? " (stale data)" : "");
+	} else {
+		fail("%s: %s offset=%" PRIu64 " (sector %" PRIu64 ") header ok but payload "
+		     "differs at byte %zu (corrupted/torn sector)",
+		     what, g_dev, sector * SECTOR, sector, first_diff);
+	}
+	return false;
+}
+
+static int open_dev(const char *path, int flags, bool *direct)
+{
+	int fd = open(path, flags | O_DIRECT | O_CLOEXEC);
+
+	*direct = true;
+	if (fd < 0 && errno == EINVAL) {
+		/* e.g. a regular file on tmpfs (host-side verify) */
+		fd = open(path, flags | O_CLOEXEC);
+		*direct = false;
+	}
+	if (fd < 0)
+		fail("open %s: %s", path, strerror(errno));
+	return fd;
+}
+
+static int dev_geometry(int fd, uint64_t *size, unsigned *lbs)
+{
+	struct stat st;
+	int ssz = 512;
+
+	if (fstat(fd, &st) < 0) {
+		fail("fstat %s: %s", g_dev, strerror(errno));
+		return -1;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, size) < 0) {
+			fail("BLKGETSIZE64 %s: %s", g_dev, strerror(errno));
+			return -1;
+		}
+		if (ioctl(fd, BLKSSZGET, &ssz) < 0)
+			ssz = 512;
+	} else {
+		*size = (uint64_t)st.st_size;
+	}
+	*lbs = ssz > 0 ? (unsigned)ssz : 512;
+	if (*size == 0 || *size % SECTOR) {
+		fail("%s: unusable size %" PRIu64 " bytes", g_dev, *size);
+		return -1;
+	}
+	return 0;
+}
+
+static int pio(bool wr, int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = wr ? pwrite(fd, (char *)buf + done, len - done, (off_t)(off + done))
+			       : pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fail("%s %s offset=%" PRIu64 " len=%zu: %s", wr ? "write" : "read",
+			     g_dev, off + done, len - done,
+			     n < 0 ? strerror(errno) : "unexpected end of device");
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static void *xalloc(size_t len)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, 65536, len) != 0) {
+		fail("out of memory (%zu bytes)", len);
+		return NULL;
+	}
+	memset(p, 0, len);
+	return p;
+}
+
+static double mib_s(uint64_t bytes, double secs)
+{
+	return secs > 0 ? (double)bytes / (1024.0 * 1024.0) / secs : 0.0;
+}
+
+/* ---- sequential pattern --------------------------------------------- */
+
+static int seq_write(int fd, uint64_t size, uint64_t seed, double *secs)
+{
+	uint8_t *buf = xalloc(CHUNK);
+	double t0 = now_s();
+	int rc = 0;
+
+	if (!buf)
+		return -1;
+	for (uint64_t off = 0; off < size && rc == 0; off += CHUNK) {
+		size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+		fill_range(buf, len, seed, off / SECTOR, NULL, 1);
+		rc = pio(true, fd, buf, len, off);
+	}
+	if (rc == 0 && fsync(fd) < 0) {
+		fail("fsync %s: %s", g_dev, strerror(errno));
+		rc = -1;
+	}
+	*secs = now_s() - t0;
+	free(buf);
+	return rc;
+}
+
+static int seq_verify(int fd, uint64_t size, uint64_t seed, double *secs)
+{
+	uint8_t *buf = xalloc(CHUNK), scratch[SECTOR];
+	double t0 = now_s();
+	int rc = 0;
+
+	if (!buf)
+		return -1;
+	for (uint64_t off = 0; off < size && rc == 0; off += CHUNK) {
+		size_t len = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+		if (pio(false, fd, buf, len, off) < 0) {
+			rc = -1;
+			break;
+		}
+		for (size_t i = 0; i < len / SECTOR; i++)
+			if (!check_sector(buf + i * SECTOR, scratch, seed,
+					  off / SECTOR + i, 0, "verify"))
+				rc = -1;
+	}
+	*secs = now_s() - t0;
+	free(buf);
+	return rc;
+}
+
+static int cmd_pattern(const char *mode, bool wr, bool rd, uint64_t seed)
+{
+	uint64_t size;
+	unsigned lbs;
+	bool direct;
+	double tw = 0, tr = 0;
+	int fd = open_dev(g_dev, wr ? O_RDWR : O_RDONLY, &direct);
+
+	if (fd < 0)
+		return 1;
+	if (dev_geometry(fd, &size, &lbs) < 0 || size % lbs) {
+		if (!atomic_load(&g_failed))
+			fail("%s: size %" PRIu64 " not a multiple of block size %u",
+			     g_dev, size, lbs);
+		close(fd);
+		return 1;
+	}
+	if (wr && seq_write(fd, size, seed, &tw) < 0)
+		goto bad;
+	if (rd && seq_verify(fd, size, seed, &tr) < 0)
+		goto bad;
+	close(fd);
+	out("BLKCHECK %s OK dev=%s bytes=%" PRIu64 " seed=%#" PRIx64 "%s", mode, g_dev,
+	    size, seed, direct ? "" : " (buffered)");
+	if (wr)
+		out(" write_s=%.2f write_MiB/s=%.1f", tw, mib_s(size, tw));
+	if (rd)
+		out(" read_s=%.2f read_MiB/s=%.1f", tr, mib_s(size, tr));
+	out(" MiB/s=%.1f\n", mib_s(size * ((wr ? 1 : 0) + (rd ? 1 : 0)), tw + tr));
+	return 0;
+bad:
+	close(fd);
+	return 1;
+}
+
+/* ---- random multi-threaded verify ------------------------------------ */
+
+struct rv_shared {
+	int fd;
+	uint64_t seed;
+	unsigned nthreads;
+	unsigned bsize;                 /* bytes per block */
+	uint64_t nblocks;
+	uint64_t nstripes;
+	uint32_t *gen;                  /* shadow: generation per block, 0 = unwritten */
+	double deadline;                /* 0: use op budget */
+	atomic_long ops_left;
+	atomic_int stop;
+};
+
+struct rv_thread {
+	pthread_t th;
+	struct rv_shared *sh;
+	unsigned tid;
+	uint64_t rng;
+	uint64_t writes, reads, verifies, flushes, bytes;
+	int rc;
+};
+
+static uint64_t rnd(struct rv_thread *t)
+{
+	t->rng += 0x9e3779b97f4a7c15ULL;
+	return mix64(t->rng);
+}
+
+static int rv_verify(struct rv_thread *t, uint8_t *buf, uint64_t blk,
+		     unsigned n, const char *what)
+{
+	struct rv_shared *sh = t->sh;
+	unsigned spb = sh->bsize / SECTOR;
+	uint8_t scratch[SECTOR];
+	bool any = false;
+	int rc = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		any |= sh->gen[blk + i] != 0;
+	if (!any)
+		return 0;
+	if (pio(false, sh->fd, buf, (size_t)n * sh->bsize, blk * sh->bsize) < 0)
+		return -1;
+	t->reads++;
+	t->bytes += (uint64_t)n * sh->bsize;
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t g = sh->gen[blk + i];
+		if (!g)
+			continue;
+		for (unsigned s = 0; s < spb; s++) {
+			uint64_t sector = (blk + i) * spb + s;
+			if (!check_sector(buf + ((size_t)i * spb + s) * SECTOR, scratch,
+					  sh->seed, sector, g, what)) {
+				rc = -1;
+				break;
+			}
+		}
+		if (rc)
+			break;
+	}
+	t->verifies++;
+	return rc;
+}
+
+static unsigned rv_len(struct rv_thread *t, unsigned max)
+{
+	unsigned r = (unsigned)(rnd(t) % 100), n;
+
+	if (r < 70)
+		n = 1;
+	else if (r < 90)
+		n = 2 + (unsigned)(rnd(t) % 7);         /* 2..8 */
+	else
+		n = 9 + (unsigned)(rnd(t) % 8);         /* 9..16 */
+	return n > max ? max : n;
+}
+
+static bool rv_more(struct rv_thread *t)
+{
+	struct rv_shared *sh = t->sh;
+
+	if (atomic_load(&sh->stop) || atomic_load(&g_failed))
+		return false;
+	if (sh->deadline > 0)
+		return now_s() < sh->deadline;
+	return atomic_fetch_sub(&sh->ops_left, 1) > 0;
+}
+
+static void *rv_main(void *arg)
+{
+	struct rv_thread *t = arg;
+	struct rv_shared *sh = t->sh;
+	unsigned spb = sh->bsize / SECTOR;
+	size_t maxlen = (size_t)STRIPE_BLOCKS * sh->bsize;
+	uint64_t my_stripes = (sh->nstripes + sh->nthreads - 1 - t->tid) / sh->nthreads;
+	uint32_t gens[STRIPE_BLOCKS];
+	uint8_t *wbuf = xalloc(maxlen), *rbuf = xalloc(maxlen);
+
+	t->rc = -1;
+	if (!wbuf || !rbuf)
+		goto out;
+	if (my_stripes == 0) {
+		t->rc = 0;
+		goto out;
+	}
+	while (rv_more(t)) {
+		uint64_t stripe = t->tid + sh->nthreads * (rnd(t) % my_stripes);
+		uint64_t sblk = stripe * STRIPE_BLOCKS;
+		unsigned sblocks = sh->nblocks - sblk < STRIPE_BLOCKS ?
+				   (unsigned)(sh->nblocks - sblk) : STRIPE_BLOCKS;
+		unsigned first = (unsigned)(rnd(t) % sblocks);
+		unsigned n = rv_len(t, sblocks - first);
+		uint64_t blk = sblk + first;
+		unsigned op = (unsigned)(rnd(t) % 100);
+
+		if (op < 60) {
+			for (unsigned i = 0; i < n; i++)
+				gens[i] = sh->gen[blk + i] + 1;
+			fill_range(wbuf, (size_t)n * sh->bsize, sh->seed, blk * spb, gens, spb);
+			if (pio(true, sh->fd, wbuf, (size_t)n * sh->bsize, blk * sh->bsize) < 0)
+				goto out;
+			memcpy(&sh->gen[blk], gens, n * sizeof(gens[0]));
+			t->writes++;
+			t->bytes += (uint64_t)n * sh->bsize;
+			if (op < 15 && rv_verify(t, rbuf, blk, n, "read-after-write") < 0)
+				goto out;
+		} else if (op < 98) {
+			if (rv_verify(t, rbuf, blk, n, "random read") < 0)
+				goto out;
+		} else {
+			if (fdatasync(sh->fd) < 0) {
+				fail("fdatasync %s: %s", g_dev, strerror(errno));
+				goto out;
+			}
+			t->flushes++;
+		}
+	}
+	if (atomic_load(&g_failed))
+		goto out;
+	/* final pass: every block this thread owns */
+	for (uint64_t s = t->tid; s < sh->nstripes; s += sh->nthreads) {
+		uint64_t sblk = s * STRIPE_BLOCKS;
+		unsigned sblocks = sh->nblocks - sblk < STRIPE_BLOCKS ?
+				   (unsigned)(sh->nblocks - sblk) : STRIPE_BLOCKS;
+		if (rv_verify(t, rbuf, sblk, sblocks, "final verify") < 0)
+			goto out;
+	}
+	t->rc = 0;
+out:
+	if (t->rc)
+		atomic_store(&sh->stop, 1);
+	free(wbuf);
+	free(rbuf);
+	return NULL;
+}
+
+static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
+{
+	struct rv_shared sh = { .seed = seed, .nthreads = nthreads };
+	struct rv_thread *th;
+	uint64_t size, writes = 0, reads = 0, verifies = 0, flushes = 0, bytes = 0;
+	unsigned lbs;
+	bool direct;
+	double t0, secs;
+	char *end;
+	unsigned long long v;
+	int rc = 0;
+
+	errno = 0;
+	v = strtoull(dur, &end, 10);
+	if (errno || end == dur || v == 0 ||
+	    (*end && strcmp(end, "s") && strcmp(end, "ops"))) {
+		fprintf(stderr, "blkcheck: bad duration '%s' (want N, Ns or Nops)\n", dur);
+		return 2;
+	}
+	sh.fd = open_dev(g_dev, O_RDWR, &direct);
+	if (sh.fd < 0)
+		return 1;
+	if (dev_geometry(sh.fd, &size, &lbs) < 0)
+		goto bad;
+	sh.bsize = lbs > 4096 ? lbs : 4096;
+	sh.nblocks = size / sh.bsize;
+	if (sh.nblocks == 0) {
+		fail("%s: device smaller than one %u-byte block", g_dev, sh.bsize);
+		goto bad;
+	}
+	sh.nstripes = (sh.nblocks + STRIPE_BLOCKS - 1) / STRIPE_BLOCKS;
+	sh.gen = calloc(sh.nblocks, sizeof(*sh.gen));
+	th = calloc(nthreads, sizeof(*th));
+	if (!sh.gen || !th) {
+		fail("out of memory");
+		goto bad;
+	}
+	if (strcmp(end, "ops") == 0)
+		atomic_store(&sh.ops_left, (long)v);
+	t0 = now_s();
+	if (strcmp(end, "ops") != 0)
+		sh.deadline = t0 + (double)v;
+	for (unsigned i = 0; i < nthreads; i++) {
+		th[i].sh = &sh;
+		th[i].tid = i;
+		th[i].rng = mix64(seed * 1000003u + i + 1);
+		if (pthread_create(&th[i].th, NULL, rv_main, &th[i]) != 0) {
+			fail("pthread_create failed");
+			atomic_store(&sh.stop, 1);
+			nthreads = i;
+			rc = 1;
+			break;
+		}
+	}
+	for (unsigned i = 0; i < nthreads; i++) {
+		pthread_join(th[i].th, NULL);
+		if (th[i].rc)
+			rc = 1;
+		writes += th[i].writes;
+		reads += th[i].reads;
+		verifies += th[i].verifies;
+		flushes += th[i].flushes;
+		bytes += th[i].bytes;
+	}
+	secs = now_s() - t0;
+	if (rc == 0 && fsync(sh.fd) < 0) {
+		fail("fsync %s: %s", g_dev, strerror(errno));
+		rc = 1;
+	}
+	if (rc == 0 && atomic_load(&g_failed))
+		rc = 1;
+	if (rc == 0) {
+		uint64_t written = 0;
+		for (uint64_t b = 0; b < sh.nblocks; b++)
+			written += sh.gen[b] != 0;
+		out("BLKCHECK randverify OK dev=%s threads=%u block=%u writes=%" PRIu64
+		    " reads=%" PRIu64 " verifies=%" PRIu64 " flushes=%" PRIu64
+		    " blocks_touched=%" PRIu64 "/%" PRIu64 " secs=%.1f IOPS=%.0f MiB/s=%.1f%s\n",
+		    g_dev, nthreads, sh.bsize, writes, reads, verifies, flushes,
+		    written, sh.nblocks, secs, secs > 0 ? (double)(writes + reads) / secs : 0.0,
+		    mib_s(bytes, secs), direct ? "" : " (buffered)");
+	}
+	close(sh.fd);
+	free(sh.gen);
+	free(th);
+	return rc;
+bad:
+	close(sh.fd);
+	return 1;
+}
+
+static int parse_u64(const char *s, uint64_t *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtoull(s, &end, 0);
+	return errno || end == s || *end ? -1 : 0;
+}
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: blkcheck fullcheck DEV [SEED]\n"
+		"       blkcheck randverify DEV THREADS SECONDS|Ns|Nops [SEED]\n"
+		"       blkcheck writepattern DEV SEED\n"
+		"       blkcheck verifypattern DEV SEED\n");
+}
+
+static int run(int argc, char **argv)
+{
+	uint64_t seed = DEFAULT_SEED, nthreads;
+	const char *cmd;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 3) {
+		usage();
+		return 2;
+	}
+	cmd = argv[1];
+	g_dev = argv[2];
+	if (strcmp(cmd, "fullcheck") == 0) {
+		if (argc > 4 || (argc == 4 && parse_u64(argv[3], &seed) < 0))
+			goto bad_usage;
+		return cmd_pattern("fullcheck", true, true, seed);
+	}
+	if (strcmp(cmd, "writepattern") == 0 || strcmp(cmd, "verifypattern") == 0) {
+		bool wr = cmd[0] == 'w';
+		if (argc != 4 || parse_u64(argv[3], &seed) < 0)
+			goto bad_usage;
+		return cmd_pattern(cmd, wr, !wr, seed);
+	}
+	if (strcmp(cmd, "randverify") == 0) {
+		if (argc < 5 || argc > 6 || parse_u64(argv[3], &nthreads) < 0 ||
+		    nthreads == 0 || nthreads > 256 ||
+		    (argc == 6 && parse_u64(argv[5], &seed) < 0))
+			goto bad_usage;
+		return cmd_randverify((unsigned)nthreads, argv[4], seed);
+	}
+bad_usage:
+	usage();
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	int rc = run(argc, argv);
+	int n = atomic_load(&g_reports);
+
+	if (n > MAX_REPORTS)
+		out("BLKCHECK FAIL (%d more failure reports suppressed)\n", n - MAX_REPORTS);
+	return rc;
+}
