@@ -110,7 +110,9 @@ void vdev_params_init(struct vdev_params *p)
 	memset(p, 0, sizeof(*p));
 	p->block_size = 512;
 	p->backing = BE_RAM;
-	p->queues = 1;
+	/* The most we serve: QEMU's vhost-user-blk-pci asks for one queue per
+	 * vCPU unless told otherwise, and refuses a back-end with fewer. */
+	p->queues = VDEV_MAX_QUEUES;
 }
 
 int vdev_params_check(const struct vdev_params *p, char *err, size_t errlen)

@@ -16,7 +16,7 @@
 
 #define VDEV_NAME_MAX    64
 #define VDEV_SERIAL_MAX  20     /* VIRTIO_BLK_ID_BYTES */
-#define VDEV_MAX_QUEUES  16
+#define VDEV_MAX_QUEUES  64     /* QEMU uses one per vCPU by default */
 #define VDEV_ERR_MAX     256
 
 enum be_kind {
@@ -72,7 +72,8 @@ int core_create(const struct core_opts *opts, struct core **out);
 /* Destroys every remaining vdev (their sockets are unlinked), stops threads. */
 void core_destroy(struct core *core);
 
-/* Fill defaults: size 0 (must be set), block_size 512, ram, rw, 1 queue. */
+/* Fill defaults: size 0 (must be set), block_size 512, ram, rw,
+ * VDEV_MAX_QUEUES queues. */
 void vdev_params_init(struct vdev_params *p);
 /* 0 if the parameters make a valid device, else -EINVAL and a one-sentence
  * reason in err. */

@@ -168,8 +168,9 @@ void vu_msg_close_fds(struct vu_msg *m);
  * more is needed (EAGAIN), -errno when the connection must close (EOF,
  * oversized message, too many fds). */
 int vu_recv(struct vu_conn *c);
-/* Send a message; 0 or -errno. */
-int vu_send(int fd, const struct vu_msg *m);
+/* Send m's header and payload with nfds fds (m->fds are the received ones
+ * and are not sent); 0 or -errno. */
+int vu_send(int fd, const struct vu_msg *m, const int *fds, unsigned nfds);
 
 /* Protocol (vu_dev.c). */
 void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *eng,

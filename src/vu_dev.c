@@ -636,17 +636,13 @@ static const struct vu_handler handlers[VU_REQUEST_MAX] = {
 
 static int send_reply(struct vu_conn *c, struct vu_msg *m)
 {
-	int rc;
+	/* A reply fd is sent, not given away: we keep our copy.  The fds
+	 * that came with the request stay in m for the dispatcher to close. */
+	int rfd = c->reply_fd, rc;
+
+	c->reply_fd = -1;
 	m->hdr.flags = VU_VERSION | VU_FLAG_REPLY;
-	m->nfds = 0;
-	if (c->reply_fd >= 0) {
-		/* Sent, not given away: we keep our copy of the fd. */
-		m->fds[0] = c->reply_fd;
-		m->nfds = 1;
-		c->reply_fd = -1;
-	}
-	rc = vu_send(c->fd, m);
-	m->nfds = 0;
+	rc = vu_send(c->fd, m, &rfd, rfd >= 0 ? 1 : 0);
 	if (rc < 0)
 		snprintf(c->err, sizeof(c->err), "cannot send the reply to %s: %s",
 			 vu_request_name(m->hdr.request), strerror(-rc));

@@ -138,7 +138,7 @@ int vu_recv(struct vu_conn *c)
 	}
 }
 
-int vu_send(int fd, const struct vu_msg *m)
+int vu_send(int fd, const struct vu_msg *m, const int *fds, unsigned nfds)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS)];
@@ -152,15 +152,17 @@ int vu_send(int fd, const struct vu_msg *m)
 	size_t total = sizeof(m->hdr) + m->hdr.size;
 	ssize_t n;
 
-	if (m->nfds) {
+	if (nfds > VU_MAX_FDS)
+		return -EINVAL;
+	if (nfds) {
 		struct cmsghdr *cm;
 		mh.msg_control = ctl.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * m->nfds);
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
 		cm = CMSG_FIRSTHDR(&mh);
 		cm->cmsg_level = SOL_SOCKET;
 		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * m->nfds);
-		memcpy(CMSG_DATA(cm), m->fds, sizeof(int) * m->nfds);
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
 	}
 	do {
 		n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -1,0 +1,1521 @@
+/* fakefe: the front-end side of vhost-user and the driver side of split
+ * virtqueues, for tests.  See fakefe.h for the object model.
+ *
+ * Runs on the test's threads.  Trusts nothing the back-end sends: reply
+ * headers, sizes and used ring contents are checked before use.
+ */
+#include "fakefe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#define MiB (1024ull * 1024)
+#define PAD_BYTES (2 * MiB)     /* file bytes before region 0 when translating */
+
+static void ffe_seterr(struct ffe *fe, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void ffe_seterr(struct ffe *fe, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(fe->err, sizeof(fe->err), fmt, ap);
+	va_end(ap);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int remaining_ms(int64_t deadline)
+{
+	int64_t r = deadline - now_ms();
+
+	return r < 0 ? 0 : (int)r;
+}
+
+static void sleep_us(unsigned us)
+{
+	struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+const char *ffe_req_name(uint32_t request)
+{
+	static const char *const names[] = {
+		[FFE_GET_FEATURES] = "GET_FEATURES",
+		[FFE_SET_FEATURES] = "SET_FEATURES",
+		[FFE_SET_OWNER] = "SET_OWNER",
+		[FFE_RESET_OWNER] = "RESET_OWNER",
+		[FFE_SET_MEM_TABLE] = "SET_MEM_TABLE",
+		[FFE_SET_LOG_BASE] = "SET_LOG_BASE",
+		[FFE_SET_LOG_FD] = "SET_LOG_FD",
+		[FFE_SET_VRING_NUM] = "SET_VRING_NUM",
+		[FFE_SET_VRING_ADDR] = "SET_VRING_ADDR",
+		[FFE_SET_VRING_BASE] = "SET_VRING_BASE",
+		[FFE_GET_VRING_BASE] = "GET_VRING_BASE",
+		[FFE_SET_VRING_KICK] = "SET_VRING_KICK",
+		[FFE_SET_VRING_CALL] = "SET_VRING_CALL",
+		[FFE_SET_VRING_ERR] = "SET_VRING_ERR",
+		[FFE_GET_PROTOCOL_FEATURES] = "GET_PROTOCOL_FEATURES",
+		[FFE_SET_PROTOCOL_FEATURES] = "SET_PROTOCOL_FEATURES",
+		[FFE_GET_QUEUE_NUM] = "GET_QUEUE_NUM",
+		[FFE_SET_VRING_ENABLE] = "SET_VRING_ENABLE",
+		[FFE_GET_CONFIG] = "GET_CONFIG",
+		[FFE_SET_CONFIG] = "SET_CONFIG",
+		[FFE_GET_INFLIGHT_FD] = "GET_INFLIGHT_FD",
+		[FFE_SET_INFLIGHT_FD] = "SET_INFLIGHT_FD",
+		[FFE_RESET_DEVICE] = "RESET_DEVICE",
+		[FFE_GET_MAX_MEM_SLOTS] = "GET_MAX_MEM_SLOTS",
+		[FFE_ADD_MEM_REG] = "ADD_MEM_REG",
+		[FFE_REM_MEM_REG] = "REM_MEM_REG",
+		[FFE_SET_STATUS] = "SET_STATUS",
+		[FFE_GET_STATUS] = "GET_STATUS",
+	};
+
+	if (request < sizeof(names) / sizeof(names[0]) && names[request])
+		return names[request];
+	return "UNKNOWN";
+}
+
+/* ---- memory --------------------------------------------------------------- */
+
+void ffe_opts_init(struct ffe_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->mem_size = 64 * MiB;
+	o->nregions = 1;
+	o->scratch_per_queue = 4 * MiB;
+	o->timeout_ms = FFE_TIMEOUT_MS;
+}
+
+static int new_memfd(size_t size)
+{
+	int fd = memfd_create("fakefe-guest", MFD_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static int setup_memory(struct ffe *fe)
+{
+	const struct ffe_opts *o = &fe->opts;
+	unsigned n = o->nregions;
+	bool translate = o->translate || n > 1;
+	uint64_t rsz = (o->mem_size / n) & ~0xffffull;
+	unsigned i;
+
+	fe->nregions = n;
+	for (i = 0; i < FFE_MAX_REGIONS; i++)
+		fe->memfd[i] = -1;
+
+	if (!translate) {
+		/* QEMU's usual single region: gpa 0, uva = its own address. */
+		int fd = new_memfd(o->mem_size);
+
+		if (fd < 0)
+			return fd;
+		fe->memfd[0] = fd;
+		fe->map_size[0] = o->mem_size;
+		fe->map[0] = mmap(NULL, o->mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (fe->map[0] == MAP_FAILED) {
+			fe->map[0] = NULL;
+			return -errno;
+		}
+		fe->nmaps = 1;
+		fe->r[0] = (struct ffe_region){
+			.gpa = 0, .size = o->mem_size,
+			.uva = (uint64_t)(uintptr_t)fe->map[0], .mmap_offset = 0,
+			.fd = fd, .hva = fe->map[0],
+		};
+		return 0;
+	}
+
+	/* Translated layout: gpa regions with holes between them, uvas in
+	 * descending order (so nothing can assume uva order == gpa order), and
+	 * every region starting PAD_BYTES or more into its file. */
+	for (i = 0; i < n; i++) {
+		unsigned m = o->fd_per_region ? i : 0;
+		uint64_t off = o->fd_per_region ? PAD_BYTES : PAD_BYTES + i * rsz;
+
+		if (o->fd_per_region || i == 0) {
+			size_t fsz = o->fd_per_region ? PAD_BYTES + rsz : PAD_BYTES + n * rsz;
+			int fd = new_memfd(fsz);
+
+			if (fd < 0)
+				return fd;
+			fe->memfd[m] = fd;
+			fe->map_size[m] = fsz;
+			fe->map[m] = mmap(NULL, fsz, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+			if (fe->map[m] == MAP_FAILED) {
+				fe->map[m] = NULL;
+				return -errno;
+			}
+			fe->nmaps = m + 1;
+		}
+		fe->r[i] = (struct ffe_region){
+			.gpa = o->contiguous_gpa ? 0x40000000ull + i * rsz
+						 : 0x40000000ull * (2 * i + 1),
+			.size = rsz,
+			.uva = 0x600000000000ull - (uint64_t)i * 0x100000000ull,
+			.mmap_offset = off,
+			.fd = fe->memfd[m],
+			.hva = fe->map[m] + off,
+		};
+	}
+	return 0;
+}
+
+int ffe_alloc(struct ffe *fe, size_t len, size_t align, int region,
+	      struct ffe_buf *out)
+{
+	static unsigned rr;
+	unsigned tries, i;
+	int ret = -ENOMEM;
+
+	if (align == 0)
+		align = 8;
+	pthread_mutex_lock(&fe->alloc_lock);
+	for (tries = 0; tries < fe->nregions; tries++) {
+		struct ffe_region *r;
+		uint64_t cur;
+
+		if (region >= 0) {
+			if ((unsigned)region >= fe->nregions || tries > 0)
+				break;
+			i = (unsigned)region;
+		} else {
+			i = (rr++) % fe->nregions;
+		}
+		r = &fe->r[i];
+		cur = (r->next_free + align - 1) & ~(uint64_t)(align - 1);
+		if (cur + len > r->size)
+			continue;
+		r->next_free = cur + len;
+		out->gpa = r->gpa + cur;
+		out->hva = r->hva + cur;
+		out->len = len;
+		ret = 0;
+		break;
+	}
+	pthread_mutex_unlock(&fe->alloc_lock);
+	return ret;
+}
+
+void *ffe_gpa_to_hva(struct ffe *fe, uint64_t gpa, size_t len)
+{
+	unsigned i;
+
+	for (i = 0; i < fe->nregions; i++) {
+		struct ffe_region *r = &fe->r[i];
+
+		if (gpa >= r->gpa && gpa - r->gpa <= r->size && len <= r->size - (gpa - r->gpa))
+			return r->hva + (gpa - r->gpa);
+	}
+	return NULL;
+}
+
+static struct ffe_region *region_of_hva(struct ffe *fe, const void *hva)
+{
+	const uint8_t *p = hva;
+	unsigned i;
+
+	for (i = 0; i < fe->nregions; i++)
+		if (p >= fe->r[i].hva && p < fe->r[i].hva + fe->r[i].size)
+			return &fe->r[i];
+	return NULL;
+}
+
+uint64_t ffe_hva_to_gpa(struct ffe *fe, const void *hva)
+{
+	struct ffe_region *r = region_of_hva(fe, hva);
+
+	return r ? r->gpa + (uint64_t)((const uint8_t *)hva - r->hva) : UINT64_MAX;
+}
+
+uint64_t ffe_hva_to_uva(struct ffe *fe, const void *hva)
+{
+	struct ffe_region *r = region_of_hva(fe, hva);
+
+	return r ? r->uva + (uint64_t)((const uint8_t *)hva - r->hva) : UINT64_MAX;
+}
+
+/* ---- connection ------------------------------------------------------------ */
+
+static int do_connect(struct ffe *fe)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int64_t deadline = now_ms() + fe->timeout_ms;
+	struct timeval tv = { .tv_sec = fe->timeout_ms / 1000,
+			      .tv_usec = (fe->timeout_ms % 1000) * 1000 };
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fe->path);
+	for (;;) {
+		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (s < 0)
+			return -errno;
+		if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+			/* a peer that stops reading must not block us forever */
+			setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+			fe->sock = s;
+			return 0;
+		}
+		int e = errno;
+
+		close(s);
+		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || now_ms() >= deadline) {
+			ffe_seterr(fe, "connect %s: %s", fe->path, strerror(e));
+			return -e;
+		}
+		sleep_us(10000);
+	}
+}
+
+struct ffe *ffe_open(const char *path, const struct ffe_opts *opts)
+{
+	struct ffe *fe = calloc(1, sizeof(*fe));
+	unsigned i;
+	int ret;
+
+	if (!fe)
+		return NULL;
+	if (opts)
+		fe->opts = *opts;
+	else
+		ffe_opts_init(&fe->opts);
+	if (fe->opts.mem_size == 0)
+		fe->opts.mem_size = 64 * MiB;
+	if (fe->opts.nregions == 0)
+		fe->opts.nregions = 1;
+	if (fe->opts.nregions > FFE_MAX_REGIONS)
+		fe->opts.nregions = FFE_MAX_REGIONS;
+	if (fe->opts.scratch_per_queue == 0)
+		fe->opts.scratch_per_queue = 4 * MiB;
+	fe->timeout_ms = fe->opts.timeout_ms > 0 ? fe->opts.timeout_ms : FFE_TIMEOUT_MS;
+	fe->sock = -1;
+	pthread_mutex_init(&fe->alloc_lock, NULL);
+	for (i = 0; i < FFE_MAX_QUEUES; i++) {
+		fe->vq[i].fe = fe;
+		fe->vq[i].index = i;
+		fe->vq[i].kickfd = fe->vq[i].callfd = -1;
+	}
+	snprintf(fe->path, sizeof(fe->path), "%s", path);
+
+	ret = setup_memory(fe);
+	if (ret < 0) {
+		fprintf(stderr, "fakefe: guest memory: %s\n", strerror(-ret));
+		goto fail;
+	}
+	ret = do_connect(fe);
+	if (ret < 0) {
+		fprintf(stderr, "fakefe: %s\n", fe->err);
+		goto fail;
+	}
+	return fe;
+fail:
+	ffe_close(fe);
+	errno = -ret;
+	return NULL;
+}
+
+static void vq_close_fds(struct ffe_vq *vq)
+{
+	if (vq->kickfd >= 0)
+		close(vq->kickfd);
+	if (vq->callfd >= 0)
+		close(vq->callfd);
+	vq->kickfd = vq->callfd = -1;
+	vq->started = false;
+}
+
+void ffe_disconnect(struct ffe *fe)
+{
+	unsigned i;
+
+	if (fe->sock >= 0)
+		close(fe->sock);
+	fe->sock = -1;
+	for (i = 0; i < FFE_MAX_QUEUES; i++)
+		vq_close_fds(&fe->vq[i]);
+}
+
+int ffe_reconnect(struct ffe *fe)
+{
+	ffe_disconnect(fe);
+	fe->features = fe->protocol_features = 0;
+	fe->has_protocol_features = false;
+	fe->use_reply_ack = false;
+	return do_connect(fe);
+}
+
+void ffe_close(struct ffe *fe)
+{
+	unsigned i;
+
+	if (!fe)
+		return;
+	ffe_disconnect(fe);
+	for (i = 0; i < FFE_MAX_REGIONS; i++) {
+		if (fe->map[i])
+			munmap(fe->map[i], fe->map_size[i]);
+		if (fe->memfd[i] >= 0)
+			close(fe->memfd[i]);
+	}
+	pthread_mutex_destroy(&fe->alloc_lock);
+	free(fe);
+}
+
+/* ---- messages -------------------------------------------------------------- */
+
+int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
+		 uint32_t size, const void *payload, size_t payload_len,
+		 const int *fds, unsigned nfds)
+{
+	struct ffe_hdr hdr = { .request = request, .flags = flags, .size = size };
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * FFE_MAX_FDS)];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov[2] = {
+		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
+		{ .iov_base = (void *)payload, .iov_len = payload_len },
+	};
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = payload_len ? 2 : 1 };
+	size_t total = sizeof(hdr) + payload_len, sent = 0;
+
+	if (fe->sock < 0)
+		return -ENOTCONN;
+	if (nfds > FFE_MAX_FDS)
+		return -EINVAL;
+	if (nfds) {
+		struct cmsghdr *c;
+
+		memset(&cm, 0, sizeof(cm));
+		mh.msg_control = cm.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	while (sent < total) {
+		ssize_t n = sendmsg(fe->sock, &mh, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			ffe_seterr(fe, "send %s: %s", ffe_req_name(request), strerror(errno));
+			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+		}
+		sent += (size_t)n;
+		/* fds go with the first byte only; advance the iovecs */
+		mh.msg_control = NULL;
+		mh.msg_controllen = 0;
+		while (n > 0 && mh.msg_iovlen > 0) {
+			if ((size_t)n >= mh.msg_iov[0].iov_len) {
+				n -= (ssize_t)mh.msg_iov[0].iov_len;
+				mh.msg_iov++;
+				mh.msg_iovlen--;
+			} else {
+				mh.msg_iov[0].iov_base = (char *)mh.msg_iov[0].iov_base + n;
+				mh.msg_iov[0].iov_len -= (size_t)n;
+				n = 0;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Read exactly len bytes (or drain them if buf is NULL) before deadline,
+ * collecting fds into m. */
+static int recv_exact(struct ffe *fe, void *buf, size_t len, struct ffe_msg *m,
+		      int64_t deadline)
+{
+	char drain[4096];
+	size_t got = 0;
+
+	while (got < len) {
+		struct pollfd p = { .fd = fe->sock, .events = POLLIN };
+		union {
+			char b[CMSG_SPACE(sizeof(int) * FFE_MAX_FDS)];
+			struct cmsghdr align;
+		} cm;
+		struct iovec iov;
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+		struct cmsghdr *c;
+		ssize_t n;
+		int pr = poll(&p, 1, remaining_ms(deadline));
+
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr < 0)
+			return -errno;
+		if (pr == 0)
+			return -ETIMEDOUT;
+		if (buf) {
+			iov.iov_base = (char *)buf + got;
+			iov.iov_len = len - got;
+		} else {
+			iov.iov_base = drain;
+			iov.iov_len = len - got < sizeof(drain) ? len - got : sizeof(drain);
+		}
+		n = recvmsg(fe->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			return errno == ECONNRESET ? -ECONNRESET : -errno;
+		}
+		for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+				size_t nf = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				int *f = (int *)CMSG_DATA(c);
+
+				for (size_t k = 0; k < nf; k++) {
+					if (m && m->nfds < FFE_MAX_FDS)
+						m->fds[m->nfds++] = f[k];
+					else
+						close(f[k]);
+				}
+			}
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+int ffe_recv_raw(struct ffe *fe, struct ffe_msg *m, int timeout_ms)
+{
+	int64_t deadline = now_ms() + (timeout_ms < 0 ? fe->timeout_ms : timeout_ms);
+	size_t want;
+	int ret;
+
+	m->nfds = 0;
+	m->got = 0;
+	if (fe->sock < 0)
+		return -ENOTCONN;
+	ret = recv_exact(fe, &m->hdr, sizeof(m->hdr), m, deadline);
+	if (ret < 0)
+		return ret;
+	want = m->hdr.size < FFE_MSG_MAX ? m->hdr.size : FFE_MSG_MAX;
+	ret = recv_exact(fe, m->payload, want, m, deadline);
+	if (ret < 0)
+		return ret;
+	m->got = want;
+	if (m->hdr.size > want) {
+		ret = recv_exact(fe, NULL, m->hdr.size - want, m, deadline);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+void ffe_msg_close_fds(struct ffe_msg *m)
+{
+	for (unsigned i = 0; i < m->nfds; i++)
+		close(m->fds[i]);
+	m->nfds = 0;
+}
+
+static bool acks(struct ffe *fe)
+{
+	return fe->use_reply_ack && (fe->protocol_features & FFE_BIT(FFE_PF_REPLY_ACK));
+}
+
+static int recv_reply(struct ffe *fe, uint32_t request, struct ffe_msg *m)
+{
+	int ret = ffe_recv_raw(fe, m, -1);
+
+	if (ret < 0) {
+		ffe_seterr(fe, "%s: no reply: %s", ffe_req_name(request), strerror(-ret));
+		return ret;
+	}
+	ffe_msg_close_fds(m);
+	if (m->hdr.request != request || !(m->hdr.flags & FFE_FLAG_REPLY) ||
+	    (m->hdr.flags & 0x3) != FFE_FLAG_VERSION) {
+		ffe_seterr(fe, "%s: bad reply header request=%u flags=%#x size=%u",
+			   ffe_req_name(request), m->hdr.request, m->hdr.flags, m->hdr.size);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int ffe_call(struct ffe *fe, uint32_t request, const void *payload,
+	     uint32_t size, const int *fds, unsigned nfds)
+{
+	bool ack = acks(fe);
+	struct ffe_msg *m;
+	uint64_t v;
+	int ret;
+
+	ret = ffe_send_raw(fe, request, FFE_FLAG_VERSION | (ack ? FFE_FLAG_NEED_REPLY : 0),
+			   size, payload, size, fds, nfds);
+	if (ret < 0 || !ack)
+		return ret;
+	m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	ret = recv_reply(fe, request, m);
+	if (ret == 0) {
+		if (m->hdr.size != 8) {
+			ffe_seterr(fe, "%s: ack of size %u", ffe_req_name(request), m->hdr.size);
+			ret = -EPROTO;
+		} else {
+			memcpy(&v, m->payload, 8);
+			if (v)
+				ffe_seterr(fe, "%s: back-end replied %#llx", ffe_req_name(request),
+					   (unsigned long long)v);
+			ret = v ? (v > 0x7fffffff ? 0x7fffffff : (int)v) : 0;
+		}
+	}
+	free(m);
+	return ret;
+}
+
+int ffe_call_reply(struct ffe *fe, uint32_t request, const void *payload,
+		   uint32_t size, void *reply, uint32_t reply_len)
+{
+	struct ffe_msg *m;
+	int ret;
+
+	ret = ffe_send_raw(fe, request, FFE_FLAG_VERSION, size, payload, size, NULL, 0);
+	if (ret < 0)
+		return ret;
+	m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	ret = recv_reply(fe, request, m);
+	if (ret == 0) {
+		uint32_t n = m->hdr.size < reply_len ? m->hdr.size : reply_len;
+
+		memcpy(reply, m->payload, n);
+		ret = (int)(m->hdr.size > FFE_MSG_MAX ? FFE_MSG_MAX : m->hdr.size);
+	}
+	free(m);
+	return ret;
+}
+
+int ffe_get_u64(struct ffe *fe, uint32_t request, uint64_t *val)
+{
+	int ret = ffe_call_reply(fe, request, NULL, 0, val, sizeof(*val));
+
+	if (ret >= 0 && ret != 8) {
+		ffe_seterr(fe, "%s: reply size %d", ffe_req_name(request), ret);
+		return -EPROTO;
+	}
+	return ret < 0 ? ret : 0;
+}
+
+int ffe_set_u64(struct ffe *fe, uint32_t request, uint64_t val)
+{
+	return ffe_call(fe, request, &val, sizeof(val), NULL, 0);
+}
+
+int ffe_probe(struct ffe *fe)
+{
+	int64_t deadline = now_ms() + fe->timeout_ms;
+	struct ffe_msg *m;
+	int ret;
+
+	ret = ffe_send_raw(fe, FFE_GET_FEATURES, FFE_FLAG_VERSION, 0, NULL, 0, NULL, 0);
+	if (ret == -EPIPE || ret == -ECONNRESET || ret == -ENOTCONN)
+		return 0;
+	if (ret < 0)
+		return ret;
+	m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	for (;;) {
+		ret = ffe_recv_raw(fe, m, remaining_ms(deadline));
+		if (ret == -ECONNRESET) {
+			ret = 0;
+			break;
+		}
+		if (ret < 0)
+			break;
+		ffe_msg_close_fds(m);
+		/* earlier replies (acks of hostile messages) may be queued first */
+		if (m->hdr.request == FFE_GET_FEATURES && (m->hdr.flags & FFE_FLAG_REPLY)) {
+			ret = 1;
+			break;
+		}
+	}
+	free(m);
+	return ret;
+}
+
+int ffe_wait_closed(struct ffe *fe, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	char buf[4096];
+
+	if (fe->sock < 0)
+		return 1;
+	for (;;) {
+		struct pollfd p = { .fd = fe->sock, .events = POLLIN };
+		int pr = poll(&p, 1, remaining_ms(deadline));
+		ssize_t n;
+
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0)
+			return 0;
+		n = recv(fe->sock, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			return 1;
+	}
+}
+
+/* ---- negotiation ------------------------------------------------------------ */
+
+uint64_t ffe_default_features(bool event_idx)
+{
+	uint64_t f = FFE_BIT(FFE_F_VERSION_1) | FFE_BIT(FFE_F_RING_INDIRECT_DESC) |
+		     FFE_BIT(FFE_F_PROTOCOL_FEATURES) |
+		     FFE_BIT(FFE_F_BLK_SIZE_MAX) | FFE_BIT(FFE_F_BLK_SEG_MAX) |
+		     FFE_BIT(FFE_F_BLK_GEOMETRY) | FFE_BIT(FFE_F_BLK_RO) |
+		     FFE_BIT(FFE_F_BLK_BLK_SIZE) | FFE_BIT(FFE_F_BLK_FLUSH) |
+		     FFE_BIT(FFE_F_BLK_TOPOLOGY) | FFE_BIT(FFE_F_BLK_CONFIG_WCE) |
+		     FFE_BIT(FFE_F_BLK_MQ) | FFE_BIT(FFE_F_BLK_DISCARD) |
+		     FFE_BIT(FFE_F_BLK_WRITE_ZEROES);
+
+	if (event_idx)
+		f |= FFE_BIT(FFE_F_RING_EVENT_IDX);
+	return f;
+}
+
+int ffe_get_config(struct ffe *fe, uint32_t offset, void *buf, uint32_t len)
+{
+	struct { uint32_t offset, size, flags; uint8_t data[256]; } __attribute__((packed)) c;
+	int ret;
+
+	if (len > sizeof(c.data))
+		return -EINVAL;
+	memset(&c, 0, sizeof(c));
+	c.offset = offset;
+	c.size = len;
+	ret = ffe_call_reply(fe, FFE_GET_CONFIG, &c, 12 + len, &c, sizeof(c));
+	if (ret < 0)
+		return ret;
+	if ((uint32_t)ret != 12 + len || c.size != len) {
+		ffe_seterr(fe, "GET_CONFIG: reply size %d, config size %u (asked %u)", ret,
+			   c.size, len);
+		return -EIO;
+	}
+	memcpy(buf, c.data, len);
+	return 0;
+}
+
+int ffe_negotiate(struct ffe *fe, uint64_t want)
+{
+	int ret;
+
+	if (!want)
+		want = ffe_default_features(false);
+	ret = ffe_get_u64(fe, FFE_GET_FEATURES, &fe->dev_features);
+	if (ret < 0)
+		return ret;
+	fe->queue_num = 1;
+	if ((fe->dev_features & want) & FFE_BIT(FFE_F_PROTOCOL_FEATURES)) {
+		uint64_t pf;
+
+		ret = ffe_get_u64(fe, FFE_GET_PROTOCOL_FEATURES, &fe->dev_protocol_features);
+		if (ret < 0)
+			return ret;
+		pf = fe->dev_protocol_features &
+		     (FFE_BIT(FFE_PF_MQ) | FFE_BIT(FFE_PF_REPLY_ACK) | FFE_BIT(FFE_PF_CONFIG));
+		ret = ffe_set_u64(fe, FFE_SET_PROTOCOL_FEATURES, pf);
+		if (ret != 0)
+			return ret < 0 ? ret : -EIO;
+		fe->protocol_features = pf;
+		fe->has_protocol_features = true;
+		fe->use_reply_ack = true;
+		if (pf & FFE_BIT(FFE_PF_MQ)) {
+			uint64_t q;
+
+			ret = ffe_get_u64(fe, FFE_GET_QUEUE_NUM, &q);
+			if (ret < 0)
+				return ret;
+			fe->queue_num = (unsigned)q;
+		}
+	}
+	ret = ffe_call(fe, FFE_SET_OWNER, NULL, 0, NULL, 0);
+	if (ret != 0)
+		return ret < 0 ? ret : -EIO;
+	if (fe->protocol_features & FFE_BIT(FFE_PF_CONFIG)) {
+		ret = ffe_get_config(fe, 0, &fe->cfg, sizeof(fe->cfg));
+		if (ret < 0)
+			return ret;
+		fe->cfg_len = sizeof(fe->cfg);
+	}
+	fe->features = want & fe->dev_features;
+	ret = ffe_set_u64(fe, FFE_SET_FEATURES, fe->features);
+	if (ret != 0)
+		return ret < 0 ? ret : -EIO;
+	return 0;
+}
+
+size_t ffe_mem_table_payload(struct ffe *fe, void *buf, int *fds)
+{
+	uint8_t *p = buf;
+	uint32_t n = fe->nregions, pad = 0;
+
+	memcpy(p, &n, 4);
+	memcpy(p + 4, &pad, 4);
+	for (unsigned i = 0; i < n; i++) {
+		struct ffe_mem_region mr = {
+			.gpa = fe->r[i].gpa, .size = fe->r[i].size,
+			.uva = fe->r[i].uva, .mmap_offset = fe->r[i].mmap_offset,
+		};
+
+		memcpy(p + 8 + i * sizeof(mr), &mr, sizeof(mr));
+		fds[i] = fe->r[i].fd;
+	}
+	return 8 + n * sizeof(struct ffe_mem_region);
+}
+
+int ffe_set_mem_table(struct ffe *fe)
+{
+	uint8_t buf[8 + FFE_MAX_REGIONS * sizeof(struct ffe_mem_region)];
+	int fds[FFE_MAX_REGIONS];
+	size_t len = ffe_mem_table_payload(fe, buf, fds);
+
+	return ffe_call(fe, FFE_SET_MEM_TABLE, buf, (uint32_t)len, fds, fe->nregions);
+}
+
+/* ---- queues ---------------------------------------------------------------- */
+
+static int vq_send_state(struct ffe *fe, uint32_t req, unsigned i, uint32_t num)
+{
+	uint32_t st[2] = { i, num };
+
+	return ffe_call(fe, req, st, sizeof(st), NULL, 0);
+}
+
+static int vq_send_fd(struct ffe *fe, uint32_t req, unsigned i, int fd)
+{
+	uint64_t v = i | (fd < 0 ? FFE_VRING_NOFD : 0);
+
+	return ffe_call(fe, req, &v, sizeof(v), fd < 0 ? NULL : &fd, fd < 0 ? 0 : 1);
+}
+
+static int vq_program(struct ffe *fe, struct ffe_vq *vq, uint16_t base)
+{
+	struct ffe_vring_addr a = {
+		.index = vq->index, .flags = 0,
+		.desc = vq->desc_uva, .used = vq->used_uva, .avail = vq->avail_uva,
+	};
+	int ret;
+
+	vq->kickfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	vq->callfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (vq->kickfd < 0 || vq->callfd < 0)
+		return -errno;
+#define STEP(x, what) do { ret = (x); if (ret != 0) { \
+		ffe_seterr(fe, "q%u %s: %s", vq->index, what, ret < 0 ? strerror(-ret) : "refused"); \
+		return ret < 0 ? ret : -EIO; } } while (0)
+	STEP(vq_send_state(fe, FFE_SET_VRING_NUM, vq->index, vq->num), "SET_VRING_NUM");
+	STEP(vq_send_state(fe, FFE_SET_VRING_BASE, vq->index, base), "SET_VRING_BASE");
+	STEP(ffe_call(fe, FFE_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), "SET_VRING_ADDR");
+	STEP(vq_send_fd(fe, FFE_SET_VRING_KICK, vq->index, vq->kickfd), "SET_VRING_KICK");
+	STEP(vq_send_fd(fe, FFE_SET_VRING_CALL, vq->index, vq->callfd), "SET_VRING_CALL");
+	if (fe->has_protocol_features)
+		STEP(vq_send_state(fe, FFE_SET_VRING_ENABLE, vq->index, 1), "SET_VRING_ENABLE");
+#undef STEP
+	vq->started = true;
+	return 0;
+}
+
+int ffe_vq_start(struct ffe *fe, unsigned i, unsigned num)
+{
+	return ffe_vq_start_at(fe, i, num, 0);
+}
+
+int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base)
+{
+	struct ffe_vq *vq;
+	struct ffe_buf d, a, u;
+	unsigned n = fe->nregions, k;
+	int ret;
+
+	if (i >= FFE_MAX_QUEUES || num == 0 || num > FFE_MAX_QSIZE || (num & (num - 1)))
+		return -EINVAL;
+	vq = &fe->vq[i];
+	vq_close_fds(vq);
+	if ((ret = ffe_alloc(fe, 16 * num, 4096, (int)(i % n), &d)) < 0 ||
+	    (ret = ffe_alloc(fe, 6 + 2 * num, 64, (int)((i + 1) % n), &a)) < 0 ||
+	    (ret = ffe_alloc(fe, 6 + 8 * num, 4096, (int)((i + 2) % n), &u)) < 0)
+		return ret;
+	memset(d.hva, 0, d.len);
+	memset(a.hva, 0, a.len);
+	memset(u.hva, 0, u.len);
+	vq->num = num;
+	vq->desc = d.hva;
+	vq->avail = a.hva;
+	vq->used = u.hva;
+	vq->desc_gpa = d.gpa;
+	vq->avail_gpa = a.gpa;
+	vq->used_gpa = u.gpa;
+	vq->desc_uva = ffe_hva_to_uva(fe, d.hva);
+	vq->avail_uva = ffe_hva_to_uva(fe, a.hva);
+	vq->used_uva = ffe_hva_to_uva(fe, u.hva);
+	vq->avail_idx = vq->last_used = vq->kicked_idx = base;
+	vq->have_base = false;
+	((uint16_t *)a.hva)[1] = base;
+	((uint16_t *)u.hva)[1] = base;
+	vq->nfree = num;
+	for (k = 0; k < num; k++)
+		vq->free_stack[k] = (uint16_t)(num - 1 - k);
+	memset(vq->inflight, 0, sizeof(vq->inflight));
+	vq->ninflight = 0;
+	vq->bogus_used = 0;
+	if (vq->no_interrupt)
+		vq->avail[0] = FFE_AVAIL_F_NO_INTERRUPT;
+
+	if (vq->scratch[0].size == 0) {
+		uint64_t per = fe->opts.scratch_per_queue / n;
+
+		for (k = 0; k < n; k++) {
+			struct ffe_buf s;
+			uint64_t sz = per;
+
+			while (sz >= 65536 && ffe_alloc(fe, sz, 4096, (int)k, &s) < 0)
+				sz /= 2;
+			if (sz < 65536)
+				return -ENOMEM;
+			vq->scratch[k].off = (uint64_t)((uint8_t *)s.hva - fe->r[k].hva);
+			vq->scratch[k].size = sz;
+			vq->scratch[k].cur = 0;
+		}
+	}
+	return vq_program(fe, vq, base);
+}
+
+int ffe_vq_resume(struct ffe *fe, unsigned i)
+{
+	struct ffe_vq *vq;
+	uint16_t base;
+
+	if (i >= FFE_MAX_QUEUES || !fe->vq[i].desc)
+		return -EINVAL;
+	vq = &fe->vq[i];
+	vq_close_fds(vq);
+	base = vq->have_base ? vq->stop_base : vq->avail_idx;
+	vq->have_base = false;
+	return vq_program(fe, vq, base);
+}
+
+int ffe_vq_stop(struct ffe *fe, unsigned i, uint32_t *base)
+{
+	uint32_t st[2] = { i, 0 }, rep[2] = { 0, 0 };
+	int ret;
+
+	ret = ffe_call_reply(fe, FFE_GET_VRING_BASE, st, sizeof(st), rep, sizeof(rep));
+	if (ret < 0)
+		return ret;
+	if (ret != 8 || rep[0] != i) {
+		ffe_seterr(fe, "GET_VRING_BASE: reply size %d index %u", ret, rep[0]);
+		return -EPROTO;
+	}
+	if (base)
+		*base = rep[1];
+	if (i < FFE_MAX_QUEUES) {
+		fe->vq[i].started = false;
+		fe->vq[i].have_base = true;
+		fe->vq[i].stop_base = (uint16_t)rep[1];
+	}
+	return 0;
+}
+
+int ffe_vq_enable(struct ffe *fe, unsigned i, bool on)
+{
+	return vq_send_state(fe, FFE_SET_VRING_ENABLE, i, on ? 1 : 0);
+}
+
+int ffe_setup(struct ffe *fe, uint64_t want, unsigned nq, unsigned num)
+{
+	int ret = ffe_negotiate(fe, want);
+
+	if (ret < 0)
+		return ret;
+	ret = ffe_set_mem_table(fe);
+	if (ret != 0) {
+		ffe_seterr(fe, "SET_MEM_TABLE: %s", ret < 0 ? strerror(-ret) : "refused");
+		return ret < 0 ? ret : -EIO;
+	}
+	for (unsigned i = 0; i < nq; i++) {
+		ret = ffe_vq_start(fe, i, num);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* ---- ring driver ------------------------------------------------------------ */
+
+/* Ring field accessors.  The back-end runs concurrently: stores it must see
+ * in order are release stores, loads of its indices are acquire loads. */
+static inline uint16_t *avail_flags(struct ffe_vq *vq) { return &vq->avail[0]; }
+static inline uint16_t *avail_idx_p(struct ffe_vq *vq) { return &vq->avail[1]; }
+static inline uint16_t *avail_ring(struct ffe_vq *vq) { return &vq->avail[2]; }
+static inline uint16_t *used_event_p(struct ffe_vq *vq) { return &vq->avail[2 + vq->num]; }
+static inline uint16_t *used_flags_p(struct ffe_vq *vq) { return (uint16_t *)vq->used; }
+static inline uint16_t *used_idx_p(struct ffe_vq *vq) { return (uint16_t *)(vq->used + 2); }
+static inline struct ffe_used_elem *used_ring(struct ffe_vq *vq)
+{
+	return (struct ffe_used_elem *)(vq->used + 4);
+}
+static inline uint16_t *avail_event_p(struct ffe_vq *vq)
+{
+	return (uint16_t *)(vq->used + 4 + 8 * vq->num);
+}
+
+static bool has_event_idx(struct ffe_vq *vq)
+{
+	return vq->fe->features & FFE_BIT(FFE_F_RING_EVENT_IDX);
+}
+
+int ffe_vq_alloc(struct ffe_vq *vq, size_t len, size_t align, struct ffe_buf *out)
+{
+	struct ffe *fe = vq->fe;
+	unsigned n = fe->nregions;
+
+	if (align == 0)
+		align = 8;
+	for (unsigned t = 0; t < n; t++) {
+		unsigned k = (vq->scratch_rr++) % n;
+		uint64_t cur = (vq->scratch[k].cur + align - 1) & ~(uint64_t)(align - 1);
+
+		if (cur + len > vq->scratch[k].size)
+			continue;
+		vq->scratch[k].cur = cur + len;
+		out->gpa = fe->r[k].gpa + vq->scratch[k].off + cur;
+		out->hva = fe->r[k].hva + vq->scratch[k].off + cur;
+		out->len = len;
+		return 0;
+	}
+	return -ENOMEM;
+}
+
+struct piece {
+	uint32_t len;
+	bool write;
+	const uint8_t *src;
+};
+
+static unsigned cut_stream(struct piece *pc, unsigned max, const uint8_t *src,
+			   size_t len, const uint32_t *cuts, unsigned ncuts, bool write)
+{
+	size_t off = 0;
+	unsigned n = 0, c = 0;
+
+	while (off < len) {
+		size_t l = len - off;
+
+		if (c < ncuts && cuts[c] && cuts[c] < l)
+			l = cuts[c];
+		c++;
+		if (n >= max)
+			return max + 1;
+		pc[n].len = (uint32_t)l;
+		pc[n].write = write;
+		pc[n].src = src ? src + off : NULL;
+		n++;
+		off += l;
+	}
+	return n;
+}
+
+int ffe_submit(struct ffe_vq *vq, struct ffe_req *r)
+{
+	struct piece pc[FFE_MAX_DESCS];
+	struct ffe_desc *table;
+	unsigned n, nr, nw, k;
+	uint16_t head, prev = 0;
+	int ret;
+
+	if (!vq->desc)
+		return -EINVAL;
+	if (vq->ninflight == 0)
+		for (k = 0; k < FFE_MAX_REGIONS; k++)
+			vq->scratch[k].cur = 0;
+	nr = cut_stream(pc, FFE_MAX_DESCS, r->rd, r->rd_len, r->rd_cuts, r->n_rd_cuts, false);
+	if (nr > FFE_MAX_DESCS)
+		return -E2BIG;
+	nw = cut_stream(pc + nr, FFE_MAX_DESCS - nr, r->wr, r->wr_len, r->wr_cuts,
+			r->n_wr_cuts, true);
+	if (nw > FFE_MAX_DESCS - nr)
+		return -E2BIG;
+	n = nr + nw;
+	if (n == 0)
+		return -EINVAL;
+	if ((r->indirect ? 1 : n) > vq->nfree)
+		return -ENOSPC;
+
+	r->done = false;
+	r->used_len = 0;
+	r->nwseg = 0;
+	r->nring = 0;
+	table = vq->desc;
+	if (r->indirect) {
+		struct ffe_buf t;
+
+		ret = ffe_vq_alloc(vq, 16 * n, 16, &t);
+		if (ret < 0)
+			return ret;
+		table = t.hva;
+		head = vq->free_stack[--vq->nfree];
+		r->ring_descs[r->nring++] = head;
+		vq->desc[head] = (struct ffe_desc){ .addr = t.gpa, .len = 16 * n,
+						    .flags = FFE_DESC_F_INDIRECT };
+	}
+	for (k = 0; k < n; k++) {
+		struct ffe_buf b;
+		uint16_t idx;
+
+		ret = ffe_vq_alloc(vq, pc[k].len, 64, &b);
+		if (ret < 0)
+			goto undo;
+		/* writable pieces start with the caller's canary bytes */
+		memcpy(b.hva, pc[k].src, pc[k].len);
+		if (pc[k].write) {
+			r->wseg[r->nwseg].hva = b.hva;
+			r->wseg[r->nwseg].len = pc[k].len;
+			r->nwseg++;
+		}
+		if (r->indirect) {
+			idx = (uint16_t)k;
+		} else {
+			idx = vq->free_stack[--vq->nfree];
+			r->ring_descs[r->nring++] = idx;
+		}
+		table[idx] = (struct ffe_desc){ .addr = b.gpa, .len = pc[k].len,
+						.flags = pc[k].write ? FFE_DESC_F_WRITE : 0 };
+		if (k > 0) {
+			table[prev].flags |= FFE_DESC_F_NEXT;
+			table[prev].next = idx;
+		}
+		prev = idx;
+	}
+	head = r->ring_descs[0];
+	r->head = head;
+	vq->inflight[head] = r;
+	vq->ninflight++;
+	ffe_vq_publish(vq, head);
+	return 0;
+undo:
+	while (r->nring)
+		vq->free_stack[vq->nfree++] = r->ring_descs[--r->nring];
+	return ret;
+}
+
+void ffe_vq_publish(struct ffe_vq *vq, uint16_t head)
+{
+	if (has_event_idx(vq))
+		__atomic_store_n(used_event_p(vq), vq->last_used, __ATOMIC_RELAXED);
+	if (vq->no_interrupt)
+		__atomic_store_n(avail_flags(vq), FFE_AVAIL_F_NO_INTERRUPT, __ATOMIC_RELAXED);
+	avail_ring(vq)[vq->avail_idx % vq->num] = head;
+	/* descriptors and ring slot visible before the index that publishes them */
+	vq->avail_idx++;
+	__atomic_store_n(avail_idx_p(vq), vq->avail_idx, __ATOMIC_RELEASE);
+}
+
+void ffe_vq_set_avail_idx(struct ffe_vq *vq, uint16_t idx)
+{
+	vq->avail_idx = idx;
+	__atomic_store_n(avail_idx_p(vq), idx, __ATOMIC_RELEASE);
+}
+
+struct ffe_desc *ffe_vq_desc(struct ffe_vq *vq, unsigned i)
+{
+	return &vq->desc[i % vq->num];
+}
+
+uint16_t ffe_vq_used_idx(struct ffe_vq *vq)
+{
+	return __atomic_load_n(used_idx_p(vq), __ATOMIC_ACQUIRE);
+}
+
+struct ffe_used_elem ffe_vq_used_elem(struct ffe_vq *vq, uint16_t idx)
+{
+	struct ffe_used_elem e;
+
+	memcpy(&e, &used_ring(vq)[idx % vq->num], sizeof(e));
+	return e;
+}
+
+int ffe_vq_kick_raw(struct ffe_vq *vq)
+{
+	uint64_t one = 1;
+
+	if (vq->kickfd < 0)
+		return -EBADF;
+	vq->kicks++;
+	return write(vq->kickfd, &one, 8) == 8 ? 0 : -errno;
+}
+
+int ffe_kick(struct ffe_vq *vq)
+{
+	uint16_t old = vq->kicked_idx, new = vq->avail_idx;
+	bool need;
+
+	/* the avail idx store must be visible before we read the device's
+	 * suppression state, or we could miss a kick it needs (full fence) */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	vq->kicked_idx = new;
+	if (vq->always_kick)
+		need = true;
+	else if (has_event_idx(vq)) {
+		uint16_t ev = __atomic_load_n(avail_event_p(vq), __ATOMIC_RELAXED);
+
+		need = (uint16_t)(new - ev - 1) < (uint16_t)(new - old);
+	} else
+		need = !(__atomic_load_n(used_flags_p(vq), __ATOMIC_RELAXED) & FFE_USED_F_NO_NOTIFY);
+	return need ? ffe_vq_kick_raw(vq) : 0;
+}
+
+static void complete(struct ffe_vq *vq, struct ffe_used_elem e)
+{
+	struct ffe_req *r;
+
+	if (e.id >= vq->num || !(r = vq->inflight[e.id])) {
+		vq->bogus_used++;
+		return;
+	}
+	vq->inflight[e.id] = NULL;
+	vq->ninflight--;
+	for (unsigned k = 0, off = 0; k < r->nwseg; k++) {
+		memcpy((uint8_t *)r->wr + off, r->wseg[k].hva, r->wseg[k].len);
+		off += r->wseg[k].len;
+	}
+	while (r->nring)
+		vq->free_stack[vq->nfree++] = r->ring_descs[--r->nring];
+	r->used_len = e.len;
+	__atomic_store_n(&r->done, true, __ATOMIC_RELEASE);
+}
+
+int ffe_poll_used(struct ffe_vq *vq)
+{
+	int count = 0;
+
+	if (!vq->used)
+		return 0;
+	for (;;) {
+		uint16_t idx = ffe_vq_used_idx(vq);
+
+		if (idx == vq->last_used)
+			break;
+		if ((uint16_t)(idx - vq->last_used) > vq->num) {
+			/* a used idx more than a ring ahead: nonsense */
+			vq->bogus_used++;
+			vq->last_used = idx;
+			break;
+		}
+		while (vq->last_used != idx) {
+			complete(vq, ffe_vq_used_elem(vq, vq->last_used));
+			vq->last_used++;
+			count++;
+		}
+		if (!has_event_idx(vq))
+			continue;
+		/* ask for a call at the next completion, then look again: the
+		 * device may have used more before it saw the new used_event */
+		__atomic_store_n(used_event_p(vq), vq->last_used, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	}
+	return count;
+}
+
+static bool drain_call(struct ffe_vq *vq)
+{
+	uint64_t v;
+
+	if (vq->callfd >= 0 && read(vq->callfd, &v, 8) == 8) {
+		vq->calls += v;
+		return true;
+	}
+	return false;
+}
+
+int ffe_wait(struct ffe_vq *vq, struct ffe_req *r, int timeout_ms)
+{
+	int64_t deadline = now_ms() + (timeout_ms < 0 ? vq->fe->timeout_ms : timeout_ms);
+
+	for (;;) {
+		struct pollfd p = { .fd = vq->callfd, .events = POLLIN };
+		int rem;
+
+		if (!vq->strict_calls)
+			ffe_poll_used(vq);
+		if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
+			return 0;
+		rem = remaining_ms(deadline);
+		if (rem == 0) {
+			ffe_seterr(vq->fe, "q%u: request head %u not completed (avail %u, used %u, %s)",
+				   vq->index, r->head, vq->avail_idx, ffe_vq_used_idx(vq),
+				   vq->strict_calls ? "no call signal" : "polling");
+			return -ETIMEDOUT;
+		}
+		if (vq->callfd < 0) {
+			sleep_us(200);
+			continue;
+		}
+		if (poll(&p, 1, vq->strict_calls ? rem : 1) > 0 && drain_call(vq))
+			ffe_poll_used(vq);
+	}
+}
+
+int ffe_vq_wait_used_change(struct ffe_vq *vq, uint16_t idx, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	while (ffe_vq_used_idx(vq) == idx) {
+		if (now_ms() >= deadline)
+			return -ETIMEDOUT;
+		drain_call(vq);
+		sleep_us(500);
+	}
+	return 0;
+}
+
+int ffe_run(struct ffe_vq *vq, struct ffe_req *r)
+{
+	int ret = ffe_submit(vq, r);
+
+	if (ret < 0)
+		return ret;
+	ret = ffe_kick(vq);
+	if (ret < 0)
+		return ret;
+	return ffe_wait(vq, r, -1);
+}
+
+/* ---- virtio-blk ------------------------------------------------------------- */
+
+static unsigned make_cuts(uint32_t *cuts, unsigned max, const uint32_t *lead,
+			  unsigned nlead, size_t body, uint32_t seg, const uint32_t *tail,
+			  unsigned ntail)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < nlead && n < max; i++)
+		cuts[n++] = lead[i];
+	while (body > 0 && n < max) {
+		uint32_t l = seg && seg < body ? seg : (uint32_t)body;
+
+		cuts[n++] = l;
+		body -= l;
+	}
+	for (unsigned i = 0; i < ntail && n < max; i++)
+		cuts[n++] = tail[i];
+	return body ? max + 1 : n;
+}
+
+int ffe_blk_prep(struct ffe_blk_io *io, uint32_t type, uint64_t sector,
+		 const void *out, size_t out_len, size_t in_len,
+		 const struct ffe_layout *lay)
+{
+	static const struct ffe_layout natural = { FFE_L_NATURAL, 0, false };
+	struct ffe_blk_hdr h = { .type = type, .ioprio = 0, .sector = sector };
+	size_t rd_len = sizeof(h) + out_len, wr_len = in_len + 1;
+	unsigned nrc = 0, nwc = 0;
+
+	memset(&io->req, 0, sizeof(io->req));
+	io->rd = malloc(rd_len);
+	io->wr = malloc(wr_len);
+	io->in_len = in_len;
+	if (!io->rd || !io->wr) {
+		free(io->rd);
+		free(io->wr);
+		io->rd = io->wr = NULL;
+		return -ENOMEM;
+	}
+	if (!lay)
+		lay = &natural;
+	memcpy(io->rd, &h, sizeof(h));
+	if (out_len)
+		memcpy(io->rd + sizeof(h), out, out_len);
+	memset(io->wr, 0xa5, in_len);
+	io->wr[in_len] = 0xee;          /* status canary: "never written" */
+
+	switch (lay->kind) {
+	case FFE_L_NATURAL: {
+		uint32_t hl = sizeof(h), one = 1;
+
+		nrc = make_cuts(io->rd_cuts, FFE_MAX_DESCS, &hl, 1, out_len, lay->seg, NULL, 0);
+		nwc = make_cuts(io->wr_cuts, FFE_MAX_DESCS, NULL, 0, in_len, lay->seg, &one, 1);
+		break;
+	}
+	case FFE_L_MERGED:
+		break;
+	case FFE_L_CHOPPED:
+		nrc = make_cuts(io->rd_cuts, FFE_MAX_DESCS, NULL, 0, rd_len,
+				lay->seg ? lay->seg : 1, NULL, 0);
+		nwc = make_cuts(io->wr_cuts, FFE_MAX_DESCS, NULL, 0, wr_len,
+				lay->seg ? lay->seg : 1, NULL, 0);
+		break;
+	}
+	if (nrc > FFE_MAX_DESCS || nwc > FFE_MAX_DESCS) {
+		free(io->rd);
+		free(io->wr);
+		io->rd = io->wr = NULL;
+		return -E2BIG;
+	}
+	io->req.rd = io->rd;
+	io->req.rd_len = rd_len;
+	io->req.wr = io->wr;
+	io->req.wr_len = wr_len;
+	io->req.rd_cuts = io->rd_cuts;
+	io->req.n_rd_cuts = nrc;
+	io->req.wr_cuts = io->wr_cuts;
+	io->req.n_wr_cuts = nwc;
+	io->req.indirect = lay->indirect;
+	return 0;
+}
+
+int ffe_blk_status(const struct ffe_blk_io *io)
+{
+	return io->wr[io->in_len];
+}
+
+void ffe_blk_io_release(struct ffe_vq *vq, struct ffe_blk_io *io)
+{
+	struct ffe_req *r = &io->req;
+
+	if (vq && vq->desc && !r->done && r->head < vq->num && vq->inflight[r->head] == r) {
+		/* never leave a pointer to freed memory in the queue */
+		vq->inflight[r->head] = NULL;
+		vq->ninflight--;
+	}
+	free(io->rd);
+	free(io->wr);
+	io->rd = io->wr = NULL;
+}
+
+int ffe_blk_req(struct ffe_vq *vq, uint32_t type, uint64_t sector,
+		const void *out, size_t out_len, void *in, size_t in_len,
+		const struct ffe_layout *lay, uint32_t *used_len)
+{
+	struct ffe_blk_io *io = malloc(sizeof(*io));
+	int ret;
+
+	if (!io)
+		return -ENOMEM;
+	ret = ffe_blk_prep(io, type, sector, out, out_len, in_len, lay);
+	if (ret < 0)
+		goto out;
+	ret = ffe_run(vq, &io->req);
+	if (ret < 0)
+		goto out;
+	if (in_len)
+		memcpy(in, io->wr, in_len);
+	if (used_len)
+		*used_len = io->req.used_len;
+	ret = ffe_blk_status(io);
+out:
+	ffe_blk_io_release(vq, io);
+	free(io);
+	return ret;
+}
+
+int ffe_blk_read(struct ffe_vq *vq, uint64_t sector, void *buf, size_t len,
+		 const struct ffe_layout *lay)
+{
+	return ffe_blk_req(vq, FFE_BLK_T_IN, sector, NULL, 0, buf, len, lay, NULL);
+}
+
+int ffe_blk_write(struct ffe_vq *vq, uint64_t sector, const void *buf,
+		  size_t len, const struct ffe_layout *lay)
+{
+	return ffe_blk_req(vq, FFE_BLK_T_OUT, sector, buf, len, NULL, 0, lay, NULL);
+}
+
+int ffe_blk_flush(struct ffe_vq *vq)
+{
+	return ffe_blk_req(vq, FFE_BLK_T_FLUSH, 0, NULL, 0, NULL, 0, NULL, NULL);
+}
+
+int ffe_blk_get_id(struct ffe_vq *vq, char id[FFE_BLK_ID_BYTES])
+{
+	return ffe_blk_req(vq, FFE_BLK_T_GET_ID, 0, NULL, 0, id, FFE_BLK_ID_BYTES, NULL, NULL);
+}
+
+int ffe_blk_discard(struct ffe_vq *vq, uint64_t sector, uint32_t nsect)
+{
+	struct ffe_blk_dwz_seg s = { .sector = sector, .num_sectors = nsect, .flags = 0 };
+
+	return ffe_blk_req(vq, FFE_BLK_T_DISCARD, 0, &s, sizeof(s), NULL, 0, NULL, NULL);
+}
+
+int ffe_blk_write_zeroes(struct ffe_vq *vq, uint64_t sector, uint32_t nsect, bool unmap)
+{
+	struct ffe_blk_dwz_seg s = { .sector = sector, .num_sectors = nsect,
+				     .flags = unmap ? FFE_BLK_WZ_UNMAP : 0 };
+
+	return ffe_blk_req(vq, FFE_BLK_T_WRITE_ZEROES, 0, &s, sizeof(s), NULL, 0, NULL, NULL);
+}
+
+/* ---- patterns ---------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+void ffe_pattern(void *buf, size_t len, uint64_t seed)
+{
+	uint8_t *p = buf;
+
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t v = mix64(seed * 0x100000001b3ull + i / 8);
+		size_t n = len - i < 8 ? len - i : 8;
+
+		memcpy(p + i, &v, n);
+	}
+}
+
+bool ffe_pattern_ok(const void *buf, size_t len, uint64_t seed)
+{
+	const uint8_t *p = buf;
+
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t v = mix64(seed * 0x100000001b3ull + i / 8);
+		size_t n = len - i < 8 ? len - i : 8;
+
+		if (memcmp(p + i, &v, n))
+			return false;
+	}
+	return true;
+}

@@ -1,0 +1,489 @@
+/* fakefe: a small vhost-user FRONT-END (the role QEMU plays) for tests.
+ *
+ * It owns: one UNIX socket connection to a vhost-user-blk back-end, the
+ * "guest" memory (memfd, optionally split into several regions whose
+ * guest-physical and front-end user addresses differ), and the driver side of
+ * split virtqueues living in that memory.  Everything waits with a timeout
+ * (FFE_TIMEOUT_MS by default): a test never hangs on a broken back-end.
+ *
+ * Threads: one struct ffe is driven by one thread for the socket; each
+ * struct ffe_vq may then be driven by its own thread (ring ops on different
+ * queues are independent).  ffe_alloc() is thread-safe.
+ *
+ * Trust: nothing the back-end writes is trusted (used ids, lengths, reply
+ * sizes are checked), since hostile tests make back-ends misbehave too.
+ * Functions return 0 / a positive value, or -errno; the last error sentence
+ * is kept in fe->err for test messages.
+ */
+#ifndef FAKEFE_H
+#define FAKEFE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#define FFE_TIMEOUT_MS          5000
+#define FFE_MAX_REGIONS         8
+#define FFE_MAX_QUEUES          16
+#define FFE_MAX_QSIZE           1024
+#define FFE_MAX_DESCS           512     /* per request (direct or indirect) */
+#define FFE_MAX_FDS             16
+#define FFE_MSG_MAX             (64 * 1024)
+
+/* ---- vhost-user protocol ------------------------------------------------ */
+
+enum ffe_req_code {
+	FFE_GET_FEATURES = 1,
+	FFE_SET_FEATURES = 2,
+	FFE_SET_OWNER = 3,
+	FFE_RESET_OWNER = 4,
+	FFE_SET_MEM_TABLE = 5,
+	FFE_SET_LOG_BASE = 6,
+	FFE_SET_LOG_FD = 7,
+	FFE_SET_VRING_NUM = 8,
+	FFE_SET_VRING_ADDR = 9,
+	FFE_SET_VRING_BASE = 10,
+	FFE_GET_VRING_BASE = 11,
+	FFE_SET_VRING_KICK = 12,
+	FFE_SET_VRING_CALL = 13,
+	FFE_SET_VRING_ERR = 14,
+	FFE_GET_PROTOCOL_FEATURES = 15,
+	FFE_SET_PROTOCOL_FEATURES = 16,
+	FFE_GET_QUEUE_NUM = 17,
+	FFE_SET_VRING_ENABLE = 18,
+	FFE_SEND_RARP = 19,
+	FFE_NET_SET_MTU = 20,
+	FFE_SET_BACKEND_REQ_FD = 21,
+	FFE_IOTLB_MSG = 22,
+	FFE_SET_VRING_ENDIAN = 23,
+	FFE_GET_CONFIG = 24,
+	FFE_SET_CONFIG = 25,
+	FFE_GET_INFLIGHT_FD = 31,
+	FFE_SET_INFLIGHT_FD = 32,
+	FFE_RESET_DEVICE = 34,
+	FFE_GET_MAX_MEM_SLOTS = 36,
+	FFE_ADD_MEM_REG = 37,
+	FFE_REM_MEM_REG = 38,
+	FFE_SET_STATUS = 39,
+	FFE_GET_STATUS = 40,
+};
+
+#define FFE_FLAG_VERSION        0x1u
+#define FFE_FLAG_REPLY          0x4u
+#define FFE_FLAG_NEED_REPLY     0x8u
+
+#define FFE_VRING_IDX_MASK      0xffu
+#define FFE_VRING_NOFD          (1u << 8)
+
+/* protocol features */
+#define FFE_PF_MQ               0
+#define FFE_PF_LOG_SHMFD        1
+#define FFE_PF_REPLY_ACK        3
+#define FFE_PF_BACKEND_REQ      5
+#define FFE_PF_CONFIG           9
+#define FFE_PF_INFLIGHT_SHMFD   12
+#define FFE_PF_RESET_DEVICE     13
+#define FFE_PF_CONFIGURE_MEM_SLOTS 15
+#define FFE_PF_STATUS           16
+
+/* virtio / virtio-blk feature bits */
+#define FFE_F_BLK_SIZE_MAX      1
+#define FFE_F_BLK_SEG_MAX       2
+#define FFE_F_BLK_GEOMETRY      4
+#define FFE_F_BLK_RO            5
+#define FFE_F_BLK_BLK_SIZE      6
+#define FFE_F_BLK_FLUSH         9
+#define FFE_F_BLK_TOPOLOGY      10
+#define FFE_F_BLK_CONFIG_WCE    11
+#define FFE_F_BLK_MQ            12
+#define FFE_F_BLK_DISCARD       13
+#define FFE_F_BLK_WRITE_ZEROES  14
+#define FFE_F_RING_INDIRECT_DESC 28
+#define FFE_F_RING_EVENT_IDX    29
+#define FFE_F_PROTOCOL_FEATURES 30
+#define FFE_F_VERSION_1         32
+
+#define FFE_BIT(b)              (1ull << (b))
+
+struct ffe_hdr {
+	uint32_t request;
+	uint32_t flags;
+	uint32_t size;
+} __attribute__((packed));
+
+struct ffe_mem_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint64_t uva;
+	uint64_t mmap_offset;
+};
+
+struct ffe_vring_addr {
+	uint32_t index;
+	uint32_t flags;
+	uint64_t desc;
+	uint64_t used;
+	uint64_t avail;
+	uint64_t log;
+};
+
+/* struct virtio_blk_config, virtio 1.2 up to write_zeroes_may_unmap */
+struct ffe_blk_config {
+	uint64_t capacity;
+	uint32_t size_max;
+	uint32_t seg_max;
+	uint16_t cylinders;
+	uint8_t heads;
+	uint8_t sectors;
+	uint32_t blk_size;
+	uint8_t physical_block_exp;
+	uint8_t alignment_offset;
+	uint16_t min_io_size;
+	uint32_t opt_io_size;
+	uint8_t writeback;
+	uint8_t unused0;
+	uint16_t num_queues;
+	uint32_t max_discard_sectors;
+	uint32_t max_discard_seg;
+	uint32_t discard_sector_alignment;
+	uint32_t max_write_zeroes_sectors;
+	uint32_t max_write_zeroes_seg;
+	uint8_t write_zeroes_may_unmap;
+	uint8_t unused1[3];
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct ffe_blk_config) == 60, "virtio_blk_config layout");
+
+/* ---- virtio ring / virtio-blk ------------------------------------------- */
+
+#define FFE_DESC_F_NEXT         1
+#define FFE_DESC_F_WRITE        2
+#define FFE_DESC_F_INDIRECT     4
+#define FFE_AVAIL_F_NO_INTERRUPT 1
+#define FFE_USED_F_NO_NOTIFY    1
+
+struct ffe_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags;
+	uint16_t next;
+};
+
+struct ffe_used_elem {
+	uint32_t id;
+	uint32_t len;
+};
+
+#define FFE_BLK_T_IN            0
+#define FFE_BLK_T_OUT           1
+#define FFE_BLK_T_FLUSH         4
+#define FFE_BLK_T_GET_ID        8
+#define FFE_BLK_T_DISCARD       11
+#define FFE_BLK_T_WRITE_ZEROES  13
+
+#define FFE_BLK_S_OK            0
+#define FFE_BLK_S_IOERR         1
+#define FFE_BLK_S_UNSUPP        2
+
+#define FFE_BLK_ID_BYTES        20
+#define FFE_BLK_WZ_UNMAP        1u
+
+struct ffe_blk_hdr {
+	uint32_t type;
+	uint32_t ioprio;
+	uint64_t sector;
+};
+
+struct ffe_blk_dwz_seg {
+	uint64_t sector;
+	uint32_t num_sectors;
+	uint32_t flags;
+};
+
+/* ---- objects ------------------------------------------------------------ */
+
+struct ffe_region {
+	uint64_t gpa, size, uva, mmap_offset;
+	int fd;                 /* fd sent for it (may be shared) */
+	uint8_t *hva;           /* our mapping of its first byte */
+	uint64_t next_free;     /* bump allocator cursor, bytes from start */
+};
+
+struct ffe_buf {
+	uint64_t gpa;
+	void *hva;
+	size_t len;
+};
+
+struct ffe_vq;
+
+/* One request: the device-readable byte stream (virtio-blk header, then OUT
+ * data) and the device-writable one (IN data, then status).  The layout
+ * says how those streams are cut into descriptors. */
+struct ffe_req {
+	const void *rd;
+	size_t rd_len;
+	void *wr;               /* filled on completion */
+	size_t wr_len;
+	/* descriptor sizes for each stream; the last one takes the rest.
+	 * NULL/0: one descriptor per stream. */
+	const uint32_t *rd_cuts;
+	unsigned n_rd_cuts;
+	const uint32_t *wr_cuts;
+	unsigned n_wr_cuts;
+	bool indirect;
+
+	/* filled by the library */
+	uint16_t head;
+	bool done;
+	uint32_t used_len;
+	unsigned nring;                 /* ring descriptors taken */
+	uint16_t ring_descs[FFE_MAX_DESCS];
+	unsigned nwseg;                 /* writable pieces to copy back */
+	struct { void *hva; uint32_t len; } wseg[FFE_MAX_DESCS];
+};
+
+struct ffe_vq {
+	struct ffe *fe;
+	unsigned index;
+	unsigned num;
+	bool started;
+	int kickfd, callfd;
+	struct ffe_desc *desc;
+	uint16_t *avail;        /* flags, idx, ring[num], used_event */
+	uint8_t *used;          /* flags, idx, elems[num], avail_event */
+	uint64_t desc_gpa, avail_gpa, used_gpa;
+	uint64_t desc_uva, avail_uva, used_uva;
+
+	uint16_t avail_idx;     /* next avail index we publish */
+	uint16_t last_used;     /* next used index we consume */
+	uint16_t kicked_idx;    /* avail idx at the last kick decision */
+	bool have_base;         /* stop_base holds GET_VRING_BASE's answer */
+	uint16_t stop_base;
+	uint16_t free_stack[FFE_MAX_QSIZE];
+	unsigned nfree;
+	struct ffe_req *inflight[FFE_MAX_QSIZE];
+	unsigned ninflight;
+
+	/* completions not matching an in-flight head (hostile back-end) */
+	unsigned bogus_used;
+	uint64_t calls;         /* call eventfd signals seen */
+	uint64_t kicks;         /* kicks sent */
+
+	/* options */
+	bool strict_calls;      /* see completions only after a call signal */
+	bool always_kick;       /* ignore NO_NOTIFY / avail_event */
+	bool no_interrupt;      /* set VRING_AVAIL_F_NO_INTERRUPT */
+
+	/* per-queue scratch memory, one piece per region, reset when idle */
+	struct { uint64_t off, size, cur; } scratch[FFE_MAX_REGIONS];
+	unsigned scratch_rr;
+};
+
+struct ffe_opts {
+	size_t mem_size;        /* guest memory; default 64 MiB */
+	unsigned nregions;      /* 1..8, default 1 */
+	bool translate;         /* gpa != uva, nonzero mmap_offset (forced if nregions > 1) */
+	bool fd_per_region;     /* one memfd per region instead of one shared file */
+	bool contiguous_gpa;    /* regions back to back in gpa (but not in the file) */
+	size_t scratch_per_queue; /* default 4 MiB */
+	int timeout_ms;         /* default FFE_TIMEOUT_MS */
+};
+
+struct ffe {
+	int sock;
+	char path[108];
+	struct ffe_opts opts;
+	int timeout_ms;
+
+	int memfd[FFE_MAX_REGIONS];
+	uint8_t *map[FFE_MAX_REGIONS];
+	size_t map_size[FFE_MAX_REGIONS];
+	unsigned nmaps;
+	struct ffe_region r[FFE_MAX_REGIONS];
+	unsigned nregions;
+	pthread_mutex_t alloc_lock;
+
+	uint64_t dev_features;          /* offered by GET_FEATURES */
+	uint64_t features;              /* acked by SET_FEATURES */
+	uint64_t dev_protocol_features;
+	uint64_t protocol_features;
+	bool has_protocol_features;
+	bool use_reply_ack;             /* set NEED_REPLY on messages without reply */
+	unsigned queue_num;             /* GET_QUEUE_NUM (or 1) */
+	struct ffe_blk_config cfg;
+	uint32_t cfg_len;               /* bytes returned by GET_CONFIG */
+
+	struct ffe_vq vq[FFE_MAX_QUEUES];
+	char err[256];
+};
+
+/* A received message (reply or anything the back-end sent). */
+struct ffe_msg {
+	struct ffe_hdr hdr;
+	uint8_t payload[FFE_MSG_MAX];
+	size_t got;             /* payload bytes actually read */
+	int fds[FFE_MAX_FDS];
+	unsigned nfds;
+};
+
+/* ---- connection and memory ---------------------------------------------- */
+
+void ffe_opts_init(struct ffe_opts *o);
+/* Allocate memory (per opts; NULL = defaults) and connect to path, retrying
+ * ECONNREFUSED/ENOENT until the timeout.  NULL on failure (errno set; a
+ * sentence on stderr). */
+struct ffe *ffe_open(const char *path, const struct ffe_opts *opts);
+/* Close the socket, the eventfds and the memory. */
+void ffe_close(struct ffe *fe);
+/* Close the socket (and eventfds) only; memory and rings stay. */
+void ffe_disconnect(struct ffe *fe);
+/* Connect again after ffe_disconnect. */
+int ffe_reconnect(struct ffe *fe);
+
+/* Guest memory allocator: region -1 = round robin.  Thread-safe. */
+int ffe_alloc(struct ffe *fe, size_t len, size_t align, int region,
+	      struct ffe_buf *out);
+/* Our pointer for a guest-physical range, NULL if not inside one region. */
+void *ffe_gpa_to_hva(struct ffe *fe, uint64_t gpa, size_t len);
+uint64_t ffe_hva_to_gpa(struct ffe *fe, const void *hva);
+uint64_t ffe_hva_to_uva(struct ffe *fe, const void *hva);
+
+/* ---- messages ----------------------------------------------------------- */
+
+/* Send one message as given (any header fields, any bytes, any fds). */
+int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
+		 uint32_t size, const void *payload, size_t payload_len,
+		 const int *fds, unsigned nfds);
+/* Read one message with a timeout.  -ETIMEDOUT, -ECONNRESET (peer closed),
+ * -EPROTO (short/odd), else 0.  Payload beyond FFE_MSG_MAX is drained. */
+int ffe_recv_raw(struct ffe *fe, struct ffe_msg *m, int timeout_ms);
+/* Release fds received in m. */
+void ffe_msg_close_fds(struct ffe_msg *m);
+
+/* Send a message, honouring REPLY_ACK when fe->use_reply_ack: returns 0,
+ * the positive ack value (back-end refused), or -errno. */
+int ffe_call(struct ffe *fe, uint32_t request, const void *payload,
+	     uint32_t size, const int *fds, unsigned nfds);
+/* Send a request that has a reply, check the reply header (same request,
+ * REPLY flag) and copy up to reply_len bytes.  Returns payload size or -errno. */
+int ffe_call_reply(struct ffe *fe, uint32_t request, const void *payload,
+		   uint32_t size, void *reply, uint32_t reply_len);
+
+int ffe_get_u64(struct ffe *fe, uint32_t request, uint64_t *val);
+int ffe_set_u64(struct ffe *fe, uint32_t request, uint64_t val);
+
+/* Does the connection answer?  Sends GET_FEATURES: 1 = replied,
+ * 0 = connection closed by the peer, -ETIMEDOUT = hung. */
+int ffe_probe(struct ffe *fe);
+/* Drain: wait up to timeout for the peer to close; 1 closed, 0 still open. */
+int ffe_wait_closed(struct ffe *fe, int timeout_ms);
+
+/* Negotiate: GET_FEATURES, GET/SET_PROTOCOL_FEATURES (MQ, REPLY_ACK, CONFIG
+ * among those offered; only if want has PROTOCOL_FEATURES), GET_QUEUE_NUM, SET_OWNER, GET_CONFIG, SET_FEATURES
+ * (want & offered; want 0 = a sensible default).  0 or -errno. */
+int ffe_negotiate(struct ffe *fe, uint64_t want_features);
+/* Default wanted features: VERSION_1, INDIRECT, PROTOCOL_FEATURES and the
+ * virtio-blk ones; event_idx adds EVENT_IDX. */
+uint64_t ffe_default_features(bool event_idx);
+int ffe_set_mem_table(struct ffe *fe);
+/* Fill a SET_MEM_TABLE payload for the current regions (for raw variants). */
+size_t ffe_mem_table_payload(struct ffe *fe, void *buf, int *fds);
+int ffe_get_config(struct ffe *fe, uint32_t offset, void *buf, uint32_t len);
+
+/* Set up queue i (fresh rings, base 0) and start it: NUM, BASE, ADDR,
+ * CALL, KICK, ENABLE.  num must be a power of two <= 1024. */
+int ffe_vq_start(struct ffe *fe, unsigned i, unsigned num);
+/* Same, with every index (avail, used, SET_VRING_BASE) starting at base. */
+int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base);
+/* Restart queue i (after ffe_vq_stop and/or ffe_reconnect) keeping ring
+ * memory and indices: SET_VRING_BASE = what GET_VRING_BASE returned, else
+ * our avail idx. */
+int ffe_vq_resume(struct ffe *fe, unsigned i);
+/* GET_VRING_BASE: the back-end stops the ring and returns its index. */
+int ffe_vq_stop(struct ffe *fe, unsigned i, uint32_t *base);
+int ffe_vq_enable(struct ffe *fe, unsigned i, bool on);
+/* Convenience: negotiate + mem table + start nq queues of size num. */
+int ffe_setup(struct ffe *fe, uint64_t want_features, unsigned nq, unsigned num);
+
+/* ---- ring driver -------------------------------------------------------- */
+
+/* Build the request into the ring and publish it (no kick). */
+int ffe_submit(struct ffe_vq *vq, struct ffe_req *r);
+/* Kick unless the device asked not to be (NO_NOTIFY / avail_event). */
+int ffe_kick(struct ffe_vq *vq);
+/* Collect completions; returns how many were consumed. */
+int ffe_poll_used(struct ffe_vq *vq);
+/* Wait until r completes; 0 or -ETIMEDOUT. */
+int ffe_wait(struct ffe_vq *vq, struct ffe_req *r, int timeout_ms);
+/* submit + kick + wait */
+int ffe_run(struct ffe_vq *vq, struct ffe_req *r);
+
+/* raw ring access for hostile tests */
+struct ffe_desc *ffe_vq_desc(struct ffe_vq *vq, unsigned i);
+void ffe_vq_publish(struct ffe_vq *vq, uint16_t head);     /* ring[idx]=head; idx++ */
+void ffe_vq_set_avail_idx(struct ffe_vq *vq, uint16_t idx);
+uint16_t ffe_vq_used_idx(struct ffe_vq *vq);
+struct ffe_used_elem ffe_vq_used_elem(struct ffe_vq *vq, uint16_t idx);
+int ffe_vq_kick_raw(struct ffe_vq *vq);
+/* Wait until used idx != idx; 0, or -ETIMEDOUT. */
+int ffe_vq_wait_used_change(struct ffe_vq *vq, uint16_t idx, int timeout_ms);
+/* Scratch memory of this queue (reset automatically when idle). */
+int ffe_vq_alloc(struct ffe_vq *vq, size_t len, size_t align, struct ffe_buf *out);
+
+/* ---- virtio-blk helpers ------------------------------------------------- */
+
+enum ffe_layout_kind {
+	FFE_L_NATURAL = 0,      /* header | data (split every seg bytes) | status */
+	FFE_L_MERGED,           /* one readable + one writable descriptor */
+	FFE_L_CHOPPED,          /* every descriptor `seg` bytes (header split too) */
+};
+
+struct ffe_layout {
+	enum ffe_layout_kind kind;
+	uint32_t seg;           /* NATURAL: max data bytes per desc (0: one); CHOPPED: desc size */
+	bool indirect;
+};
+
+/* A prepared virtio-blk request (for several in flight at once). */
+struct ffe_blk_io {
+	struct ffe_req req;
+	uint8_t *rd, *wr;               /* streams (owned) */
+	size_t in_len;
+	uint32_t rd_cuts[FFE_MAX_DESCS], wr_cuts[FFE_MAX_DESCS];
+};
+
+/* Prepare (not submit) a request; io->req then goes to ffe_submit. */
+int ffe_blk_prep(struct ffe_blk_io *io, uint32_t type, uint64_t sector,
+		 const void *out, size_t out_len, size_t in_len,
+		 const struct ffe_layout *lay);
+/* After completion: the status byte, and the IN data (in_len bytes). */
+int ffe_blk_status(const struct ffe_blk_io *io);
+static inline void *ffe_blk_in(const struct ffe_blk_io *io) { return io->wr; }
+/* Free the streams; if the request is still in flight (timed out) the
+ * queue forgets it first. */
+void ffe_blk_io_release(struct ffe_vq *vq, struct ffe_blk_io *io);
+
+/* Any request: type, sector, out data (OUT/DISCARD/WZ payload) or in buffer.
+ * Returns the status byte (>= 0) or -errno; *used_len if non-NULL. */
+int ffe_blk_req(struct ffe_vq *vq, uint32_t type, uint64_t sector,
+		const void *out, size_t out_len, void *in, size_t in_len,
+		const struct ffe_layout *lay, uint32_t *used_len);
+int ffe_blk_read(struct ffe_vq *vq, uint64_t sector, void *buf, size_t len,
+		 const struct ffe_layout *lay);
+int ffe_blk_write(struct ffe_vq *vq, uint64_t sector, const void *buf,
+		  size_t len, const struct ffe_layout *lay);
+int ffe_blk_flush(struct ffe_vq *vq);
+int ffe_blk_get_id(struct ffe_vq *vq, char id[FFE_BLK_ID_BYTES]);
+int ffe_blk_discard(struct ffe_vq *vq, uint64_t sector, uint32_t nsect);
+int ffe_blk_write_zeroes(struct ffe_vq *vq, uint64_t sector, uint32_t nsect,
+			 bool unmap);
+
+/* Fill buf with a pattern derived from (seed, byte offset); check it. */
+void ffe_pattern(void *buf, size_t len, uint64_t seed);
+bool ffe_pattern_ok(const void *buf, size_t len, uint64_t seed);
+
+const char *ffe_req_name(uint32_t request);
+
+#endif
