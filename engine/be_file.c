@@ -309,6 +309,28 @@ static void file_close(struct backend *be)
 	free(f);
 }
 
+static int file_resize(struct backend *be, uint64_t size)
+{
+	struct file_backend *f = to_file(be);
+	struct stat st;
+
+	if (fstat(f->fd_buffered, &st) < 0)
+		return -errno;
+	if (f->is_blk) {
+		uint64_t bytes = 0;
+		if (ioctl(f->fd_buffered, BLKGETSIZE64, &bytes) < 0)
+			return -errno;
+		if (size > bytes)
+			return -EINVAL;
+	} else if ((uint64_t)st.st_size < size) {
+		/* Grow (sparse); a smaller size never cuts the file. */
+		if (ftruncate(f->fd_buffered, size) < 0)
+			return -errno;
+	}
+	be->size = size;
+	return 0;
+}
+
 /* Could O_DIRECT take this request as it is? */
 static bool aligned(const struct file_backend *f, const struct be_io *io)
 {
@@ -425,6 +447,7 @@ const struct be_ops be_file_ops = {
 	.name = "file",
 	.open = file_open,
 	.close = file_close,
+	.resize = file_resize,
 	.submit = file_submit,
 	.describe = file_describe,
 };

@@ -5,6 +5,7 @@
 #include "blk.h"
 
 #include <errno.h>
+#include <liburing.h>
 #include <string.h>
 
 #include "log.h"
@@ -126,6 +127,11 @@ static void submit(struct vblk *b, struct vq_req *req, struct be_io *io, struct 
 	io->cookie = req;
 	io->job = &req->job;
 	rc = b->be->ops->submit(b->be, io, ctx, &nsqe);
+	if (rc == -EAGAIN && ctx->ring) {
+		/* The SQ was full: hand it to the kernel, which empties it. */
+		io_uring_submit(ctx->ring);
+		rc = b->be->ops->submit(b->be, io, ctx, &nsqe);
+	}
 	if (rc == BE_QUEUED) {
 		struct vq *vq = req->vq;
 		req->busy = true;

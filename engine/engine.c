@@ -224,10 +224,13 @@ static void complete_job(struct eng_thread *t, struct be_job *job)
 	vblk_complete(req, job->res);
 }
 
-static void run_cmds(struct eng_thread *t, bool *stop)
+/* Run the mailbox: finished offloaded jobs, then commands.  Returns how
+ * many requests completed (work to publish). */
+static unsigned run_cmds(struct eng_thread *t, bool *stop)
 {
 	struct eng_cmd *c, *next;
 	struct be_job *jobs, *jnext;
+	unsigned done = 0;
 
 	pthread_mutex_lock(&t->lock);
 	c = t->cmds;
@@ -240,6 +243,7 @@ static void run_cmds(struct eng_thread *t, bool *stop)
 	for (; jobs; jobs = jnext) {
 		jnext = jobs->next;
 		complete_job(t, jobs);
+		done++;
 	}
 
 	/* The list is LIFO; order between different vqs does not matter and
@@ -275,6 +279,7 @@ static void run_cmds(struct eng_thread *t, bool *stop)
 		}
 		cmd_done(t, c);
 	}
+	return done;
 }
 
 /* --- the loop --------------------------------------------------------------- */
@@ -371,11 +376,11 @@ static void *eng_main(void *arg)
 			vlog(LOG_WARNING, "[engine %u] cannot pin to cpu %d", t->id, t->cpu);
 	}
 	while (!stop || t->detaching) {
-		unsigned work;
+		unsigned work = 0;
 
 		if (atomic_load_explicit(&t->pending, memory_order_acquire))
-			run_cmds(t, &stop);
-		work = reap(t);
+			work += run_cmds(t, &stop);
+		work += reap(t);
 		for (unsigned i = 0; i < t->nvq; i++) {
 			int n = vq_poll(t->vqs[i], &t->ctx, room(t));
 			if (n > 0)

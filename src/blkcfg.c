@@ -50,8 +50,12 @@ void blkcfg_build(const struct vblk *b, struct virtio_blk_config *cfg)
 	cfg->writeback = b->wce;
 	cfg->num_queues = b->params.queues;
 	cfg->max_discard_sectors = VBLK_MAX_DISCARD_SECTORS;
+	if (b->be && b->be->discard_max && b->be->discard_max / 512 < cfg->max_discard_sectors)
+		cfg->max_discard_sectors = b->be->discard_max / 512;
 	cfg->max_discard_seg = VBLK_MAX_DISCARD_SEG;
 	cfg->discard_sector_alignment = bs / 512;
+	if (b->be && b->be->discard_granularity > bs)
+		cfg->discard_sector_alignment = b->be->discard_granularity / 512;
 	cfg->max_write_zeroes_sectors = VBLK_MAX_DISCARD_SECTORS;
 	cfg->max_write_zeroes_seg = VBLK_MAX_DISCARD_SEG;
 	cfg->write_zeroes_may_unmap = 1;

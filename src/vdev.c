@@ -618,28 +618,61 @@ struct set_args {
 	size_t errlen;
 };
 
+/* Swap the backend for one opened with p.  The old one goes first: it may
+ * hold the backing exclusively (a file claim, O_EXCL on a block device)
+ * that the new one needs.  If the new one cannot be opened the old settings
+ * are opened again; if even that fails the device stays in error. */
+static int reopen_backend(struct vdev *d, const struct vdev_params *p, char *err, size_t errlen)
+{
+	struct vdev_params old = d->blk.params;
+	struct backend *be;
+	char err2[VDEV_ERR_MAX];
+	int rc;
+
+	be_close(d->blk.be);
+	d->blk.be = NULL;
+	rc = be_open(p, &be, err, errlen);
+	if (rc == 0) {
+		d->blk.be = be;
+		return 0;
+	}
+	if (old.backing == BE_FILE)
+		old.size = 0;   /* whatever the file has now */
+	if (be_open(&old, &be, err2, sizeof(err2)) == 0) {
+		d->blk.be = be;
+		return rc;
+	}
+	/* Keep a backend so the data path never sees none: a failed one. */
+	old.backing = BE_NULL;
+	old.size = d->blk.params.size;
+	if (be_open(&old, &be, err2, sizeof(err2)) == 0) {
+		atomic_store(&be->failed, true);
+		d->blk.be = be;
+	}
+	atomic_store(&d->state, VDEV_ERROR);
+	set_error(d, err);
+	return rc;
+}
+
 static int do_set_params(struct core *core, void *arg)
 {
 	struct set_args *a = arg;
 	struct vdev *d = a->d;
 	const struct vdev_params *old = &d->blk.params, *p = a->p;
+	bool same_backing = p->backing == old->backing && strcmp(p->path, old->path) == 0;
 	int rc;
 
 	if (d->conn) {
 		snprintf(a->err, a->errlen, "a front-end is connected");
 		return -EBUSY;
 	}
-	if (p->backing != old->backing || strcmp(p->path, old->path) != 0 ||
-	    (p->size != old->size && !d->blk.be->ops->resize)) {
-		struct backend *be;
-		rc = be_open(p, &be, a->err, a->errlen);
+	if (!d->blk.be || !same_backing ||
+	    (p->readonly != old->readonly && p->backing == BE_FILE) ||
+	    (p->size && p->size != d->blk.be->size && !d->blk.be->ops->resize)) {
+		rc = reopen_backend(d, p, a->err, a->errlen);
 		if (rc < 0)
 			return rc;
-		be_close(d->blk.be);
-		d->blk.be = be;
-		d->blk.params = *p;
-		d->blk.params.size = be->size;
-	} else if (p->size != old->size) {
+	} else if (p->size && p->size != d->blk.be->size) {
 		rc = d->blk.be->ops->resize(d->blk.be, p->size);
 		if (rc < 0) {
 			snprintf(a->err, a->errlen, "cannot resize to %llu bytes: %s",
@@ -647,12 +680,9 @@ static int do_set_params(struct core *core, void *arg)
 			return rc;
 		}
 	}
-	if (p->backing == old->backing && strcmp(p->path, old->path) == 0) {
-		uint64_t size = d->blk.be->size;
-		d->blk.params = *p;
-		d->blk.params.size = size;
-	}
-	if (atomic_load(&d->state) == VDEV_ERROR)
+	d->blk.params = *p;
+	d->blk.params.size = d->blk.be->size;
+	if (atomic_load(&d->state) == VDEV_ERROR && !backend_failed(d))
 		atomic_store(&d->state, VDEV_LISTENING);
 	return 0;
 }

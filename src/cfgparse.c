@@ -1,0 +1,450 @@
+/* cfgparse: parsers and formatters of controller settings; see cfgparse.h.
+ * Pure functions on untrusted text; any thread. */
+#include "cfgparse.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const key_names[CFG_NKEYS] = {
+	[CFG_SIZE] = "size",
+	[CFG_BLOCK_SIZE] = "block_size",
+	[CFG_BACKING] = "backing",
+	[CFG_READONLY] = "readonly",
+	[CFG_QUEUES] = "queues",
+	[CFG_SERIAL] = "serial",
+};
+
+const char *cfg_key_name(enum cfg_key k)
+{
+	return (unsigned)k < CFG_NKEYS ? key_names[k] : "?";
+}
+
+int cfg_key_lookup(const char *name, size_t len)
+{
+	for (int k = 0; k < CFG_NKEYS; k++)
+		if (strlen(key_names[k]) == len && memcmp(key_names[k], name, len) == 0)
+			return k;
+	return -1;
+}
+
+bool cfg_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > VDEV_NAME_MAX || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = name[i];
+		if (!(isascii(c) && (isalnum(c) || c == '.' || c == '_' || c == '-')))
+			return false;
+	}
+	return true;
+}
+
+/* Printable for an error message: at most 40 bytes, non-printables as '?'. */
+static const char *shown(const char *s, char *buf, size_t len)
+{
+	size_t i;
+
+	for (i = 0; s[i] && i + 4 < len && i < 40; i++)
+		buf[i] = isprint((unsigned char)s[i]) ? s[i] : '?';
+	if (s[i] && i + 4 < len) {
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
+static int parse_u64(const char *s, uint64_t *out, const char **end)
+{
+	uint64_t v = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned d = *p - '0';
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	*out = v;
+	*end = p;
+	return 0;
+}
+
+int cfg_parse_size(const char *s, uint64_t *out, char *err, size_t errlen)
+{
+	char sh[48];
+	const char *end;
+	uint64_t v;
+	unsigned shift = 0;
+	int r;
+
+	r = parse_u64(s, &v, &end);
+	if (r == -ERANGE) {
+		snprintf(err, errlen, "size '%s' is too large", shown(s, sh, sizeof(sh)));
+		return -EINVAL;
+	}
+	if (r < 0)
+		goto bad;
+	switch (*end) {
+	case '\0': break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: goto bad;
+	}
+	if (*end != '\0')
+		goto bad;
+	if (v == 0) {
+		snprintf(err, errlen, "size must be greater than zero");
+		return -EINVAL;
+	}
+	if (shift && v > (UINT64_MAX >> shift)) {
+		snprintf(err, errlen, "size '%s' is too large", shown(s, sh, sizeof(sh)));
+		return -EINVAL;
+	}
+	*out = v << shift;
+	return 0;
+bad:
+	snprintf(err, errlen, "'%s' is not a size (use a number of bytes with an "
+		 "optional K, M, G or T suffix, e.g. 64M)", shown(s, sh, sizeof(sh)));
+	return -EINVAL;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "1", "y", "yes", "true", "on" };
+	static const char *const no[] = { "0", "n", "no", "false", "off" };
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
+		    char *err, size_t errlen)
+{
+	char sh[48];
+	uint64_t v;
+	const char *end;
+	size_t n = strlen(val);
+
+	switch (k) {
+	case CFG_SIZE:
+		return cfg_parse_size(val, &p->size, err, errlen);
+	case CFG_BLOCK_SIZE:
+		if (cfg_parse_size(val, &v, err, errlen) < 0 || v < 512 || v > 65536 ||
+		    (v & (v - 1))) {
+			snprintf(err, errlen, "block_size '%s' is invalid: it must be a "
+				 "power of two from 512 to 65536",
+				 shown(val, sh, sizeof(sh)));
+			return -EINVAL;
+		}
+		p->block_size = (uint32_t)v;
+		return 0;
+	case CFG_BACKING:
+		if (strcmp(val, "ram") == 0) {
+			p->backing = BE_RAM;
+			p->path[0] = '\0';
+		} else if (strcmp(val, "null") == 0) {
+			p->backing = BE_NULL;
+			p->path[0] = '\0';
+		} else if (val[0] == '/') {
+			if (n >= sizeof(p->path)) {
+				snprintf(err, errlen, "backing path is too long");
+				return -EINVAL;
+			}
+			for (size_t i = 0; i < n; i++) {
+				if (!isgraph((unsigned char)val[i])) {
+					snprintf(err, errlen, "backing path must not contain "
+						 "spaces or control characters");
+					return -EINVAL;
+				}
+			}
+			p->backing = BE_FILE;
+			memcpy(p->path, val, n + 1);
+		} else {
+			snprintf(err, errlen, "backing '%s' is invalid: use ram, null or "
+				 "an absolute path", shown(val, sh, sizeof(sh)));
+			return -EINVAL;
+		}
+		return 0;
+	case CFG_READONLY:
+		if (parse_bool(val, &p->readonly) < 0) {
+			snprintf(err, errlen, "readonly '%s' is invalid: use 0 or 1",
+				 shown(val, sh, sizeof(sh)));
+			return -EINVAL;
+		}
+		return 0;
+	case CFG_QUEUES:
+		if (parse_u64(val, &v, &end) < 0 || *end != '\0' || v < 1 ||
+		    v > VDEV_MAX_QUEUES) {
+			snprintf(err, errlen, "queues '%s' is invalid: use a number from "
+				 "1 to %d", shown(val, sh, sizeof(sh)), VDEV_MAX_QUEUES);
+			return -EINVAL;
+		}
+		p->queues = (uint16_t)v;
+		return 0;
+	case CFG_SERIAL:
+		if (n > VDEV_SERIAL_MAX) {
+			snprintf(err, errlen, "serial is longer than %d bytes",
+				 VDEV_SERIAL_MAX);
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (!isgraph((unsigned char)val[i]) || !isascii((unsigned char)val[i])) {
+				snprintf(err, errlen, "serial must be printable ASCII "
+					 "without spaces");
+				return -EINVAL;
+			}
+		}
+		memcpy(p->serial, val, n + 1);
+		return 0;
+	default:
+		snprintf(err, errlen, "unknown setting");
+		return -EINVAL;
+	}
+}
+
+static bool is_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Copy buf[0..len) into out without surrounding whitespace; refuses NULs. */
+static int trim_copy(const char *buf, size_t len, char *out, size_t outlen,
+		     char *err, size_t errlen)
+{
+	if (len >= CFG_TEXT_MAX || len >= outlen) {
+		snprintf(err, errlen, "value is too long (at most %d bytes)", CFG_TEXT_MAX - 1);
+		return -EINVAL;
+	}
+	if (memchr(buf, '\0', len)) {
+		snprintf(err, errlen, "value contains a NUL byte");
+		return -EINVAL;
+	}
+	while (len && is_ws(*buf)) {
+		buf++;
+		len--;
+	}
+	while (len && is_ws(buf[len - 1]))
+		len--;
+	memcpy(out, buf, len);
+	out[len] = '\0';
+	return 0;
+}
+
+int cfg_parse_key_text(enum cfg_key k, const char *buf, size_t len,
+		       struct vdev_params *p, unsigned *set,
+		       char *err, size_t errlen)
+{
+	char text[CFG_TEXT_MAX];
+	struct vdev_params tmp = *p;
+	int r;
+
+	r = trim_copy(buf, len, text, sizeof(text), err, errlen);
+	if (r < 0)
+		return r;
+	if (text[0] == '\0' && k != CFG_SERIAL) {
+		snprintf(err, errlen, "empty value for %s", cfg_key_name(k));
+		return -EINVAL;
+	}
+	for (const char *c = text; *c; c++) {
+		if (is_ws(*c)) {
+			snprintf(err, errlen, "%s takes a single value", cfg_key_name(k));
+			return -EINVAL;
+		}
+	}
+	r = cfg_parse_value(k, text, &tmp, err, errlen);
+	if (r < 0)
+		return r;
+	*p = tmp;
+	*set |= CFG_BIT(k);
+	return 0;
+}
+
+int cfg_parse_config_text(const char *buf, size_t len, struct vdev_params *p,
+			  unsigned *set, char *err, size_t errlen)
+{
+	char text[CFG_TEXT_MAX], sh[48];
+	struct vdev_params tmp = *p;
+	unsigned seen = 0;
+	char *tok, *save;
+	int ntok = 0, r;
+
+	r = trim_copy(buf, len, text, sizeof(text), err, errlen);
+	if (r < 0)
+		return r;
+	if (text[0] == '\0') {
+		snprintf(err, errlen, "nothing to apply: write a size or key=value pairs");
+		return -EINVAL;
+	}
+	/* A bare size is the whole text or nothing. */
+	if (!strchr(text, '=')) {
+		for (const char *c = text; *c; c++) {
+			if (is_ws(*c)) {
+				snprintf(err, errlen, "expected key=value pairs or a "
+					 "single size");
+				return -EINVAL;
+			}
+		}
+		r = cfg_parse_size(text, &tmp.size, err, errlen);
+		if (r < 0)
+			return r;
+		*p = tmp;
+		*set |= CFG_BIT(CFG_SIZE);
+		return 0;
+	}
+	for (tok = strtok_r(text, " \t\n\r\v\f", &save); tok;
+	     tok = strtok_r(NULL, " \t\n\r\v\f", &save), ntok++) {
+		char *eq = strchr(tok, '=');
+		int k;
+
+		if (!eq) {
+			snprintf(err, errlen, "'%s' is not a key=value pair",
+				 shown(tok, sh, sizeof(sh)));
+			return -EINVAL;
+		}
+		k = cfg_key_lookup(tok, eq - tok);
+		if (k < 0) {
+			*eq = '\0';
+			snprintf(err, errlen, "unknown key '%s' (keys: size, block_size, "
+				 "backing, readonly, queues, serial)",
+				 shown(tok, sh, sizeof(sh)));
+			return -EINVAL;
+		}
+		if (seen & CFG_BIT(k)) {
+			snprintf(err, errlen, "key %s is given twice", cfg_key_name(k));
+			return -EINVAL;
+		}
+		seen |= CFG_BIT(k);
+		r = cfg_parse_value(k, eq + 1, &tmp, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	*p = tmp;
+	*set |= seen;
+	return 0;
+}
+
+void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_size,
+		      char *buf, size_t len)
+{
+	switch (k) {
+	case CFG_SIZE:
+		if (have_size)
+			snprintf(buf, len, "%" PRIu64, p->size);
+		else
+			snprintf(buf, len, "%s", "");
+		break;
+	case CFG_BLOCK_SIZE:
+		snprintf(buf, len, "%" PRIu32, p->block_size);
+		break;
+	case CFG_BACKING:
+		if (p->backing == BE_FILE)
+			snprintf(buf, len, "%s", p->path);
+		else
+			snprintf(buf, len, "%s", p->backing == BE_NULL ? "null" : "ram");
+		break;
+	case CFG_READONLY:
+		snprintf(buf, len, "%d", p->readonly ? 1 : 0);
+		break;
+	case CFG_QUEUES:
+		snprintf(buf, len, "%u", (unsigned)p->queues);
+		break;
+	case CFG_SERIAL:
+		snprintf(buf, len, "%s", p->serial);
+		break;
+	default:
+		snprintf(buf, len, "%s", "");
+		break;
+	}
+}
+
+size_t cfg_format_config(const struct vdev_params *p, bool have_size,
+			 char *buf, size_t len)
+{
+	char val[sizeof(p->path)];
+	size_t n = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (int k = 0; k < CFG_NKEYS; k++) {
+		int w;
+
+		if (k == CFG_SIZE && !have_size)
+			continue;
+		cfg_format_value(k, p, have_size, val, sizeof(val));
+		w = snprintf(buf + n, len - n, "%s=%s\n", key_names[k], val);
+		if (w < 0 || (size_t)w >= len - n)
+			break;
+		n += w;
+	}
+	return n;
+}
+
+int cfg_parse_cpulist(const char *s, int *cpus, int max_out, int max_cpu,
+		      char *err, size_t errlen)
+{
+	char sh[48];
+	const char *p = s, *end;
+	int n = 0;
+
+	if (*s == '\0')
+		goto bad;
+	for (;;) {
+		uint64_t a, b;
+
+		if (parse_u64(p, &a, &end) < 0)
+			goto bad;
+		b = a;
+		p = end;
+		if (*p == '-') {
+			if (parse_u64(p + 1, &b, &end) < 0 || b < a)
+				goto bad;
+			p = end;
+		}
+		if (b >= (uint64_t)max_cpu) {
+			snprintf(err, errlen, "cpu %" PRIu64 " does not exist (this machine "
+				 "has cpus 0-%d)", b, max_cpu - 1);
+			return -EINVAL;
+		}
+		for (uint64_t c = a; c <= b; c++) {
+			for (int i = 0; i < n; i++) {
+				if (cpus[i] == (int)c) {
+					snprintf(err, errlen, "cpu %" PRIu64 " is listed twice", c);
+					return -EINVAL;
+				}
+			}
+			if (n == max_out) {
+				snprintf(err, errlen, "too many cpus (at most %d)", max_out);
+				return -EINVAL;
+			}
+			cpus[n++] = (int)c;
+		}
+		if (*p == '\0')
+			return n;
+		if (*p != ',')
+			goto bad;
+		p++;
+	}
+bad:
+	snprintf(err, errlen, "'%s' is not a cpu list (e.g. 0,1 or 0-3)",
+		 shown(s, sh, sizeof(sh)));
+	return -EINVAL;
+}

@@ -1,0 +1,75 @@
+/* cfgparse: the text forms of controller settings — strict parsers for what
+ * a user writes into the control filesystem (and what the state file holds),
+ * and the canonical formatter used for read-back.  Pure functions, no locks;
+ * any thread.  Input is untrusted user text: every parser bounds its input,
+ * rejects anything it does not fully understand and explains why in one
+ * sentence (no trailing period, no newline).
+ */
+#ifndef VHOSTD_CFGPARSE_H
+#define VHOSTD_CFGPARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vdev.h"
+
+/* Settings a user can write, in read-back order. */
+enum cfg_key {
+	CFG_SIZE = 0,
+	CFG_BLOCK_SIZE,
+	CFG_BACKING,
+	CFG_READONLY,
+	CFG_QUEUES,
+	CFG_SERIAL,
+	CFG_NKEYS,
+};
+#define CFG_BIT(k) (1u << (k))
+
+/* Longest value or config text we accept in one write. */
+#define CFG_TEXT_MAX 4096
+
+const char *cfg_key_name(enum cfg_key k);
+/* -1 if unknown. */
+int cfg_key_lookup(const char *name, size_t len);
+
+/* A controller name: 1..VDEV_NAME_MAX of [A-Za-z0-9._-], not starting with '.'. */
+bool cfg_name_valid(const char *name);
+
+/* "64M", "1G", "67108864": decimal, optional K/M/G/T suffix (powers of 1024,
+ * either case).  Zero, signs, overflow and trailing junk are refused. */
+int cfg_parse_size(const char *s, uint64_t *out, char *err, size_t errlen);
+
+/* Parse one value of key k (already trimmed, NUL-terminated) into p.
+ * Only the field of k changes; cross-field rules (size vs block_size...) are
+ * vdev_params_check's job.  0 or -EINVAL with the reason in err. */
+int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
+		    char *err, size_t errlen);
+
+/* A write to a per-key file: surrounding whitespace (the shell's newline) is
+ * dropped, the rest must be one value.  Sets CFG_BIT(k) in *set. */
+int cfg_parse_key_text(enum cfg_key k, const char *buf, size_t len,
+		       struct vdev_params *p, unsigned *set,
+		       char *err, size_t errlen);
+
+/* A write to `config`: either one bare size or whitespace/newline separated
+ * key=value pairs.  All or nothing: p is only modified on success (0); the
+ * keys written are ORed into *set. */
+int cfg_parse_config_text(const char *buf, size_t len, struct vdev_params *p,
+			  unsigned *set, char *err, size_t errlen);
+
+/* The canonical value of k ("" for an unset size), without newline. */
+void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_size,
+		      char *buf, size_t len);
+
+/* Every key as "key=value\n" (size omitted while unset); the result can be
+ * written back to `config`.  Returns the length. */
+size_t cfg_format_config(const struct vdev_params *p, bool have_size,
+			 char *buf, size_t len);
+
+/* "0,1", "0-3", "0-1,4": a list of distinct cpu numbers < max_cpu.
+ * Returns the count (>0) or -EINVAL with the reason. */
+int cfg_parse_cpulist(const char *s, int *cpus, int max_out, int max_cpu,
+		      char *err, size_t errlen);
+
+#endif
