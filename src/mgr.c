@@ -561,7 +561,7 @@ static int go_live(struct mgr *m, struct ctrl *c, const struct vdev_params *p,
 	return 0;
 }
 
-static void unlink_node_if_ours(struct mgr *m, struct ctrl *c)
+static void unlink_node_if_ours(struct mgr *m, struct ctrl *c, bool was_live)
 {
 	char node[PATH_MAX];
 	struct stat st;
@@ -570,8 +570,10 @@ static void unlink_node_if_ours(struct mgr *m, struct ctrl *c)
 	if (lstat(node, &st) < 0)
 		return;
 	if (!node_is_ours(&st, c->minor)) {
-		vlog(LOG_WARNING, "[%s] devices/%s is not our node %d:%u any more; "
-		     "left untouched", c->name, c->name, MGR_DEV_MAJOR, c->minor);
+		if (was_live)
+			vlog(LOG_WARNING, "[%s] devices/%s is not our node %d:%u any more; "
+			     "left untouched", c->name, c->name, MGR_DEV_MAJOR,
+			     c->minor);
 		return;
 	}
 	if (unlink(node) < 0)
@@ -880,6 +882,7 @@ int mgr_rmdir(struct mgr *m, const char *name)
 {
 	char err[VDEV_ERR_MAX];
 	struct ctrl *c = mgr_get(m, name);
+	bool was_live;
 	int r;
 
 	if (!c)
@@ -889,6 +892,7 @@ int mgr_rmdir(struct mgr *m, const char *name)
 		r = -ENOENT;
 		goto out;
 	}
+	was_live = c->vdev != NULL;
 	if (c->vdev) {
 		r = vdev_destroy(c->vdev, false);       /* also unlinks the socket */
 		if (r < 0) {
@@ -904,8 +908,10 @@ int mgr_rmdir(struct mgr *m, const char *name)
 			pthread_mutex_unlock(&m->lock);
 			goto out;
 		}
-		unlink_node_if_ours(m, c);
 	}
+	/* Also for a controller that could not go live after a restart: its
+	 * node from before may still be there.  Only a node that is ours. */
+	unlink_node_if_ours(m, c, was_live);
 	pthread_mutex_lock(&m->lock);
 	c->vdev = NULL;
 	c->removed = true;
@@ -926,14 +932,14 @@ out:
 
 /* ---- attribute reads ----------------------------------------------------- */
 
-static int finish(FILE *f, char **out, size_t *len, char **buf)
+/* Close a memstream opened on (*buf, len): its content becomes *out. */
+static int finish(FILE *f, char **buf, char **out)
 {
 	if (fclose(f) != 0) {
 		free(*buf);
 		return -ENOMEM;
 	}
 	*out = *buf;
-	(void)len;
 	return 0;
 }
 
@@ -1035,7 +1041,7 @@ int mgr_ctrl_read(struct mgr *m, struct ctrl *c, enum mgr_attr a,
 		break;
 	}
 	pthread_mutex_unlock(&c->op_lock);
-	return finish(f, out, len, &buf);
+	return finish(f, &buf, out);
 }
 
 int mgr_global_read(struct mgr *m, enum mgr_gattr g, char **out, size_t *len)
@@ -1050,7 +1056,7 @@ int mgr_global_read(struct mgr *m, enum mgr_gattr g, char **out, size_t *len)
 		return -ENOMEM;
 	if (g == MGR_G_VERSION) {
 		fprintf(f, "vhostd %s\n", VHOSTD_VERSION);
-		return finish(f, out, len, &buf);
+		return finish(f, &buf, out);
 	}
 
 	/* Take references, then look at each controller under its own lock. */
@@ -1111,7 +1117,7 @@ int mgr_global_read(struct mgr *m, enum mgr_gattr g, char **out, size_t *len)
 	for (size_t i = 0; i < n; i++)
 		mgr_put(m, v[i]);
 	free(v);
-	return finish(f, out, len, &buf);
+	return finish(f, &buf, out);
 }
 
 /* ---- attribute writes ---------------------------------------------------- */

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Install what vhostd needs to build, run and test on Debian 12 (as root).
+# Build: meson, ninja, libfuse3, liburing, libudev, criterion.
+# Tests: QEMU (the real front-end and qemu-storage-daemon for comparisons),
+# a Debian cloud kernel and busybox for the test guest, clang for fuzzing.
+set -eu
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps.sh: run as root (apt-get)" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+pkgs="build-essential meson ninja-build pkg-config libfuse3-dev fuse3 liburing-dev
+      libudev-dev libcriterion-dev"
+if [ "${1:-}" != "--build-only" ]; then
+	pkgs="$pkgs qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static
+	      cpio kmod clang libclang-rt-dev python3 util-linux e2fsprogs"
+fi
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	apt-get update -q
+	# shellcheck disable=SC2086
+	apt-get install -y -q --no-install-recommends $missing
+fi

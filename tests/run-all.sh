@@ -1,0 +1,42 @@
+#!/bin/bash
+# The full test suite: installs the dependencies (Debian 12, as root),
+# builds, runs every test suite, then the core suites again under
+# AddressSanitizer + UndefinedBehaviorSanitizer.  Ends with one summary line
+# "vhostd: N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then
+	./contrib/install-deps.sh || { echo "vhostd: dependency install failed" >&2; exit 1; }
+else
+	echo "run-all: not root: not installing packages; FUSE/QEMU tests may skip" >&2
+fi
+
+passed=0 failed=0 skipped=0
+count() {       # count results of the meson test run in build dir $1
+	local log="$1/meson-logs/testlog.json"
+	[ -f "$log" ] || return 0
+	local p f s
+	p=$(grep -c '"result": "OK"' "$log")
+	f=$(grep -cE '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log")
+	s=$(grep -c '"result": "SKIP"' "$log")
+	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+}
+
+run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
+	local dir="$1"; shift
+	if [ ! -f "$dir/build.ninja" ]; then
+		meson setup "$dir" "$@" || { failed=$((failed + 1)); return; }
+	fi
+	ninja -C "$dir" || { failed=$((failed + 1)); return; }
+	local args=()
+	for s in ${SUITES:-}; do args+=(--suite "$s"); done
+	meson test -C "$dir" --print-errorlogs "${args[@]}"
+	count "$dir"
+}
+
+run_suite build
+SUITES="unit integration fuzz" run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+
+echo "vhostd: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
