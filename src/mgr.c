@@ -808,7 +808,7 @@ void mgr_destroy(struct mgr *m)
 	for (c = m->head; c; c = next) {
 		next = c->next;
 		if (c->vdev)
-			vdev_destroy(c->vdev, true);
+			vdev_stop(c->vdev);     /* the socket file stays for the restart */
 		ctrl_free(c);
 	}
 	if (m->store_lock_fd >= 0)

@@ -38,6 +38,7 @@ struct vdev {
 	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	dev_t sock_dev;
 	ino_t sock_ino;
+	bool keep_socket;               /* daemon shutdown: leave the file */
 	int listen_fd;
 	int broken_fd;                  /* engine -> control: a ring broke */
 	struct vu_conn *conn;           /* NULL when no front-end */
@@ -498,6 +499,8 @@ fail_errno:
 static void unlink_socket(struct vdev *d)
 {
 	struct stat st;
+	if (d->keep_socket)
+		return;
 	if (stat(d->sock_path, &st) == 0 && st.st_dev == d->sock_dev &&
 	    st.st_ino == d->sock_ino)
 		unlink(d->sock_path);
@@ -702,6 +705,7 @@ int vdev_set_params(struct vdev *d, const struct vdev_params *p, char *err, size
 struct destroy_args {
 	struct vdev *d;
 	bool force;
+	bool keep_socket;
 };
 
 static int do_destroy(struct core *core, void *arg)
@@ -717,15 +721,22 @@ static int do_destroy(struct core *core, void *arg)
 			break;
 		}
 	}
-	vlog(LOG_INFO, "[%s] removed", a->d->blk.name);
+	vlog(LOG_INFO, "[%s] %s", a->d->blk.name, a->keep_socket ? "stopped" : "removed");
+	a->d->keep_socket = a->keep_socket;
 	dev_free(a->d);
 	return 0;
 }
 
 int vdev_destroy(struct vdev *d, bool force)
 {
-	struct destroy_args a = { d, force };
+	struct destroy_args a = { d, force, false };
 	return core_call(d->core, do_destroy, &a);
+}
+
+void vdev_stop(struct vdev *d)
+{
+	struct destroy_args a = { d, true, true };
+	core_call(d->core, do_destroy, &a);
 }
 
 enum vdev_state vdev_get_state(struct vdev *d)

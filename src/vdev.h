@@ -99,6 +99,11 @@ int vdev_destroy(struct vdev *d, bool force);
 /* The parameters in force; size is the real one (a file backing given
  * without size gets the file's size). */
 void vdev_get_params(struct vdev *d, struct vdev_params *p);
+/* Daemon shutdown: stop serving (requests in flight complete first) and
+ * free the device, but leave the socket file in place: the next vhostd
+ * rebinds it, and nothing a VM or Kata holds vanishes meanwhile. */
+void vdev_stop(struct vdev *d);
+
 enum vdev_state vdev_get_state(struct vdev *d);
 void vdev_get_stats(struct vdev *d, struct vdev_stats *st);
 /* Copy the last error sentence ("" if none). */

@@ -11,7 +11,12 @@
  *       keeps a shadow generation per block, verifies reads against it at
  *       random, read-back-verifies some writes immediately, and verifies
  *       every block it wrote at the end.  DURATION: `10`/`10s` (seconds) or
- *       `5000ops` (total operations over all threads).
+ *       `5000ops` (total operations over all threads).  It also reports the
+ *       latency of every read, write and fdatasync the guest issued during
+ *       the run (final pass included): max_lat_ms (and when that I/O
+ *       started, max_lat_at_s, seconds from the start) and p99_lat_ms, so a
+ *       test that restarts the back-end under the guest can say how long the
+ *       guest's I/O paused.
  *   blkcheck writepattern DEV SEED
  *   blkcheck verifypattern DEV SEED
  *       The two halves of fullcheck, for checks across a restart/on the host.
@@ -49,6 +54,14 @@
 #define CHUNK           (1u << 20)              /* fullcheck I/O size */
 #define STRIPE_BLOCKS   16u                     /* randverify ownership unit */
 #define MAX_REPORTS     8
+
+/* Latency histogram, in microseconds: values below 2^LAT_SUB_BITS+1 have a
+ * bucket each, larger ones 2^LAT_SUB_BITS buckets per power of two (<= 6.25%
+ * relative error), up to 2^40 us (12 days). */
+#define LAT_SUB_BITS    4u
+#define LAT_SUB         (1u << LAT_SUB_BITS)
+#define LAT_MAX_MSB     40u
+#define LAT_BUCKETS     (2u * LAT_SUB + (LAT_MAX_MSB - LAT_SUB_BITS) * LAT_SUB)
 
 struct sector_hdr {
 	uint64_t magic;
@@ -350,14 +363,103 @@ struct rv_shared {
 	atomic_int stop;
 };
 
+struct lat_hist {
+	uint64_t count;
+	uint64_t max_us;
+	double max_at;                  /* start of the slowest I/O (now_s()) */
+	uint64_t b[LAT_BUCKETS];
+};
+
 struct rv_thread {
 	pthread_t th;
 	struct rv_shared *sh;
 	unsigned tid;
 	uint64_t rng;
 	uint64_t writes, reads, verifies, flushes, bytes;
+	struct lat_hist lat;
 	int rc;
 };
+
+static unsigned lat_bucket(uint64_t us)
+{
+	unsigned msb, idx;
+
+	if (us < 2 * LAT_SUB)
+		return (unsigned)us;
+	msb = 63u - (unsigned)__builtin_clzll(us);
+	if (msb > LAT_MAX_MSB)
+		return LAT_BUCKETS - 1;
+	idx = 2 * LAT_SUB + (msb - LAT_SUB_BITS - 1) * LAT_SUB +
+	      (unsigned)((us >> (msb - LAT_SUB_BITS)) & (LAT_SUB - 1));
+	return idx < LAT_BUCKETS ? idx : LAT_BUCKETS - 1;
+}
+
+/* Largest value that falls in bucket idx. */
+static uint64_t lat_bucket_top(unsigned idx)
+{
+	unsigned msb, sub;
+
+	if (idx < 2 * LAT_SUB)
+		return idx;
+	msb = (idx - 2 * LAT_SUB) / LAT_SUB + LAT_SUB_BITS + 1;
+	sub = (idx - 2 * LAT_SUB) % LAT_SUB;
+	return ((uint64_t)(LAT_SUB + sub + 1) << (msb - LAT_SUB_BITS)) - 1;
+}
+
+static void lat_add(struct lat_hist *h, double t0, double t1)
+{
+	double d = t1 > t0 ? (t1 - t0) * 1e6 : 0.0;
+	uint64_t us = d < 1e15 ? (uint64_t)d : (uint64_t)1e15;
+
+	h->count++;
+	h->b[lat_bucket(us)]++;
+	if (us > h->max_us || h->count == 1) {
+		h->max_us = us;
+		h->max_at = t0;
+	}
+}
+
+static void lat_merge(struct lat_hist *dst, const struct lat_hist *src)
+{
+	if (src->count && (src->max_us > dst->max_us || dst->count == 0)) {
+		dst->max_us = src->max_us;
+		dst->max_at = src->max_at;
+	}
+	dst->count += src->count;
+	for (unsigned i = 0; i < LAT_BUCKETS; i++)
+		dst->b[i] += src->b[i];
+}
+
+/* The pct-th percentile, in us: the top of the bucket holding it, capped by
+ * the observed maximum. */
+static uint64_t lat_pct(const struct lat_hist *h, double pct)
+{
+	uint64_t rank, seen = 0;
+
+	if (h->count == 0)
+		return 0;
+	rank = (uint64_t)((double)h->count * pct / 100.0 + 0.999999);
+	if (rank == 0)
+		rank = 1;
+	for (unsigned i = 0; i < LAT_BUCKETS; i++) {
+		seen += h->b[i];
+		if (seen >= rank) {
+			uint64_t top = lat_bucket_top(i);
+			return top < h->max_us ? top : h->max_us;
+		}
+	}
+	return h->max_us;
+}
+
+/* pio() on the randverify fd, timed into the thread's histogram. */
+static int rv_pio(struct rv_thread *t, bool wr, void *buf, size_t len, uint64_t off)
+{
+	double t0 = now_s();
+	int rc = pio(wr, t->sh->fd, buf, len, off);
+
+	lat_add(&t->lat, t0, now_s());
+	return rc;
+}
 
 static uint64_t rnd(struct rv_thread *t)
 {
@@ -378,7 +480,7 @@ static int rv_verify(struct rv_thread *t, uint8_t *buf, uint64_t blk,
 		any |= sh->gen[blk + i] != 0;
 	if (!any)
 		return 0;
-	if (pio(false, sh->fd, buf, (size_t)n * sh->bsize, blk * sh->bsize) < 0)
+	if (rv_pio(t, false, buf, (size_t)n * sh->bsize, blk * sh->bsize) < 0)
 		return -1;
 	t->reads++;
 	t->bytes += (uint64_t)n * sh->bsize;
@@ -456,7 +558,7 @@ static void *rv_main(void *arg)
 			for (unsigned i = 0; i < n; i++)
 				gens[i] = sh->gen[blk + i] + 1;
 			fill_range(wbuf, (size_t)n * sh->bsize, sh->seed, blk * spb, gens, spb);
-			if (pio(true, sh->fd, wbuf, (size_t)n * sh->bsize, blk * sh->bsize) < 0)
+			if (rv_pio(t, true, wbuf, (size_t)n * sh->bsize, blk * sh->bsize) < 0)
 				goto out;
 			memcpy(&sh->gen[blk], gens, n * sizeof(gens[0]));
 			t->writes++;
@@ -467,7 +569,11 @@ static void *rv_main(void *arg)
 			if (rv_verify(t, rbuf, blk, n, "random read") < 0)
 				goto out;
 		} else {
-			if (fdatasync(sh->fd) < 0) {
+			double t0 = now_s();
+			int r = fdatasync(sh->fd);
+
+			lat_add(&t->lat, t0, now_s());
+			if (r < 0) {
 				fail("fdatasync %s: %s", g_dev, strerror(errno));
 				goto out;
 			}
@@ -498,6 +604,7 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 	struct rv_shared sh = { .seed = seed, .nthreads = nthreads };
 	struct rv_thread *th;
 	uint64_t size, writes = 0, reads = 0, verifies = 0, flushes = 0, bytes = 0;
+	static struct lat_hist lat;     /* merged over the threads (~5 KiB) */
 	unsigned lbs;
 	bool direct;
 	double t0, secs;
@@ -556,6 +663,7 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 		verifies += th[i].verifies;
 		flushes += th[i].flushes;
 		bytes += th[i].bytes;
+		lat_merge(&lat, &th[i].lat);
 	}
 	secs = now_s() - t0;
 	if (rc == 0 && fsync(sh.fd) < 0) {
@@ -570,10 +678,19 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 			written += sh.gen[b] != 0;
 		out("BLKCHECK randverify OK dev=%s threads=%u block=%u writes=%" PRIu64
 		    " reads=%" PRIu64 " verifies=%" PRIu64 " flushes=%" PRIu64
-		    " blocks_touched=%" PRIu64 "/%" PRIu64 " secs=%.1f IOPS=%.0f MiB/s=%.1f%s\n",
+		    " blocks_touched=%" PRIu64 "/%" PRIu64 " secs=%.1f IOPS=%.0f MiB/s=%.1f"
+		    " max_lat_ms=%.1f max_lat_at_s=%.1f p99_lat_ms=%.1f%s\n",
 		    g_dev, nthreads, sh.bsize, writes, reads, verifies, flushes,
 		    written, sh.nblocks, secs, secs > 0 ? (double)(writes + reads) / secs : 0.0,
-		    mib_s(bytes, secs), direct ? "" : " (buffered)");
+		    mib_s(bytes, secs), (double)lat.max_us / 1e3,
+		    lat.count ? lat.max_at - t0 : 0.0, (double)lat_pct(&lat, 99.0) / 1e3,
+		    direct ? "" : " (buffered)");
+	} else if (lat.count) {
+		/* how long the I/O stalled is worth knowing when it failed too */
+		out("BLKCHECK randverify latency dev=%s ios=%" PRIu64 " max_lat_ms=%.1f"
+		    " max_lat_at_s=%.1f p99_lat_ms=%.1f\n", g_dev, lat.count,
+		    (double)lat.max_us / 1e3, lat.max_at - t0,
+		    (double)lat_pct(&lat, 99.0) / 1e3);
 	}
 	close(sh.fd);
 	free(sh.gen);
