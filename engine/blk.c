@@ -109,6 +109,8 @@ bool vblk_complete(struct vq_req *req, int res)
 	req->busy = false;
 	vq->inflight--;
 	STAT_ADD(vq->stats.inflight, -1);
+	if (vq->dead)
+		return true;    /* nowhere to report it: the memory is gone */
 	finish(req);
 	return true;
 }
@@ -185,7 +187,7 @@ static void fail_faulted(struct vblk *b, struct vq *vq, struct vq_chain *c)
 {
 	uint32_t written = 0;
 
-	if (c->last_w_len) {
+	if (c->last_w_len && c->last_w_addr + c->last_w_len - 1 >= c->last_w_addr) {
 		uint8_t *st = mem_gpa_to_host(vq->mem, c->last_w_addr + c->last_w_len - 1, 1);
 		if (st) {
 			*st = VIRTIO_BLK_S_IOERR;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "blk.h"
+#include "fault.h"
 #include "log.h"
 
 #define ENG_MAX_THREADS 256
@@ -62,6 +63,10 @@ struct eng_thread {
 	atomic_bool pending;
 	atomic_bool sleeping;
 
+	struct vq *cur_vq;              /* whose guest memory we touch now */
+	/* loop state kept in memory: the loop body may be left by a fault jump */
+	uint64_t idle_since;
+	bool stop;
 	struct vq **vqs;                /* owned by the thread */
 	unsigned nvq, cap;
 	struct eng_cmd *detaching;      /* detach commands waiting for a drain */
@@ -166,6 +171,8 @@ static void cmd_done(struct eng_thread *t, struct eng_cmd *c)
 
 static void vq_started(struct eng_thread *t, struct vq *vq)
 {
+	t->cur_vq = vq;
+	vq->dead = false;
 	vq->thread = t;
 	vq->draining = false;
 	vq->inflight = 0;
@@ -183,6 +190,19 @@ static void vq_started(struct eng_thread *t, struct vq *vq)
 	 * ring right away anyway. */
 }
 
+static void eng_fault(struct eng_thread *t);
+
+static void start_vq(struct eng_thread *t, struct vq *vq)
+{
+	struct fault_scope fs;
+
+	if (FAULT_TRY(&fs))
+		vq_started(t, vq);
+	else
+		eng_fault(t);
+	fault_end(&fs);
+}
+
 /* Remove a drained vq from the thread and acknowledge its detach. */
 static void finish_detach(struct eng_thread *t, struct eng_cmd *c)
 {
@@ -194,9 +214,14 @@ static void finish_detach(struct eng_thread *t, struct eng_cmd *c)
 		t->vqs[i] = t->vqs[--t->nvq];
 		break;
 	}
+	struct fault_scope fs;
+
 	if (vq->kick_fd >= 0)
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, vq->kick_fd, NULL);
-	vq_flush_used(vq);
+	/* Its own scope: a fault here must not skip the acknowledgement. */
+	if (FAULT_TRY(&fs))
+		vq_flush_used(vq);
+	fault_end(&fs);
 	vq->thread = NULL;
 	vq->draining = false;
 	cmd_done(t, c);
@@ -217,11 +242,20 @@ static void check_detaching(struct eng_thread *t)
 	}
 }
 
+/* Mailbox work gets its own fault scope each: a fault must not drop the
+ * rest of the list (a lost command would never be acknowledged). */
 static void complete_job(struct eng_thread *t, struct be_job *job)
 {
 	struct vq_req *req = job->cookie;
+	struct fault_scope fs;
+
 	t->ctx.inflight--;
-	vblk_complete(req, job->res);
+	t->cur_vq = req->vq;
+	if (FAULT_TRY(&fs))
+		vblk_complete(req, job->res);
+	else
+		eng_fault(t);
+	fault_end(&fs);
 }
 
 /* Run the mailbox: finished offloaded jobs, then commands.  Returns how
@@ -264,7 +298,7 @@ static unsigned run_cmds(struct eng_thread *t, bool *stop)
 				t->cap = cap;
 			}
 			t->vqs[t->nvq++] = c->vq;
-			vq_started(t, c->vq);
+			start_vq(t, c->vq);
 			break;
 		case ENG_DETACH:
 			/* Requests in flight finish first: their buffers are
@@ -288,19 +322,23 @@ static unsigned run_cmds(struct eng_thread *t, bool *stop)
 static unsigned reap(struct eng_thread *t)
 {
 	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
+	unsigned n = 0;
 
 	if (!t->has_ring)
 		return 0;
-	io_uring_for_each_cqe(&t->ring, head, cqe) {
+	/* One completion at a time, consumed before it is acted on: a fault
+	 * while reporting it must not make us see it twice. */
+	while (io_uring_peek_cqe(&t->ring, &cqe) == 0) {
 		struct vq_req *req = io_uring_cqe_get_data(cqe);
-		if (req)
-			vblk_complete(req, cqe->res);
+		int res = cqe->res;
+
+		io_uring_cqe_seen(&t->ring, cqe);
+		t->ctx.inflight--;
 		n++;
-	}
-	if (n) {
-		io_uring_cq_advance(&t->ring, n);
-		t->ctx.inflight -= n;
+		if (req) {
+			t->cur_vq = req->vq;
+			vblk_complete(req, res);
+		}
 	}
 	return n;
 }
@@ -332,6 +370,7 @@ static void eng_sleep(struct eng_thread *t)
 			continue;
 		if (vq->kick_nofd)
 			work = true;    /* a polling driver never kicks */
+		t->cur_vq = vq;
 		if (vq_set_notify(vq, true))
 			work = true;
 	}
@@ -357,16 +396,44 @@ static void eng_sleep(struct eng_thread *t)
 	if (t->has_ring)
 		io_uring_cq_eventfd_toggle(&t->ring, false);
 	if (t->eng->mode != CORE_POLL_INTERRUPT)
-		for (unsigned i = 0; i < t->nvq; i++)
+		for (unsigned i = 0; i < t->nvq; i++) {
+			t->cur_vq = t->vqs[i];
 			vq_set_notify(t->vqs[i], false);
+		}
+}
+
+/* SIGBUS while serving t->cur_vq: its guest memory (or inflight region)
+ * was truncated by the front-end.  Stop touching it and have the control
+ * thread drop the connection; everything else goes on. */
+static void eng_fault(struct eng_thread *t)
+{
+	struct vq *vq = t->cur_vq;
+
+	if (!vq) {
+		vlog(LOG_CRIT, "[engine %u] SIGBUS at %#lx outside any queue", t->id,
+		     (unsigned long)fault_addr);
+		abort();
+	}
+	vq->dead = true;
+	vlog(LOG_ERR, "[%s q%u] guest memory at %#lx vanished (SIGBUS): the front-end "
+	     "truncated it", vblk_name(vq->blk), vq->index, (unsigned long)fault_addr);
+	vq_mark_broken(vq, "guest memory vanished under the device (truncated by the front-end)");
+}
+
+/* Adaptive mode: has nothing happened for idle_ns? */
+static bool idle_long_enough(struct eng_thread *t)
+{
+	uint64_t now = now_ns();
+
+	if (!t->idle_since)
+		t->idle_since = now;
+	return now - t->idle_since >= t->eng->idle_ns;
 }
 
 static void *eng_main(void *arg)
 {
 	struct eng_thread *t = arg;
 	struct engine *eng = t->eng;
-	uint64_t idle_since = 0;
-	bool stop = false;
 
 	if (t->cpu >= 0) {
 		cpu_set_t set;
@@ -375,41 +442,47 @@ static void *eng_main(void *arg)
 		if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set))
 			vlog(LOG_WARNING, "[engine %u] cannot pin to cpu %d", t->id, t->cpu);
 	}
-	while (!stop || t->detaching) {
+	fault_init();
+	while (!t->stop || t->detaching) {
+		struct fault_scope fs;
 		unsigned work = 0;
 
+		if (!FAULT_TRY(&fs)) {
+			eng_fault(t);
+			continue;
+		}
 		if (atomic_load_explicit(&t->pending, memory_order_acquire))
-			work += run_cmds(t, &stop);
+			work += run_cmds(t, &t->stop);
 		work += reap(t);
 		for (unsigned i = 0; i < t->nvq; i++) {
-			int n = vq_poll(t->vqs[i], &t->ctx, room(t));
+			int n;
+			t->cur_vq = t->vqs[i];
+			n = vq_poll(t->vqs[i], &t->ctx, room(t));
 			if (n > 0)
 				work += n;
 		}
 		if (t->has_ring && io_uring_sq_ready(&t->ring))
 			io_uring_submit(&t->ring);
 		if (work)
-			for (unsigned i = 0; i < t->nvq; i++)
+			for (unsigned i = 0; i < t->nvq; i++) {
+				t->cur_vq = t->vqs[i];
 				vq_flush_used(t->vqs[i]);
+			}
+		t->cur_vq = NULL;
 		if (t->detaching)
 			check_detaching(t);
 		if (work) {
-			idle_since = 0;
-			continue;
+			t->idle_since = 0;
+		} else if (eng->mode == CORE_POLL_ALWAYS || t->stop) {
+			/* keep polling */
+		} else if (eng->mode == CORE_POLL_ADAPTIVE && !idle_long_enough(t)) {
+			/* busy-poll a little longer */
+		} else {
+			eng_sleep(t);
+			t->idle_since = 0;
 		}
-		if (eng->mode == CORE_POLL_ALWAYS)
-			continue;
-		if (eng->mode == CORE_POLL_ADAPTIVE) {
-			uint64_t now = now_ns();
-			if (!idle_since)
-				idle_since = now;
-			if (now - idle_since < eng->idle_ns)
-				continue;
-		}
-		if (stop)
-			continue;
-		eng_sleep(t);
-		idle_since = 0;
+		t->cur_vq = NULL;
+		fault_end(&fs);
 	}
 	return NULL;
 }

@@ -254,7 +254,7 @@ void vq_flush_used(struct vq *vq)
 	uint16_t old = vq->signalled_used, new_idx = vq->used_idx;
 	bool notify;
 
-	if (old == new_idx)
+	if (old == new_idx || vq->dead)
 		return;
 	vq->signalled_used = new_idx;
 	ring_wmb();     /* used elements and guest data before the index */
@@ -277,6 +277,8 @@ void vq_flush_used(struct vq *vq)
 
 bool vq_set_notify(struct vq *vq, bool on)
 {
+	if (vq->dead)
+		return false;
 	if (on == vq->notify_on && !on)
 		return false;
 	vq->notify_on = on;
@@ -310,6 +312,7 @@ static int resubmit(struct vq *vq, struct be_ctx *ctx, unsigned room)
 		if (req->busy)
 			break;
 		if (vq_walk(vq, head, &req->chain) < 0) {
+			vq_flush_used(vq);      /* what did complete is published */
 			vq_mark_broken(vq, "bad descriptor chain in an inflight request");
 			return -1;
 		}

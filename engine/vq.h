@@ -92,6 +92,7 @@ struct vq {
 	bool draining;                  /* being detached: take no new request */
 	unsigned inflight;
 	_Atomic bool broken;
+	bool dead;                      /* its guest memory vanished: never touch it */
 	struct eng_thread *thread;
 
 	struct vq_stats stats __attribute__((aligned(64)));

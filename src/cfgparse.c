@@ -165,8 +165,11 @@ int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
 			p->backing = BE_NULL;
 			p->path[0] = '\0';
 		} else if (val[0] == '/') {
-			if (n >= sizeof(p->path)) {
-				snprintf(err, errlen, "backing path is too long");
+			/* Bounded well below the config text limit, so that what
+			 * `config` prints can always be written back. */
+			if (n > CFG_PATH_MAX) {
+				snprintf(err, errlen, "backing path is longer than %d bytes",
+					 CFG_PATH_MAX);
 				return -EINVAL;
 			}
 			for (size_t i = 0; i < n; i++) {

@@ -28,6 +28,8 @@ enum cfg_key {
 
 /* Longest value or config text we accept in one write. */
 #define CFG_TEXT_MAX 4096
+/* Longest backing path accepted (the config text must hold it and the rest). */
+#define CFG_PATH_MAX 2048
 
 const char *cfg_key_name(enum cfg_key k);
 /* -1 if unknown. */

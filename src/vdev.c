@@ -22,6 +22,7 @@
 
 #include "blk.h"
 #include "engine.h"
+#include "fault.h"
 #include "log.h"
 #include "vu.h"
 
@@ -389,6 +390,7 @@ int core_create(const struct core_opts *opts, struct core **out)
 		rc = -errno;
 		goto fail;
 	}
+	fault_init();
 	rc = eng_create(opts, &core->eng);
 	if (rc < 0)
 		goto fail;

@@ -22,6 +22,7 @@
 
 #include "blkcfg.h"
 #include "engine.h"
+#include "fault.h"
 #include "log.h"
 
 #define BIT(n) (1ULL << (n))
@@ -80,10 +81,25 @@ static int vq_start(struct vu_conn *c, struct vq *vq)
 	vq->infl = NULL;
 	if (c->inflight_map && vq->index < c->inflight_nq) {
 		if (c->inflight_qs == vq->num) {
-			unsigned n;
+			struct fault_scope fs;
+			unsigned n = 0;
+
 			vq->infl = (struct vq_inflight *)((uint8_t *)c->inflight_map +
 							  vq->index * vq_inflight_size(vq->num));
-			n = vq_inflight_recover(vq);
+			/* Both the region and the ring are the front-end's
+			 * files: they may have been truncated under us. */
+			if (FAULT_TRY(&fs))
+				n = vq_inflight_recover(vq);
+			else
+				rc = -EFAULT;
+			fault_end(&fs);
+			if (rc < 0) {
+				vq->infl = NULL;
+				snprintf(c->err, sizeof(c->err),
+					 "queue %u: inflight region or ring vanished (truncated by the front-end)",
+					 vq->index);
+				return rc;
+			}
 			if (n)
 				vlog(LOG_INFO, "[%s q%u] resubmitting %u requests that were in flight",
 				     name(c), vq->index, n);
@@ -482,9 +498,30 @@ static int check_inflight_shape(struct vu_conn *c, const struct vu_inflight *in)
 	return 0;
 }
 
+struct inflight_set {
+	void *map;
+	size_t len;
+	int fd;
+	uint16_t nq, qs;
+};
+
+/* Replace the inflight region (rings stopped: the engine writes to it). */
+static int swap_inflight(struct vu_conn *c, void *arg)
+{
+	struct inflight_set *s = arg;
+	inflight_unmap(c);
+	c->inflight_map = s->map;
+	c->inflight_len = s->len;
+	c->inflight_fd = s->fd;
+	c->inflight_nq = s->nq;
+	c->inflight_qs = s->qs;
+	return 0;
+}
+
 static int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 {
 	struct vu_inflight *in = &m->payload.inflight;
+	struct inflight_set s;
 	size_t len;
 	void *p;
 	int fd, rc;
@@ -516,36 +553,15 @@ static int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 		q->version = 1;
 		q->desc_num = in->queue_size;
 	}
-	inflight_unmap(c);
-	c->inflight_fd = fd;
-	c->inflight_map = p;
-	c->inflight_len = len;
-	c->inflight_nq = in->num_queues;
-	c->inflight_qs = in->queue_size;
+	s = (struct inflight_set){ p, len, fd, in->num_queues, in->queue_size };
+	rc = with_rings_stopped(c, swap_inflight, &s);
+	if (rc < 0)
+		return rc;
 	in->mmap_size = len;
 	in->mmap_offset = 0;
 	c->reply_fd = fd;
 	m->hdr.size = sizeof(*in);
 	return VU_REPLY;
-}
-
-struct inflight_set {
-	void *map;
-	size_t len;
-	int fd;
-	uint16_t nq, qs;
-};
-
-static int swap_inflight(struct vu_conn *c, void *arg)
-{
-	struct inflight_set *s = arg;
-	inflight_unmap(c);
-	c->inflight_map = s->map;
-	c->inflight_len = s->len;
-	c->inflight_fd = s->fd;
-	c->inflight_nq = s->nq;
-	c->inflight_qs = s->qs;
-	return 0;
 }
 
 static int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m)
@@ -600,35 +616,39 @@ static int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 	return with_rings_stopped(c, swap_inflight, &s);
 }
 
-#define SZ(t) sizeof(t), sizeof(t)
-#define U64 SZ(uint64_t)
-#define STATE SZ(struct vu_vring_state)
+#define SIZE(t) .min_size = sizeof(t), .max_size = sizeof(t)
+#define SIZES(lo, hi) .min_size = (lo), .max_size = (hi)
+#define NONE SIZES(0, 0)
+#define VRING_STATE SIZE(struct vu_vring_state), .vring = true
+#define VRING_FD SIZE(uint64_t), .vring_fd = true
 
 static const struct vu_handler handlers[VU_REQUEST_MAX] = {
-	[VU_GET_FEATURES] = { h_get_features, 0, 0 },
-	[VU_SET_FEATURES] = { h_set_features, U64 },
-	[VU_SET_OWNER] = { h_set_owner, 0, 0 },
-	[VU_RESET_OWNER] = { h_reset, 0, 0 },
-	[VU_SET_MEM_TABLE] = { h_set_mem_table, offsetof(struct vu_memory, regions),
-			       sizeof(struct vu_memory), .may_have_fds = true },
-	[VU_SET_VRING_NUM] = { h_set_vring_num, STATE, .vring = true },
-	[VU_SET_VRING_ADDR] = { h_set_vring_addr, SZ(struct vu_vring_addr), .vring = true },
-	[VU_SET_VRING_BASE] = { h_set_vring_base, STATE, .vring = true },
-	[VU_GET_VRING_BASE] = { h_get_vring_base, STATE, .vring = true },
-	[VU_SET_VRING_KICK] = { h_set_vring_kick, U64, .vring_fd = true },
-	[VU_SET_VRING_CALL] = { h_set_vring_call, U64, .vring_fd = true },
-	[VU_SET_VRING_ERR] = { h_set_vring_err, U64, .vring_fd = true },
-	[VU_GET_PROTOCOL_FEATURES] = { h_get_protocol_features, 0, 0 },
-	[VU_SET_PROTOCOL_FEATURES] = { h_set_protocol_features, U64 },
-	[VU_GET_QUEUE_NUM] = { h_get_queue_num, 0, 0 },
-	[VU_SET_VRING_ENABLE] = { h_set_vring_enable, STATE, .vring = true },
-	[VU_GET_CONFIG] = { h_get_config, offsetof(struct vu_config, region),
-			    sizeof(struct vu_config) },
-	[VU_SET_CONFIG] = { h_set_config, offsetof(struct vu_config, region),
-			    sizeof(struct vu_config) },
-	[VU_RESET_DEVICE] = { h_reset, 0, 0 },
-	[VU_GET_INFLIGHT_FD] = { h_get_inflight_fd, 20, sizeof(struct vu_inflight) },
-	[VU_SET_INFLIGHT_FD] = { h_set_inflight_fd, 20, sizeof(struct vu_inflight),
+	[VU_GET_FEATURES] = { .fn = h_get_features, NONE },
+	[VU_SET_FEATURES] = { .fn = h_set_features, SIZE(uint64_t) },
+	[VU_SET_OWNER] = { .fn = h_set_owner, NONE },
+	[VU_RESET_OWNER] = { .fn = h_reset, NONE },
+	[VU_SET_MEM_TABLE] = { .fn = h_set_mem_table,
+			       SIZES(offsetof(struct vu_memory, regions), sizeof(struct vu_memory)),
+			       .may_have_fds = true },
+	[VU_SET_VRING_NUM] = { .fn = h_set_vring_num, VRING_STATE },
+	[VU_SET_VRING_ADDR] = { .fn = h_set_vring_addr, SIZE(struct vu_vring_addr), .vring = true },
+	[VU_SET_VRING_BASE] = { .fn = h_set_vring_base, VRING_STATE },
+	[VU_GET_VRING_BASE] = { .fn = h_get_vring_base, VRING_STATE },
+	[VU_SET_VRING_KICK] = { .fn = h_set_vring_kick, VRING_FD },
+	[VU_SET_VRING_CALL] = { .fn = h_set_vring_call, VRING_FD },
+	[VU_SET_VRING_ERR] = { .fn = h_set_vring_err, VRING_FD },
+	[VU_GET_PROTOCOL_FEATURES] = { .fn = h_get_protocol_features, NONE },
+	[VU_SET_PROTOCOL_FEATURES] = { .fn = h_set_protocol_features, SIZE(uint64_t) },
+	[VU_GET_QUEUE_NUM] = { .fn = h_get_queue_num, NONE },
+	[VU_SET_VRING_ENABLE] = { .fn = h_set_vring_enable, VRING_STATE },
+	[VU_GET_CONFIG] = { .fn = h_get_config,
+			    SIZES(offsetof(struct vu_config, region), sizeof(struct vu_config)) },
+	[VU_SET_CONFIG] = { .fn = h_set_config,
+			    SIZES(offsetof(struct vu_config, region), sizeof(struct vu_config)) },
+	[VU_RESET_DEVICE] = { .fn = h_reset, NONE },
+	/* 20 bytes on the wire; QEMU sends the padded C struct (24) */
+	[VU_GET_INFLIGHT_FD] = { .fn = h_get_inflight_fd, SIZES(20, sizeof(struct vu_inflight)) },
+	[VU_SET_INFLIGHT_FD] = { .fn = h_set_inflight_fd, SIZES(20, sizeof(struct vu_inflight)),
 				 .may_have_fds = true },
 };
 
@@ -672,6 +692,11 @@ static int check_shape(struct vu_conn *c, const struct vu_handler *h, struct vu_
 			}
 		} else {
 			idx = m->payload.state.index;
+			if (m->nfds) {
+				snprintf(c->err, sizeof(c->err), "%s came with %u unexpected fds",
+					 vu_request_name(req), m->nfds);
+				return -EINVAL;
+			}
 		}
 		if (idx >= c->blk->params.queues) {
 			snprintf(c->err, sizeof(c->err), "%s for queue %u; the device has %u",

@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Write the hand-made seed inputs of the fuzz targets into corpus/NAME/
+(seed-*.bin; other files there — minimized inputs, crash regressions — are
+left alone).  The formats are described at the top of fuzz_vu.c, fuzz_vq.c
+and fuzz_cfg.c.  Run from anywhere: python3 tests/fuzz/gen-seeds.py"""
+import os
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, 'corpus', target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'seed-' + name + '.bin'), 'wb') as f:
+        f.write(data)
+
+
+# ---- vu --------------------------------------------------------------------
+# vhost-user request codes and flags
+GET_FEATURES, SET_FEATURES, SET_OWNER, RESET_OWNER, SET_MEM_TABLE = 1, 2, 3, 4, 5
+SET_LOG_BASE, SET_LOG_FD, SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE = 6, 7, 8, 9, 10
+GET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR = 11, 12, 13, 14
+GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM = 15, 16, 17
+SET_VRING_ENABLE, GET_CONFIG, SET_CONFIG = 18, 24, 25
+GET_INFLIGHT_FD, SET_INFLIGHT_FD, RESET_DEVICE = 31, 32, 34
+V, NEED = 1, 1 | 8
+NOFD = 1 << 8
+
+FEATURES = ((1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 1) | (1 << 2) |
+            (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13) |
+            (1 << 14))
+PROTOCOL = (1 << 0) | (1 << 3) | (1 << 9) | (1 << 12) | (1 << 13)
+
+# the pool memfds the target passes: 1M, 1M, 64K, 4K
+UVA = 0x7f0000000000
+DESC, AVAIL, USED = 0x0, 0x1000, 0x2000         # gpa (= offset in pool 0)
+
+
+def msg(req, payload=b'', flags=V, nfds=0, memfd=False, pool2=False, split=False,
+        defer=False, size=None):
+    op = nfds | (8 if memfd else 0) | (0x10 if pool2 else 0) | \
+        (0x20 if split else 0) | (0x40 if defer else 0)
+    assert op < 0x80
+    return bytes([op]) + struct.pack('<III', req, flags,
+                                     len(payload) if size is None else size) + payload
+
+
+def poke(idx, off, data):
+    assert off % 16 == 0 and len(data) < 256
+    return bytes([0x80, idx, (off // 16) & 0xff, (off // 16) >> 8, len(data)]) + data
+
+
+def u64(v):
+    return struct.pack('<Q', v)
+
+
+def state(index, num):
+    return struct.pack('<II', index, num)
+
+
+def addr(index, desc, used, avail, flags=0, log=0):
+    return struct.pack('<IIQQQQ', index, flags, desc, used, avail, log)
+
+
+def memtable(regions):
+    return struct.pack('<II', len(regions), 0) + b''.join(
+        struct.pack('<QQQQ', *r) for r in regions)
+
+
+def config(offset, size, flags=0, data=None):
+    return struct.pack('<III', offset, size, flags) + (data if data is not None
+                                                        else bytes(size))
+
+
+def inflight(size, offset, nq, qs):
+    return struct.pack('<QQHH', size, offset, nq, qs) + bytes(4)
+
+
+def handshake(need=NEED, inflight_fd=True, event_idx=True):
+    s = msg(GET_FEATURES) + msg(SET_OWNER) + msg(GET_PROTOCOL_FEATURES)
+    s += msg(SET_PROTOCOL_FEATURES, u64(PROTOCOL))
+    s += msg(GET_QUEUE_NUM)
+    s += msg(GET_CONFIG, config(0, 60))
+    f = FEATURES if event_idx else FEATURES & ~(1 << 29)
+    s += msg(SET_FEATURES, u64(f), flags=need)
+    if inflight_fd:
+        s += msg(GET_INFLIGHT_FD, inflight(0, 0, 2, 128))
+    return s
+
+
+def start_queue(q, num=128, base=0, need=V, kick_nofd=False):
+    off = q * 0x10000
+    s = msg(SET_VRING_NUM, state(q, num), flags=need)
+    s += msg(SET_VRING_BASE, state(q, base), flags=need)
+    s += msg(SET_VRING_ADDR, addr(q, UVA + off + DESC, UVA + off + USED, UVA + off + AVAIL),
+             flags=need)
+    if kick_nofd:
+        s += msg(SET_VRING_KICK, u64(q | NOFD))
+    else:
+        s += msg(SET_VRING_KICK, u64(q), nfds=1)
+    s += msg(SET_VRING_CALL, u64(q), nfds=1)
+    s += msg(SET_VRING_ENABLE, state(q, 1), flags=need)
+    return s
+
+
+MEM1 = memtable([(0, 1 << 20, UVA, 0)])
+
+
+def vu_seeds():
+    # QEMU's order, with REPLY_ACK on the requests QEMU asks it for
+    qemu = handshake() + msg(SET_MEM_TABLE, MEM1, flags=NEED, nfds=1, memfd=True)
+    qemu += start_queue(0, need=NEED) + start_queue(1, need=NEED)
+    qemu += msg(GET_VRING_BASE, state(0, 0)) + msg(GET_VRING_BASE, state(1, 0))
+    write('vu', 'qemu-handshake', qemu)
+    # the same without NEED_REPLY anywhere
+    plain = handshake(need=V) + msg(SET_MEM_TABLE, MEM1, nfds=1, memfd=True)
+    plain += start_queue(0) + start_queue(1)
+    plain += msg(GET_VRING_BASE, state(0, 0)) + msg(GET_VRING_BASE, state(1, 0))
+    write('vu', 'plain-handshake', plain)
+    # two regions, contiguous in gpa, the ring in the second
+    two = handshake(need=V, inflight_fd=False)
+    two += msg(SET_MEM_TABLE, memtable([(0, 1 << 20, UVA, 0),
+                                        (1 << 20, 1 << 20, UVA + (1 << 30), 0)]),
+               nfds=2, memfd=True)
+    two += start_queue(0) + msg(RESET_OWNER)
+    write('vu', 'two-regions-reset', two)
+    # a FLUSH request in guest memory, a polling driver
+    req = poke(0, 0x0, struct.pack('<QIHH', 0x3000, 16, 1, 1) +
+               struct.pack('<QIHH', 0x3010, 1, 2, 0))
+    req += poke(0, 0x1000, struct.pack('<HHH', 0, 1, 0))
+    req += poke(0, 0x3000, struct.pack('<IIQ', 4, 0, 0))
+    ring = handshake(need=V, inflight_fd=False) + req
+    ring += msg(SET_MEM_TABLE, MEM1, nfds=1, memfd=True)
+    ring += start_queue(0, kick_nofd=True)
+    ring += msg(GET_VRING_BASE, state(0, 0))
+    write('vu', 'ring-flush-polling', ring)
+    # inflight region set by the front-end, with a request marked in flight
+    infl = handshake(need=V, inflight_fd=False)
+    infl += poke(2, 0, struct.pack('<QHHHH', 0, 1, 128, 0, 0) +
+                 struct.pack('<B5xHQ', 1, 0, 7))
+    infl += msg(SET_INFLIGHT_FD, inflight(0x8000, 0, 2, 128), nfds=1, memfd=True, pool2=True)
+    infl += msg(SET_MEM_TABLE, MEM1, nfds=1, memfd=True) + req
+    infl += start_queue(0)
+    write('vu', 'inflight-set', infl)
+    # ring restarts: memory table replaced under a running ring, address change
+    rs = handshake(need=V) + msg(SET_MEM_TABLE, MEM1, nfds=1, memfd=True) + start_queue(0)
+    rs += msg(SET_MEM_TABLE, MEM1, nfds=1, memfd=True)
+    rs += msg(SET_VRING_ADDR, addr(0, UVA + 0x4000, UVA + 0x6000, UVA + 0x5000))
+    rs += msg(SET_VRING_CALL, u64(0 | NOFD)) + msg(SET_VRING_ERR, u64(0), nfds=1)
+    rs += msg(SET_VRING_ENABLE, state(0, 0)) + msg(SET_VRING_ENABLE, state(0, 1))
+    rs += msg(GET_INFLIGHT_FD, inflight(0, 0, 1, 128))
+    rs += msg(RESET_DEVICE)
+    write('vu', 'ring-restarts', rs)
+    # config space
+    cfg = msg(GET_CONFIG, config(0, 256)) + msg(GET_CONFIG, config(34, 2))
+    cfg += msg(SET_CONFIG, config(32, 1, data=b'\0')) + msg(GET_CONFIG, config(32, 1))
+    write('vu', 'config', cfg)
+    # REPLY_ACK with failing handlers
+    ack = msg(SET_PROTOCOL_FEATURES, u64(1 << 3))
+    ack += msg(SET_VRING_NUM, state(0, 3), flags=NEED)
+    ack += msg(SET_VRING_BASE, state(0, 0x10000), flags=NEED)
+    ack += msg(SET_CONFIG, config(0, 1), flags=NEED)
+    ack += msg(SET_MEM_TABLE, memtable([(0, 2 << 20, UVA, 0)]), flags=NEED, nfds=1, memfd=True)
+    ack += msg(GET_QUEUE_NUM, flags=NEED)
+    write('vu', 'reply-ack-failures', ack)
+    # pieces, queued messages, and a message cut by the hangup
+    pcs = msg(GET_FEATURES, split=True) + msg(SET_FEATURES, u64(1 << 32), split=True)
+    pcs += msg(GET_QUEUE_NUM, defer=True) + msg(GET_PROTOCOL_FEATURES, defer=True)
+    pcs += msg(GET_FEATURES)
+    pcs += msg(SET_FEATURES, b'\0\0', size=8)
+    write('vu', 'pieces-and-eof', pcs)
+    # single broken messages, one per file
+    bad = {
+        'bad-version': msg(GET_FEATURES, flags=0),
+        'bad-version-2': msg(GET_FEATURES, flags=2 | 8),
+        'unknown-0': msg(0),
+        'unknown-log-base': msg(SET_LOG_BASE, u64(0)),
+        'unknown-large': msg(0xffffffff),
+        'size-get-features': msg(GET_FEATURES, u64(0)),
+        'size-set-features': msg(SET_FEATURES, b'\0' * 4),
+        'size-vring-addr': msg(SET_VRING_ADDR, addr(0, 0, 0, 0)[:39]),
+        'oversized': msg(SET_MEM_TABLE, b'', size=4097),
+        'max-payload': msg(SET_MEM_TABLE, bytes(4096)),
+        'huge-size': msg(GET_FEATURES, b'', size=0xffffffff),
+        'index-range': msg(SET_VRING_NUM, state(2, 128)),
+        'index-255': msg(SET_VRING_KICK, u64(255 | NOFD)),
+        'vring-fd-extra-bits': msg(SET_VRING_CALL, u64(0x200 | NOFD)),
+        'vring-fd-count': msg(SET_VRING_CALL, u64(0 | NOFD), nfds=1),
+        'vring-fd-missing': msg(SET_VRING_KICK, u64(0)),
+        'num-zero': msg(SET_VRING_NUM, state(0, 0)),
+        'num-3': msg(SET_VRING_NUM, state(0, 3)),
+        'num-2048': msg(SET_VRING_NUM, state(0, 2048)),
+        'base-65536': msg(SET_VRING_BASE, state(0, 0x10000)),
+        'enable-2': msg(SET_VRING_ENABLE, state(0, 2)),
+        'mem-count-size': msg(SET_MEM_TABLE, struct.pack('<II', 1, 0), nfds=1, memfd=True),
+        'mem-2-regions-1-fd': msg(SET_MEM_TABLE, memtable([(0, 4096, UVA, 0),
+                                                           (4096, 4096, UVA + 4096, 0)]),
+                                  nfds=1, memfd=True),
+        'mem-9-regions': msg(SET_MEM_TABLE, struct.pack('<II', 9, 0) +
+                             struct.pack('<QQQQ', 0, 4096, UVA, 0) * 8, nfds=7, memfd=True),
+        'mem-too-large': msg(SET_MEM_TABLE, memtable([(0, 64 << 10, UVA, 4096)]), nfds=1,
+                             memfd=True, pool2=True),
+        'mem-wrap': msg(SET_MEM_TABLE, memtable([(2**64 - 4096, 8192, UVA, 0)]), nfds=1,
+                        memfd=True),
+        'mem-eventfd': msg(SET_MEM_TABLE, memtable([(0, 4096, UVA, 0)]), nfds=1),
+        'fds-on-get-features': msg(GET_FEATURES, nfds=2),
+        'fds-on-vring-num': msg(SET_VRING_NUM, state(0, 128), nfds=1),
+        'fds-on-get-vring-base': msg(GET_VRING_BASE, state(0, 0), nfds=1),
+        'too-many-fds': msg(GET_FEATURES, nfds=7, split=True),
+        'config-range': msg(GET_CONFIG, config(250, 10)),
+        'config-size-mismatch': msg(GET_CONFIG, config(0, 8)[:16], size=16),
+        'inflight-shape': msg(GET_INFLIGHT_FD, inflight(0, 0, 0, 128)),
+        'inflight-no-fd': msg(SET_INFLIGHT_FD, inflight(0x8000, 0, 1, 128)),
+        'inflight-too-big': msg(SET_INFLIGHT_FD, inflight(0x100000, 0, 1, 128), nfds=1,
+                                memfd=True, pool2=True),
+        'inflight-offset': msg(SET_INFLIGHT_FD, inflight(0x1000, 100, 1, 64), nfds=1,
+                               memfd=True),
+        'set-features-unoffered': msg(SET_FEATURES, u64(1 << 63)),
+        'set-protocol-unoffered': msg(SET_PROTOCOL_FEATURES, u64(1 << 1)),
+        'ring-outside-memory': handshake(need=V, inflight_fd=False) +
+        msg(SET_MEM_TABLE, MEM1, nfds=1, memfd=True) +
+        msg(SET_VRING_NUM, state(0, 128)) +
+        msg(SET_VRING_ADDR, addr(0, 0, 0x2000, 0x1000)) + msg(SET_VRING_KICK, u64(0), nfds=1),
+    }
+    for name, data in bad.items():
+        write('vu', name, data)
+
+
+# ---- vq --------------------------------------------------------------------
+G0 = 0x10000                    # guest memory image starts here
+DESC_G, AVAIL_G, USED_G, INFL_G = 0x10000, 0x11000, 0x11400, 0x11c00
+F_NEXT, F_WRITE, F_IND = 1, 2, 4
+T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD, T_WZ = 0, 1, 4, 8, 11, 13
+
+
+class Image:
+    def __init__(self, log2num=4):
+        self.mem = bytearray(0x20000)
+        self.num = 1 << log2num
+        self.log2 = log2num
+        self.heap = 0x13000
+        self.nd = 0
+        self.avail = 0
+
+    def put(self, gpa, data):
+        self.mem[gpa - G0:gpa - G0 + len(data)] = data
+
+    def alloc(self, n, align=16):
+        a = (self.heap + align - 1) & ~(align - 1)
+        self.heap = a + n
+        return a
+
+    def desc(self, i, a, ln, fl, nx):
+        self.put(DESC_G + 16 * i, struct.pack('<QIHH', a, ln, fl, nx))
+
+    def chain(self, segs):
+        """segs: (gpa, len, write); returns head"""
+        head = self.nd
+        for k, (a, ln, w) in enumerate(segs):
+            last = k + 1 == len(segs)
+            self.desc(self.nd, a, ln, (F_WRITE if w else 0) | (0 if last else F_NEXT),
+                      0 if last else self.nd + 1)
+            self.nd += 1
+        return head
+
+    def publish(self, head):
+        self.put(AVAIL_G + 4 + 2 * (self.avail % self.num), struct.pack('<H', head))
+        self.avail = (self.avail + 1) & 0xffff
+        self.put(AVAIL_G + 2, struct.pack('<H', self.avail))
+
+    def req(self, typ, sector, data=(), in_one=False):
+        h = self.alloc(16)
+        self.put(h, struct.pack('<IIQ', typ, 0, sector))
+        st = self.alloc(1, 1)
+        segs = [(h, 16, False)] + list(data) + [(st, 1, True)]
+        self.publish(self.chain(segs))
+
+    def bytes(self, flags=0, last_avail=0, used=0, ctl=0, trim=True):
+        b = bytes([flags | self.log2]) + struct.pack('<HHB', last_avail, used, ctl)
+        m = bytes(self.mem)
+        if trim:
+            m = m.rstrip(b'\0')
+        return b + m
+
+
+def vq_seeds():
+    im = Image()
+    im.req(T_FLUSH, 0)
+    write('vq', 'flush', im.bytes())
+
+    im = Image()
+    d = im.alloc(4096, 512)
+    im.put(d, bytes(range(256)) * 16)
+    im.req(T_OUT, 8, [(d, 4096, False)])
+    r = im.alloc(4096, 512)
+    im.req(T_IN, 8, [(r, 4096, True)])
+    im.req(T_GET_ID, 0, [(im.alloc(20), 20, True)])
+    write('vq', 'write-read-getid', im.bytes(ctl=1))
+
+    im = Image()
+    b = im.alloc(16 + 1024)
+    im.put(b, struct.pack('<IIQ', T_OUT, 0, 3))
+    st = im.alloc(1, 1)
+    im.publish(im.chain([(b, 16 + 1024, False), (st, 1, True)]))
+    im.req(T_IN, 3, [(im.alloc(1025), 1025, True)])
+    write('vq', 'header-data-one-desc', im.bytes())
+
+    im = Image()
+    segs = [(0x1fe00 + 0x200 * i if i % 2 else im.alloc(512, 512), 512, False)
+            for i in range(12)]
+    segs.append((0x1ff00, 512, False))          # straddles the two regions
+    im.req(T_OUT, 0, segs)
+    write('vq', 'many-segments-straddle', im.bytes())
+
+    im = Image()
+    tbl = im.alloc(16 * 3, 16)
+    h = im.alloc(16)
+    im.put(h, struct.pack('<IIQ', T_IN, 0, 0))
+    d = im.alloc(512, 512)
+    st = im.alloc(1, 1)
+    im.put(tbl, struct.pack('<QIHH', h, 16, F_NEXT, 1) +
+           struct.pack('<QIHH', d, 512, F_NEXT | F_WRITE, 2) +
+           struct.pack('<QIHH', st, 1, F_WRITE, 0))
+    im.desc(0, tbl, 48, F_IND, 0)
+    im.nd = 1
+    im.publish(0)
+    write('vq', 'indirect', im.bytes())
+
+    # discard / write zeroes
+    for name, typ, flags in (('discard', T_DISCARD, 0), ('discard-flag', T_DISCARD, 1),
+                             ('write-zeroes-unmap', T_WZ, 1), ('write-zeroes-bad', T_WZ, 2)):
+        im = Image()
+        s = im.alloc(32)
+        im.put(s, struct.pack('<QII', 2, 8, flags) + struct.pack('<QII', 20, 4, 0))
+        im.req(typ, 0, [(s, 32, False)])
+        write('vq', name, im.bytes())
+    # read-only device
+    im = Image()
+    im.req(T_OUT, 0, [(im.alloc(512, 512), 512, False)])
+    write('vq', 'readonly-write', im.bytes(flags=0x10))
+    # errors that are statuses
+    im = Image()
+    im.req(T_OUT, 128, [(im.alloc(512, 512), 512, False)])        # past the end
+    im.req(T_IN, 0, [(im.alloc(100), 100, True)])                  # not a sector
+    im.req(99, 0)                                                  # unknown type
+    im.req(T_IN, 2**55, [(im.alloc(512, 512), 512, True)])            # sector overflow
+    im.req(T_IN, 0, [(0x40000, 512, True)])                        # unmapped
+    im.req(T_IN, 0, [(2**64 - 16, 32, True)])                      # wraps
+    h = im.alloc(16)
+    im.publish(im.chain([(h, 16, False)]))                         # no status
+    write('vq', 'status-errors', im.bytes())
+    # ring breakers
+    im = Image()
+    im.desc(0, 0x12000, 16, F_NEXT, 1)
+    im.desc(1, 0x12000, 16, F_NEXT, 0)
+    im.publish(0)
+    write('vq', 'loop', im.bytes())
+    im = Image()
+    im.publish(40)
+    write('vq', 'head-out-of-range', im.bytes())
+    im = Image()
+    im.req(T_FLUSH, 0)
+    im.put(AVAIL_G + 2, struct.pack('<H', 100))
+    write('vq', 'avail-jump', im.bytes())
+    im = Image()
+    im.desc(0, 0x12000, 20, F_IND, 0)
+    im.publish(0)
+    write('vq', 'indirect-bad-len', im.bytes())
+    im = Image()
+    tbl = im.alloc(32, 16)
+    im.put(tbl, struct.pack('<QIHH', tbl, 32, F_IND, 0) + bytes(16))
+    im.desc(0, tbl, 32, F_IND, 0)
+    im.publish(0)
+    write('vq', 'indirect-nested', im.bytes())
+    # notifications, index wrap
+    im = Image()
+    for _ in range(3):
+        im.req(T_FLUSH, 0)
+    im.put(AVAIL_G + 4 + 2 * im.num, struct.pack('<H', 1))          # used_event
+    write('vq', 'event-idx', im.bytes(flags=0x08, ctl=4))
+    im = Image()
+    im.avail = 65534
+    for _ in range(4):
+        im.req(T_FLUSH, 0)
+    write('vq', 'index-wrap', im.bytes(last_avail=65534, used=65534))
+    im = Image(log2num=0)
+    im.req(T_FLUSH, 0)
+    write('vq', 'size-1', im.bytes())
+    im = Image(log2num=7)
+    for _ in range(40):
+        im.publish(0)
+    im.nd = 0
+    im.req(T_FLUSH, 0)
+    im.put(AVAIL_G + 2, struct.pack('<H', 41))
+    write('vq', 'batch-128', im.bytes(ctl=3))
+    # inflight: a region with two requests marked in flight, recovered
+    im = Image()
+    im.req(T_FLUSH, 0)
+    im.req(T_FLUSH, 0)
+    im.put(INFL_G, struct.pack('<QHHHH', 0, 1, im.num, 0, 0))
+    for head, counter in ((0, 2), (3, 1)):
+        im.put(INFL_G + 16 + 16 * head, struct.pack('<B5xHQ', 1, 0, counter))
+    write('vq', 'inflight-recover', im.bytes(flags=0xc0))
+    im = Image()
+    im.req(T_FLUSH, 0)
+    write('vq', 'inflight-track', im.bytes(flags=0x40))
+
+
+# ---- cfg -------------------------------------------------------------------
+def cfg_seeds():
+    texts = {
+        'config-size': (0, b'64M\n'),
+        'config-full': (0, b'size=64M block_size=4096 backing=ram readonly=0 queues=4 '
+                           b'serial=vhostd-01\n'),
+        'config-lines': (1, b'size=1G\nbacking=/dev/sdb\nreadonly=yes\n'),
+        'config-null': (0, b'backing=null size=1T'),
+        'config-dup': (0, b'size=1M size=2M'),
+        'config-unknown': (0, b'colour=blue'),
+        'config-empty': (0, b'  \n'),
+        'config-nul': (0, b'size=1M\0'),
+        'config-two-sizes': (0, b'1M 2M'),
+        'config-serial-empty': (0, b'serial='),
+        'key-size': (2 | (0 << 3), b' 512K\n'),
+        'key-block-size': (2 | (1 << 3), b'4096\n'),
+        'key-backing': (2 | (2 << 3), b'/var/lib/img.raw\n'),
+        'key-readonly': (2 | (3 << 3), b'on\n'),
+        'key-queues': (2 | (4 << 3), b'16\n'),
+        'key-serial': (2 | (5 << 3), b'ABCDEFGHIJKLMNOPQRST\n'),
+        'key-serial-long': (2 | (5 << 3), b'ABCDEFGHIJKLMNOPQRSTU\n'),
+        'key-two-values': (2, b'1M 2M'),
+        'size-max': (3, b'18446744073709551615'),
+        'size-overflow': (3, b'18446744073709551616'),
+        'size-shift-overflow': (3, b'16777216T'),
+        'size-zero': (3, b'0K'),
+        'size-junk': (3, b'12MB'),
+        'cpus-list': (4 | (8 << 3), b'0,1,4-5'),
+        'cpus-range': (4 | (31 << 3), b'0-3'),
+        'cpus-dup': (4 | (8 << 3), b'1,0-2'),
+        'cpus-big': (4, b'0-4294967296'),
+        'name-ok': (5, b'vhostblk0'),
+        'name-dot': (5, b'.hidden'),
+        'name-slash': (5, b'a/b'),
+        'key-lookup': (6, b'block_size'),
+        'value-queues': (7 | (4 << 3), b'17'),
+        'value-unknown-key': (7 | (6 << 3), b'x'),
+    }
+    for name, (sel, text) in texts.items():
+        write('cfg', name, bytes([sel]) + text)
+
+
+if __name__ == '__main__':
+    vu_seeds()
+    vq_seeds()
+    cfg_seeds()
+    print('seeds written under', os.path.join(HERE, 'corpus'), file=sys.stderr)
