@@ -38,5 +38,18 @@ run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
 run_suite build
 SUITES="unit integration fuzz" run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
 
+# A time-boxed fuzz run of each libFuzzer target (needs clang); FUZZ_SECONDS=0
+# skips it.
+fuzz_secs=${FUZZ_SECONDS:-60}
+if [ "$fuzz_secs" -gt 0 ] && command -v clang >/dev/null; then
+	if ./tests/fuzz/run-fuzz.sh "$fuzz_secs"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+	fi
+else
+	skipped=$((skipped + 1))
+fi
+
 echo "vhostd: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
