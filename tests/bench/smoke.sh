@@ -1,0 +1,64 @@
+#!/bin/sh
+# bench-smoke: run vhost-bench for ~2 s against bench-server with the null
+# and ram backings (and the selftest), and check that it printed sane
+# numbers: non-zero IOPS, no failed request, a latency.  Not a timed
+# assertion: any speed passes.
+#   smoke.sh BENCH_SERVER VHOST_BENCH
+set -u
+server=$1
+bench=$2
+dir=$(mktemp -d /tmp/bench-smoke.XXXXXX) || exit 1
+pid=
+cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+# check_json FILE: iops > 0, errors == 0, p50 latency > 0
+check_json() {
+	line=$(cat "$1")
+	echo "  $line"
+	iops=$(printf '%s' "$line" | sed -n 's/.*"iops":\([0-9.]*\).*/\1/p')
+	errs=$(printf '%s' "$line" | sed -n 's/.*"errors":\([0-9]*\).*/\1/p')
+	p50=$(printf '%s' "$line" | sed -n 's/.*"p50":\([0-9.]*\).*/\1/p')
+	[ -n "$iops" ] && [ -n "$errs" ] && [ -n "$p50" ] || fail "unparsable output"
+	awk -v v="$iops" 'BEGIN { exit !(v > 0) }' || fail "zero IOPS"
+	[ "$errs" = 0 ] || fail "$errs failed requests"
+	awk -v v="$p50" 'BEGIN { exit !(v > 0) }' || fail "no latency"
+}
+
+echo "selftest:"
+"$bench" --selftest --iodepth 32 --time 0.5 --ramp 0.1 --json >"$dir/out" || fail "selftest exited $?"
+check_json "$dir/out"
+
+for backing in null ram; do
+	sock=$dir/$backing.sock
+	"$server" --socket "$sock" --backing "$backing" --size 64M >"$dir/server.out" 2>&1 &
+	pid=$!
+	i=0
+	until grep -q READY "$dir/server.out" 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && fail "bench-server did not start: $(cat "$dir/server.out")"
+		kill -0 "$pid" 2>/dev/null || fail "bench-server died: $(cat "$dir/server.out")"
+		sleep 0.05
+	done
+	for args in "--pattern randread --iodepth 1" \
+		    "--pattern randwrite --iodepth 32 --mode irq" \
+		    "--pattern randrw --iodepth 8 --queues 1"; do
+		echo "$backing $args:"
+		# shellcheck disable=SC2086
+		"$bench" --socket "$sock" $args --time 0.7 --ramp 0.1 --pid "$pid" --json \
+			>"$dir/out" 2>"$dir/err" || fail "vhost-bench exited $?: $(cat "$dir/err")"
+		check_json "$dir/out"
+	done
+	kill "$pid"
+	wait "$pid"
+	rc=$?
+	pid=
+	grep STATS "$dir/server.out"
+	[ $rc = 0 ] || fail "bench-server exited $rc"
+done
+echo "OK"
