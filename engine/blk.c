@@ -223,7 +223,10 @@ void vblk_handle(struct vblk *b, struct vq *vq, struct vq_req *req, struct be_ct
 		finish(req);
 		return;
 	}
-	iov_to_buf(c->iov, c->nout, 0, &hdr, sizeof(hdr));
+	if (c->iov[0].iov_len >= sizeof(hdr))
+		memcpy(&hdr, c->iov[0].iov_base, sizeof(hdr));  /* the usual layout */
+	else
+		iov_to_buf(c->iov, c->nout, 0, &hdr, sizeof(hdr));
 	req->type = hdr.type <= 0xff ? hdr.type : 0xff;
 
 	nout = c->nout;

@@ -155,11 +155,23 @@ static void chain_add(struct vq *vq, struct vq_chain *c, uint64_t addr,
 	}
 	if (c->fault)
 		return;
+	/* The common case inline: the buffer lies in one region.  (An empty
+	 * buffer adds no iovec.) */
+	{
+		void *p = len ? mem_gpa_to_host(vq->mem, addr, len) : NULL;
+		if (p && used < VQ_MAX_IOV) {
+			c->iov[used].iov_base = p;
+			c->iov[used].iov_len = len;
+			n = 1;
+			goto added;
+		}
+	}
 	n = mem_gpa_to_iov(vq->mem, addr, len, &c->iov[used], VQ_MAX_IOV - used);
 	if (n < 0) {
 		c->fault = true;
 		return;
 	}
+added:
 	if (w) {
 		c->nin += n;
 		c->in_len += len;
