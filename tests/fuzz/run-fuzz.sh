@@ -38,7 +38,12 @@ ninja -C "$build" $(printf 'tests/fuzz/fuzz-%s ' "${targets[@]}") >/dev/null ||
 	{ echo "run-fuzz: build failed" >&2; exit 1; }
 
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
+# A small quarantine: the vq target frees megabytes of request slots per
+# input, and recycling a large quarantine stalls a loaded machine for
+# seconds (once mistaken for a hang).  FUZZ_TIMEOUT: seconds one input may
+# take before it counts as a hang.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:quarantine_size_mb=32}
+timeout_s=${FUZZ_TIMEOUT:-20}
 
 failed=0
 summary=()
@@ -57,7 +62,7 @@ for t in "${targets[@]}"; do
 		case $(basename "$f") in regress-*) ;; *) cp -n "$f" "$dir/corpus/" ;; esac
 	done
 	echo "=== fuzz-$t for ${secs}s (log: $dir/log)"
-	"$build/tests/fuzz/fuzz-$t" -max_total_time="$secs" -timeout=10 \
+	"$build/tests/fuzz/fuzz-$t" -max_total_time="$secs" -timeout="$timeout_s" \
 		-max_len="$max_len" -print_final_stats=1 -artifact_prefix="$dir/" \
 		"$dir/corpus" >"$dir/log" 2>&1
 	rc=$?
