@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -227,6 +228,12 @@ static void conn_close(struct vdev *d, const char *why)
 	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_LISTENING);
 }
 
+static bool conn_hung_up(struct vu_conn *c)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLRDHUP };
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static void conn_accept(struct vdev *d)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_conn };
@@ -238,6 +245,11 @@ static void conn_accept(struct vdev *d)
 		if (errno != EAGAIN && errno != EINTR)
 			vlog(LOG_WARNING, "[%s] accept: %s", d->blk.name, strerror(errno));
 		return;
+	}
+	if (d->conn && conn_hung_up(d->conn)) {
+		/* The old front-end is gone and its EOF not yet processed
+		 * (QEMU reconnecting at once): retire it first. */
+		conn_close(d, NULL);
 	}
 	if (d->conn) {
 		/* One front-end per device, like a disk in one VM. */

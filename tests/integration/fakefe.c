@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #define MiB (1024ull * 1024)
@@ -318,6 +319,7 @@ struct ffe *ffe_open(const char *path, const struct ffe_opts *opts)
 		fe->opts.scratch_per_queue = 4 * MiB;
 	fe->timeout_ms = fe->opts.timeout_ms > 0 ? fe->opts.timeout_ms : FFE_TIMEOUT_MS;
 	fe->sock = -1;
+	fe->inflight_fd = -1;
 	pthread_mutex_init(&fe->alloc_lock, NULL);
 	for (i = 0; i < FFE_MAX_QUEUES; i++) {
 		fe->vq[i].fe = fe;
@@ -380,6 +382,7 @@ void ffe_close(struct ffe *fe)
 	if (!fe)
 		return;
 	ffe_disconnect(fe);
+	ffe_inflight_drop(fe);
 	for (i = 0; i < FFE_MAX_REGIONS; i++) {
 		if (fe->map[i])
 			munmap(fe->map[i], fe->map_size[i]);
@@ -391,6 +394,59 @@ void ffe_close(struct ffe *fe)
 }
 
 /* ---- messages -------------------------------------------------------------- */
+
+/* One message in pieces of fe->send_chunk bytes, fe->send_gap_us apart (so
+ * that the back-end reads them one by one); fds ride on the first piece. */
+static int send_chunked(struct ffe *fe, const struct ffe_hdr *hdr, const void *payload,
+			size_t payload_len, const int *fds, unsigned nfds)
+{
+	size_t total = sizeof(*hdr) + payload_len, off = 0;
+	uint8_t *buf = malloc(total);
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, hdr, sizeof(*hdr));
+	if (payload_len)
+		memcpy(buf + sizeof(*hdr), payload, payload_len);
+	while (off < total) {
+		union {
+			char b[CMSG_SPACE(sizeof(int) * FFE_MAX_FDS)];
+			struct cmsghdr align;
+		} cm;
+		size_t n = total - off < fe->send_chunk ? total - off : fe->send_chunk;
+		struct iovec iov = { .iov_base = buf + off, .iov_len = n };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		ssize_t r;
+
+		if (off == 0 && nfds) {
+			struct cmsghdr *c;
+
+			memset(&cm, 0, sizeof(cm));
+			mh.msg_control = cm.b;
+			mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+			c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+			memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+		}
+		r = sendmsg(fe->sock, &mh, MSG_NOSIGNAL);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			ffe_seterr(fe, "send %s (byte %zu of %zu): %s", ffe_req_name(hdr->request),
+				   off, total, strerror(errno));
+			ret = errno == EAGAIN ? -ETIMEDOUT : -errno;
+			break;
+		}
+		off += (size_t)r;
+		if (fe->send_gap_us && off < total)
+			sleep_us(fe->send_gap_us);
+	}
+	free(buf);
+	return ret;
+}
 
 int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
 		 uint32_t size, const void *payload, size_t payload_len,
@@ -412,6 +468,8 @@ int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
 		return -ENOTCONN;
 	if (nfds > FFE_MAX_FDS)
 		return -EINVAL;
+	if (fe->send_chunk)
+		return send_chunked(fe, &hdr, payload, payload_len, fds, nfds);
 	if (nfds) {
 		struct cmsghdr *c;
 
@@ -740,6 +798,7 @@ int ffe_negotiate(struct ffe *fe, uint64_t want)
 
 	if (!want)
 		want = ffe_default_features(false);
+	fe->want_features = want;
 	ret = ffe_get_u64(fe, FFE_GET_FEATURES, &fe->dev_features);
 	if (ret < 0)
 		return ret;
@@ -751,7 +810,8 @@ int ffe_negotiate(struct ffe *fe, uint64_t want)
 		if (ret < 0)
 			return ret;
 		pf = fe->dev_protocol_features &
-		     (FFE_BIT(FFE_PF_MQ) | FFE_BIT(FFE_PF_REPLY_ACK) | FFE_BIT(FFE_PF_CONFIG));
+		     (FFE_BIT(FFE_PF_MQ) | FFE_BIT(FFE_PF_REPLY_ACK) | FFE_BIT(FFE_PF_CONFIG) |
+		      (fe->opts.inflight ? FFE_BIT(FFE_PF_INFLIGHT_SHMFD) : 0));
 		ret = ffe_set_u64(fe, FFE_SET_PROTOCOL_FEATURES, pf);
 		if (ret != 0)
 			return ret < 0 ? ret : -EIO;
@@ -922,15 +982,153 @@ int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base)
 int ffe_vq_resume(struct ffe *fe, unsigned i)
 {
 	struct ffe_vq *vq;
-	uint16_t base;
+
+	if (i >= FFE_MAX_QUEUES || !fe->vq[i].desc)
+		return -EINVAL;
+	vq = &fe->vq[i];
+	return ffe_vq_resume_at(fe, i, vq->have_base ? vq->stop_base : vq->avail_idx);
+}
+
+int ffe_vq_resume_at(struct ffe *fe, unsigned i, uint16_t base)
+{
+	struct ffe_vq *vq;
 
 	if (i >= FFE_MAX_QUEUES || !fe->vq[i].desc)
 		return -EINVAL;
 	vq = &fe->vq[i];
 	vq_close_fds(vq);
-	base = vq->have_base ? vq->stop_base : vq->avail_idx;
 	vq->have_base = false;
 	return vq_program(fe, vq, base);
+}
+
+/* ---- inflight tracking ------------------------------------------------------ */
+
+void ffe_inflight_drop(struct ffe *fe)
+{
+	if (fe->inflight_map)
+		munmap(fe->inflight_map, fe->inflight_size);
+	if (fe->inflight_fd >= 0)
+		close(fe->inflight_fd);
+	fe->inflight_map = NULL;
+	fe->inflight_fd = -1;
+	fe->inflight_size = fe->inflight_offset = 0;
+	fe->inflight_nq = fe->inflight_qs = 0;
+}
+
+int ffe_get_inflight_fd(struct ffe *fe, uint16_t num_queues, uint16_t queue_size)
+{
+	struct ffe_inflight_msg in = { .num_queues = num_queues, .queue_size = queue_size };
+	struct ffe_msg *m;
+	struct stat st = { 0 };
+	void *p;
+	int ret, fd;
+
+	ret = ffe_send_raw(fe, FFE_GET_INFLIGHT_FD, FFE_FLAG_VERSION, sizeof(in), &in,
+			   sizeof(in), NULL, 0);
+	if (ret < 0)
+		return ret;
+	m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	ret = ffe_recv_raw(fe, m, -1);
+	if (ret < 0) {
+		ffe_seterr(fe, "GET_INFLIGHT_FD: no reply: %s", strerror(-ret));
+		goto out;
+	}
+	if (m->hdr.request != FFE_GET_INFLIGHT_FD || !(m->hdr.flags & FFE_FLAG_REPLY) ||
+	    m->hdr.size < 20 || m->hdr.size > sizeof(in) || m->nfds != 1) {
+		ffe_seterr(fe, "GET_INFLIGHT_FD: reply request %u flags %#x size %u with %u fds",
+			   m->hdr.request, m->hdr.flags, m->hdr.size, m->nfds);
+		ret = -EPROTO;
+		goto out;
+	}
+	memset(&in, 0, sizeof(in));
+	memcpy(&in, m->payload, m->hdr.size);
+	fd = m->fds[0];
+	if (in.mmap_size == 0 || in.mmap_size > (1ull << 32) || in.mmap_offset > (1ull << 32) ||
+	    fstat(fd, &st) < 0 || (uint64_t)st.st_size < in.mmap_offset + in.mmap_size) {
+		ffe_seterr(fe, "GET_INFLIGHT_FD: region of %llu bytes at %llu in a file of %lld",
+			   (unsigned long long)in.mmap_size, (unsigned long long)in.mmap_offset,
+			   (long long)st.st_size);
+		ret = -EPROTO;
+		goto out;
+	}
+	p = mmap(NULL, in.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)in.mmap_offset);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+		ffe_seterr(fe, "GET_INFLIGHT_FD: mmap: %s", strerror(errno));
+		goto out;
+	}
+	ffe_inflight_drop(fe);
+	fe->inflight_fd = fd;
+	m->nfds = 0;            /* keep it */
+	fe->inflight_map = p;
+	fe->inflight_size = in.mmap_size;
+	fe->inflight_offset = in.mmap_offset;
+	fe->inflight_nq = num_queues;
+	fe->inflight_qs = queue_size;
+	ret = 0;
+out:
+	ffe_msg_close_fds(m);
+	free(m);
+	return ret;
+}
+
+int ffe_set_inflight_fd(struct ffe *fe)
+{
+	struct ffe_inflight_msg in = {
+		.mmap_size = fe->inflight_size, .mmap_offset = fe->inflight_offset,
+		.num_queues = fe->inflight_nq, .queue_size = fe->inflight_qs,
+	};
+
+	if (fe->inflight_fd < 0)
+		return -EINVAL;
+	return ffe_call(fe, FFE_SET_INFLIGHT_FD, &in, sizeof(in), &fe->inflight_fd, 1);
+}
+
+struct ffe_inflight_queue *ffe_inflight_q(struct ffe *fe, unsigned q)
+{
+	size_t per = ffe_inflight_queue_size(fe->inflight_qs);
+
+	if (!fe->inflight_map || q >= fe->inflight_nq || (q + 1) * per > fe->inflight_size)
+		return NULL;
+	return (struct ffe_inflight_queue *)((uint8_t *)fe->inflight_map + q * per);
+}
+
+int ffe_resume_after_crash(struct ffe *fe, unsigned nq)
+{
+	bool was[FFE_MAX_QUEUES];
+	int ret;
+
+	/* every queue that has rings (ffe_disconnect already cleared started) */
+	for (unsigned i = 0; i < nq && i < FFE_MAX_QUEUES; i++)
+		was[i] = fe->vq[i].desc != NULL;
+	ret = ffe_reconnect(fe);
+	if (ret < 0)
+		return ret;
+	ret = ffe_negotiate(fe, fe->want_features);
+	if (ret != 0)
+		return ret < 0 ? ret : -EIO;
+	if (fe->inflight_fd >= 0) {
+		ret = ffe_set_inflight_fd(fe);
+		if (ret != 0) {
+			ffe_seterr(fe, "SET_INFLIGHT_FD: %s", ret < 0 ? strerror(-ret) : "refused");
+			return ret < 0 ? ret : -EIO;
+		}
+	}
+	ret = ffe_set_mem_table(fe);
+	if (ret != 0) {
+		ffe_seterr(fe, "SET_MEM_TABLE: %s", ret < 0 ? strerror(-ret) : "refused");
+		return ret < 0 ? ret : -EIO;
+	}
+	for (unsigned i = 0; i < nq && i < FFE_MAX_QUEUES; i++) {
+		if (!was[i])
+			continue;
+		ret = ffe_vq_resume_at(fe, i, ffe_vq_used_idx(&fe->vq[i]));
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
 }
 
 int ffe_vq_stop(struct ffe *fe, unsigned i, uint32_t *base)
@@ -966,6 +1164,21 @@ int ffe_setup(struct ffe *fe, uint64_t want, unsigned nq, unsigned num)
 
 	if (ret < 0)
 		return ret;
+	if (fe->opts.inflight) {
+		if (!(fe->protocol_features & FFE_BIT(FFE_PF_INFLIGHT_SHMFD))) {
+			ffe_seterr(fe, "back-end does not offer INFLIGHT_SHMFD");
+			return -ENOTSUP;
+		}
+		/* QEMU: GET_INFLIGHT_FD once, SET_INFLIGHT_FD on every start */
+		if (fe->inflight_fd < 0) {
+			ret = ffe_get_inflight_fd(fe, (uint16_t)nq, (uint16_t)num);
+			if (ret < 0)
+				return ret;
+		}
+		ret = ffe_set_inflight_fd(fe);
+		if (ret != 0)
+			return ret < 0 ? ret : -EIO;
+	}
 	ret = ffe_set_mem_table(fe);
 	if (ret != 0) {
 		ffe_seterr(fe, "SET_MEM_TABLE: %s", ret < 0 ? strerror(-ret) : "refused");
@@ -1213,6 +1426,7 @@ static void complete(struct ffe_vq *vq, struct ffe_used_elem e)
 	}
 	vq->inflight[e.id] = NULL;
 	vq->ninflight--;
+	vq->completed++;
 	for (unsigned k = 0, off = 0; k < r->nwseg; k++) {
 		memcpy((uint8_t *)r->wr + off, r->wseg[k].hva, r->wseg[k].len);
 		off += r->wseg[k].len;

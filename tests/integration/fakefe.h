@@ -175,6 +175,42 @@ struct ffe_used_elem {
 	uint32_t len;
 };
 
+/* Inflight tracking region of one split queue (vhost-user "Inflight I/O
+ * tracking"); the back-end writes it, the front-end only keeps it. */
+struct ffe_inflight_desc {
+	uint8_t inflight;
+	uint8_t padding[5];
+	uint16_t next;
+	uint64_t counter;
+};
+
+struct ffe_inflight_queue {
+	uint64_t features;
+	uint16_t version;
+	uint16_t desc_num;
+	uint16_t last_batch_head;
+	uint16_t used_idx;
+	struct ffe_inflight_desc desc[];
+};
+
+/* GET/SET_INFLIGHT_FD payload */
+struct ffe_inflight_msg {
+	uint64_t mmap_size;
+	uint64_t mmap_offset;
+	uint16_t num_queues;
+	uint16_t queue_size;
+	uint8_t pad[4];
+};
+
+/* Bytes per queue in the region: the header and queue_size entries, padded
+ * to 64 bytes (QEMU and libvhost-user compute the same). */
+static inline size_t ffe_inflight_queue_size(unsigned queue_size)
+{
+	size_t n = sizeof(struct ffe_inflight_queue) +
+		   sizeof(struct ffe_inflight_desc) * queue_size;
+	return (n + 63) & ~(size_t)63;
+}
+
 #define FFE_BLK_T_IN            0
 #define FFE_BLK_T_OUT           1
 #define FFE_BLK_T_FLUSH         4
@@ -268,6 +304,7 @@ struct ffe_vq {
 
 	/* completions not matching an in-flight head (hostile back-end) */
 	unsigned bogus_used;
+	uint64_t completed;     /* completions matched to an in-flight request */
 	uint64_t calls;         /* call eventfd signals seen */
 	uint64_t kicks;         /* kicks sent */
 
@@ -289,6 +326,9 @@ struct ffe_opts {
 	bool contiguous_gpa;    /* regions back to back in gpa (but not in the file) */
 	size_t scratch_per_queue; /* default 4 MiB */
 	int timeout_ms;         /* default FFE_TIMEOUT_MS */
+	/* negotiate INFLIGHT_SHMFD; ffe_setup then gets an inflight region
+	 * for its queues and sets it, as QEMU does on every start */
+	bool inflight;
 };
 
 struct ffe {
@@ -309,11 +349,24 @@ struct ffe {
 	uint64_t features;              /* acked by SET_FEATURES */
 	uint64_t dev_protocol_features;
 	uint64_t protocol_features;
+	uint64_t want_features;         /* asked of ffe_negotiate (reused on resume) */
 	bool has_protocol_features;
 	bool use_reply_ack;             /* set NEED_REPLY on messages without reply */
 	unsigned queue_num;             /* GET_QUEUE_NUM (or 1) */
 	struct ffe_blk_config cfg;
 	uint32_t cfg_len;               /* bytes returned by GET_CONFIG */
+
+	/* inflight region from GET_INFLIGHT_FD, kept across reconnections
+	 * (like QEMU's struct vhost_inflight) */
+	int inflight_fd;                /* -1: none */
+	void *inflight_map;
+	uint64_t inflight_size, inflight_offset;
+	uint16_t inflight_nq, inflight_qs;
+
+	/* sending: cut every message into pieces of send_chunk bytes (0: whole),
+	 * send_gap_us apart, fds with the first piece */
+	unsigned send_chunk;
+	unsigned send_gap_us;
 
 	struct ffe_vq vq[FFE_MAX_QUEUES];
 	char err[256];
@@ -401,11 +454,37 @@ int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base);
  * memory and indices: SET_VRING_BASE = what GET_VRING_BASE returned, else
  * our avail idx. */
 int ffe_vq_resume(struct ffe *fe, unsigned i);
+/* Same, with SET_VRING_BASE = base. */
+int ffe_vq_resume_at(struct ffe *fe, unsigned i, uint16_t base);
 /* GET_VRING_BASE: the back-end stops the ring and returns its index. */
 int ffe_vq_stop(struct ffe *fe, unsigned i, uint32_t *base);
 int ffe_vq_enable(struct ffe *fe, unsigned i, bool on);
-/* Convenience: negotiate + mem table + start nq queues of size num. */
+/* Convenience: negotiate + (opts.inflight: GET_INFLIGHT_FD + SET_INFLIGHT_FD)
+ * + mem table + start nq queues of size num. */
 int ffe_setup(struct ffe *fe, uint64_t want_features, unsigned nq, unsigned num);
+
+/* ---- inflight tracking and back-end restarts ------------------------------ */
+
+/* GET_INFLIGHT_FD for num_queues queues of queue_size: keeps the fd and maps
+ * it (replacing a previous region).  0, -errno (-ECONNRESET: the back-end
+ * dropped us), -EPROTO (odd reply: no fd, sizes that do not fit). */
+int ffe_get_inflight_fd(struct ffe *fe, uint16_t num_queues, uint16_t queue_size);
+/* SET_INFLIGHT_FD with the kept region: 0, ack value, or -errno. */
+int ffe_set_inflight_fd(struct ffe *fe);
+/* The kept region of queue q (NULL if none or q outside it). */
+struct ffe_inflight_queue *ffe_inflight_q(struct ffe *fe, unsigned q);
+/* Forget the region (unmap, close). */
+void ffe_inflight_drop(struct ffe *fe);
+
+/* Carry on after the back-end died, as QEMU does with reconnect=1: there is
+ * no GET_VRING_BASE to ask, so every started queue below nq restarts with
+ * base = the used index it finds in the ring.  Reconnects (waiting for the
+ * new back-end up to the timeout), negotiates the same features, sends
+ * SET_INFLIGHT_FD with the kept region (if any), SET_MEM_TABLE, and
+ * programs the rings again without touching them: requests in flight stay
+ * posted and complete later.  No kick is sent (QEMU sends none either).
+ * 0 or -errno. */
+int ffe_resume_after_crash(struct ffe *fe, unsigned nq);
 
 /* ---- ring driver -------------------------------------------------------- */
 
