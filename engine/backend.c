@@ -28,40 +28,40 @@ size_t iov_size(const struct iovec *iov, unsigned cnt)
 	return n;
 }
 
-size_t iov_to_buf(const struct iovec *iov, unsigned cnt, size_t skip, void *buf, size_t len)
+/* Copy len bytes between buf and iov, starting skip bytes into iov. */
+static size_t iov_copy(const struct iovec *iov, unsigned cnt, size_t skip, char *buf,
+		       size_t len, bool to_iov)
 {
 	size_t done = 0;
+
 	for (unsigned i = 0; i < cnt && done < len; i++) {
 		size_t l = iov[i].iov_len;
+		char *p;
+
 		if (skip >= l) {
 			skip -= l;
 			continue;
 		}
+		p = (char *)iov[i].iov_base + skip;
 		l -= skip;
 		if (l > len - done)
 			l = len - done;
-		memcpy((char *)buf + done, (char *)iov[i].iov_base + skip, l);
+		if (to_iov)
+			memcpy(p, buf + done, l);
+		else
+			memcpy(buf + done, p, l);
 		done += l;
 		skip = 0;
 	}
 	return done;
 }
 
+size_t iov_to_buf(const struct iovec *iov, unsigned cnt, size_t skip, void *buf, size_t len)
+{
+	return iov_copy(iov, cnt, skip, buf, len, false);
+}
+
 size_t iov_from_buf(const struct iovec *iov, unsigned cnt, size_t skip, const void *buf, size_t len)
 {
-	size_t done = 0;
-	for (unsigned i = 0; i < cnt && done < len; i++) {
-		size_t l = iov[i].iov_len;
-		if (skip >= l) {
-			skip -= l;
-			continue;
-		}
-		l -= skip;
-		if (l > len - done)
-			l = len - done;
-		memcpy((char *)iov[i].iov_base + skip, (const char *)buf + done, l);
-		done += l;
-		skip = 0;
-	}
-	return done;
+	return iov_copy(iov, cnt, skip, (char *)buf, len, true);
 }

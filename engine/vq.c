@@ -311,6 +311,14 @@ bool vq_set_notify(struct vq *vq, bool on)
 	return READ_ONCE(vq->avail->idx) != vq->last_avail;
 }
 
+/* Keep room in the submission queue for the biggest request, so that a
+ * backend never finds it full halfway. */
+static void make_sq_room(struct be_ctx *ctx)
+{
+	if (ctx->ring && io_uring_sq_space_left(ctx->ring) < BE_MAX_SQE_PER_REQ)
+		io_uring_submit(ctx->ring);
+}
+
 /* Run again the requests that were in flight when the previous back-end
  * died, oldest first, before anything new from the avail ring. */
 static int resubmit(struct vq *vq, struct be_ctx *ctx, unsigned room)
@@ -328,8 +336,7 @@ static int resubmit(struct vq *vq, struct be_ctx *ctx, unsigned room)
 			vq_mark_broken(vq, "bad descriptor chain in an inflight request");
 			return -1;
 		}
-		if (ctx->ring && io_uring_sq_space_left(ctx->ring) < BE_MAX_SQE_PER_REQ)
-			io_uring_submit(ctx->ring);
+		make_sq_room(ctx);
 		vq->resubmitted++;
 		vblk_handle(vq->blk, vq, req, ctx);
 		n++;
@@ -406,10 +413,7 @@ int vq_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 			snprintf(why, sizeof(why), "head %u made available twice", head);
 			break;
 		}
-		/* Keep room in the submission queue for the biggest request,
-		 * so that a backend never finds it full halfway. */
-		if (ctx->ring && io_uring_sq_space_left(ctx->ring) < BE_MAX_SQE_PER_REQ)
-			io_uring_submit(ctx->ring);
+		make_sq_room(ctx);
 		if (vq->infl) {
 			WRITE_ONCE(vq->infl->desc[head].counter, vq->infl_counter++);
 			ring_wmb();     /* the order stamp before the mark */

@@ -760,22 +760,22 @@ enum vdev_state vdev_get_state(struct vdev *d)
 
 void vdev_get_stats(struct vdev *d, struct vdev_stats *st)
 {
+#define LOAD(f) atomic_load_explicit(&s->f, memory_order_relaxed)
 	memset(st, 0, sizeof(*st));
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
 		struct vq_stats *s = &d->blk.vqs[i].stats;
-		st->reads += atomic_load_explicit(&s->reads, memory_order_relaxed);
-		st->writes += atomic_load_explicit(&s->writes, memory_order_relaxed);
-		st->flushes += atomic_load_explicit(&s->flushes, memory_order_relaxed);
-		st->discards += atomic_load_explicit(&s->discards, memory_order_relaxed);
-		st->write_zeroes += atomic_load_explicit(&s->write_zeroes, memory_order_relaxed);
-		st->get_ids += atomic_load_explicit(&s->get_ids, memory_order_relaxed);
-		st->bytes_read += atomic_load_explicit(&s->bytes_read, memory_order_relaxed);
-		st->bytes_written += atomic_load_explicit(&s->bytes_written, memory_order_relaxed);
-		st->errors += atomic_load_explicit(&s->errors, memory_order_relaxed);
+		st->reads += LOAD(reads);
+		st->writes += LOAD(writes);
+		st->flushes += LOAD(flushes);
+		st->discards += LOAD(discards);
+		st->write_zeroes += LOAD(write_zeroes);
+		st->get_ids += LOAD(get_ids);
+		st->bytes_read += LOAD(bytes_read);
+		st->bytes_written += LOAD(bytes_written);
+		st->errors += LOAD(errors);
+		st->inflight += LOAD(inflight);
 	}
-	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
-		st->inflight += atomic_load_explicit(&d->blk.vqs[i].stats.inflight,
-						     memory_order_relaxed);
+#undef LOAD
 	if (d->blk.be && d->blk.be->ops->describe)
 		d->blk.be->ops->describe(d->blk.be, st->detail, sizeof(st->detail));
 	else

@@ -589,24 +589,14 @@ static int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 			 in->num_queues, in->queue_size);
 		return -EINVAL;
 	}
-	s.map = mmap(NULL, in->mmap_offset + in->mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		     m->fds[0], 0);
+	/* mmap refuses an offset that is not page-aligned: that is an error
+	 * of the front-end's too. */
+	s.map = mmap(NULL, in->mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fds[0],
+		     in->mmap_offset);
 	if (s.map == MAP_FAILED) {
 		rc = -errno;
 		snprintf(c->err, sizeof(c->err), "cannot map the inflight region: %s", strerror(-rc));
 		return rc;
-	}
-	if (in->mmap_offset) {
-		/* Keep it simple: map from 0 and refer to the region inside. */
-		munmap(s.map, in->mmap_offset + in->mmap_size);
-		s.map = mmap(NULL, in->mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-			     m->fds[0], in->mmap_offset);
-		if (s.map == MAP_FAILED) {
-			rc = -errno;
-			snprintf(c->err, sizeof(c->err), "cannot map the inflight region: %s",
-				 strerror(-rc));
-			return rc;
-		}
 	}
 	s.len = in->mmap_size;
 	s.fd = m->fds[0];
@@ -679,34 +669,28 @@ static int check_shape(struct vu_conn *c, const struct vu_handler *h, struct vu_
 			 vu_request_name(req), m->hdr.size);
 		return -EINVAL;
 	}
-	if (h->vring || h->vring_fd) {
-		if (h->vring_fd) {
-			uint64_t v = m->payload.u64;
-			unsigned want = (v & VU_VRING_NOFD_MASK) ? 0 : 1;
-			idx = v & VU_VRING_IDX_MASK;
-			if (v & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD_MASK) ||
-			    m->nfds != want) {
-				snprintf(c->err, sizeof(c->err), "%s: value 0x%llx with %u fds",
-					 vu_request_name(req), (unsigned long long)v, m->nfds);
-				return -EINVAL;
-			}
-		} else {
-			idx = m->payload.state.index;
-			if (m->nfds) {
-				snprintf(c->err, sizeof(c->err), "%s came with %u unexpected fds",
-					 vu_request_name(req), m->nfds);
-				return -EINVAL;
-			}
-		}
-		if (idx >= c->blk->params.queues) {
-			snprintf(c->err, sizeof(c->err), "%s for queue %u; the device has %u",
-				 vu_request_name(req), idx, c->blk->params.queues);
+	if (h->vring_fd) {
+		/* u64 index | NOFD, and exactly the fd that flag promises */
+		uint64_t v = m->payload.u64;
+		unsigned want = (v & VU_VRING_NOFD_MASK) ? 0 : 1;
+
+		if (v & ~(uint64_t)(VU_VRING_IDX_MASK | VU_VRING_NOFD_MASK) || m->nfds != want) {
+			snprintf(c->err, sizeof(c->err), "%s: value 0x%llx with %u fds",
+				 vu_request_name(req), (unsigned long long)v, m->nfds);
 			return -EINVAL;
 		}
 	} else if (m->nfds && !h->may_have_fds) {
 		snprintf(c->err, sizeof(c->err), "%s came with %u unexpected fds",
 			 vu_request_name(req), m->nfds);
 		return -EINVAL;
+	}
+	if (h->vring || h->vring_fd) {
+		idx = h->vring_fd ? m->payload.u64 & VU_VRING_IDX_MASK : m->payload.state.index;
+		if (idx >= c->blk->params.queues) {
+			snprintf(c->err, sizeof(c->err), "%s for queue %u; the device has %u",
+				 vu_request_name(req), idx, c->blk->params.queues);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
