@@ -351,6 +351,7 @@ struct bq {
 	uint16_t avail_idx __attribute__((aligned(64)));  /* next free avail entry */
 	uint16_t last_used;     /* next used entry to look at */
 	unsigned nfree, inflight;
+	unsigned want;          /* irq mode: completions the armed call waits for */
 	uint64_t ios, errors, kicks, wakeups;
 	/* the fake device's own state */
 	uint16_t fd_last_avail __attribute__((aligned(64)));
@@ -379,6 +380,7 @@ struct opts {
 	unsigned queues;
 	double time_s, ramp_s;
 	bool irq;
+	unsigned coalesce;      /* irq mode: completions per call (EVENT_IDX) */
 	unsigned qsize;
 	long pid;
 	int cpu;
@@ -1047,15 +1049,20 @@ static void wait_for_call(struct bench *b)
 		struct bq *q = b->qs[i];
 		if (!q->inflight)
 			continue;
-		if (q->event_idx)
-			WRITE_ONCE(q->avail->ring[q->num], q->last_used);
-		else
+		q->want = 1;
+		if (q->event_idx) {
+			/* a call once `want` more are used: interrupt coalescing */
+			q->want = b->o.coalesce < q->inflight ? b->o.coalesce : q->inflight;
+			WRITE_ONCE(q->avail->ring[q->num], (uint16_t)(q->last_used + q->want - 1));
+		} else
 			WRITE_ONCE(q->avail->flags, 0);
 	}
 	mb();
-	for (unsigned i = 0; i < b->nq; i++)
-		if (READ_ONCE(b->qs[i]->used->idx) != b->qs[i]->last_used)
+	for (unsigned i = 0; i < b->nq; i++) {
+		struct bq *q = b->qs[i];
+		if (q->inflight && (uint16_t)(READ_ONCE(q->used->idx) - q->last_used) >= q->want)
 			ready = true;
+	}
 	if (!ready) {
 		/* The back-end may have made the eventfd non-blocking (the open
 		 * file is shared with it), so sleep in epoll, then drain. */
@@ -1211,7 +1218,10 @@ static void run(struct bench *b, uint64_t measure_from, uint64_t deadline, struc
 		}
 		if (b->stopping && total_inflight(b) == 0)
 			break;
-		if (irq && !done)
+		/* with coalescing, sleep until a batch is there, not only when
+		 * the last pass found nothing (completions trickling in from a
+		 * busy device would keep the client spinning) */
+		if (irq && (!done || b->o.coalesce > 1))
 			wait_for_call(b);
 	}
 }
@@ -1279,9 +1289,9 @@ static void report(struct bench *b, const struct window *w, bool idle_test)
 
 	if (b->o.json) {
 		printf("{\"sockets\":\"%s\",\"pattern\":\"%s\",\"bs\":%u,\"iodepth\":%u,"
-		       "\"queues\":%u,\"mode\":\"%s\",\"event_idx\":%s,",
+		       "\"queues\":%u,\"mode\":\"%s\",\"coalesce\":%u,\"event_idx\":%s,",
 		       sockets, idle_test ? "idle" : pattern_names[b->o.pattern], b->o.bs,
-		       b->o.iodepth, b->o.queues, b->o.irq ? "irq" : "poll",
+		       b->o.iodepth, b->o.queues, b->o.irq ? "irq" : "poll", b->o.coalesce,
 		       b->nq && b->qs[0]->event_idx ? "true" : "false");
 		if (idle_test)
 			printf("\"idle_s\":%.3f,\"idle_target_cpu_pct\":%.3f,\"probes\":%" PRIu64 ","
@@ -1357,6 +1367,8 @@ static void usage(FILE *f)
 "  --ramp SEC       unmeasured warm-up before it (default 1)\n"
 "  --mode M         poll: busy-poll the used rings (default)\n"
 "                   irq: sleep on the call eventfd between completions\n"
+"  --coalesce N     irq mode with EVENT_IDX: ask for a call once N more requests\n"
+"                   completed (or all in flight), not at each one (default 1)\n"
 "  --qsize N        ring size, power of two (default: 256, or larger for deep queues)\n"
 "  --size BYTES     address only the first BYTES of the device\n"
 "  --pid PID        report this process's CPU use (the target) over the run\n"
@@ -1415,7 +1427,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 {
 	enum { O_SOCKET = 256, O_PATTERN, O_RWMIX, O_BS, O_IODEPTH, O_QUEUES, O_TIME, O_RAMP,
 	       O_MODE, O_QSIZE, O_PID, O_CPU, O_JSON, O_SIZE, O_NOEVIDX, O_FILL, O_SELFTEST,
-	       O_IDLE, O_PROBES, O_GAP, O_HELP, O_SELFTEST_CPU };
+	       O_IDLE, O_PROBES, O_GAP, O_HELP, O_SELFTEST_CPU, O_COALESCE };
 	static const struct option lo[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "pattern", required_argument, NULL, O_PATTERN },
@@ -1426,6 +1438,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		{ "time", required_argument, NULL, O_TIME },
 		{ "ramp", required_argument, NULL, O_RAMP },
 		{ "mode", required_argument, NULL, O_MODE },
+		{ "coalesce", required_argument, NULL, O_COALESCE },
 		{ "qsize", required_argument, NULL, O_QSIZE },
 		{ "pid", required_argument, NULL, O_PID },
 		{ "cpu", required_argument, NULL, O_CPU },
@@ -1445,7 +1458,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 
 	*o = (struct opts){ .pattern = P_RANDREAD, .rwmix = 50, .bs = 4096, .iodepth = 1,
 			    .queues = 1, .time_s = 10, .ramp_s = 1, .pid = -1, .cpu = -1,
-			    .probes = 20, .probe_gap_ms = 200, .connect_timeout_s = 5,
+			    .probes = 20, .probe_gap_ms = 200, .connect_timeout_s = 5, .coalesce = 1,
 			    .selftest_cpu = -1 };
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -1484,6 +1497,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 				exit(2);
 			}
 			break;
+		case O_COALESCE: o->coalesce = (unsigned)parse_size("--coalesce", optarg); break;
 		case O_QSIZE: o->qsize = (unsigned)parse_size("--qsize", optarg); break;
 		case O_PID: o->pid = (long)parse_size("--pid", optarg); break;
 		case O_CPU: o->cpu = (int)parse_size("--cpu", optarg); break;
@@ -1507,7 +1521,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		usage(stderr);
 		exit(2);
 	}
-	if (o->bs < 512 || o->bs % 512 || o->bs > (16u << 20) || !o->iodepth ||
+	if (o->bs < 512 || o->bs % 512 || o->bs > (16u << 20) || !o->iodepth || !o->coalesce ||
 	    !o->queues || o->queues > MAX_QUEUES || o->rwmix > 100 ||
 	    (o->qsize && (o->qsize & (o->qsize - 1) || o->qsize > 32768)) ||
 	    (!o->idle_s && !o->fill && o->time_s <= 0)) {
