@@ -2,7 +2,8 @@
 # Install what vhostd needs to build, run and test on Debian 12 (as root).
 # Build: meson, ninja, libfuse3, liburing, libudev, criterion.
 # Tests: QEMU (the real front-end and qemu-storage-daemon for comparisons),
-# a Debian cloud kernel and busybox for the test guest, clang for fuzzing.
+# a Debian cloud kernel and busybox for the test guest, clang for fuzzing,
+# jq for the benchmark scripts.
 set -eu
 if [ "$(id -u)" != 0 ]; then
 	echo "install-deps.sh: run as root (apt-get)" >&2
@@ -13,7 +14,7 @@ pkgs="build-essential meson ninja-build pkg-config libfuse3-dev fuse3 liburing-d
       libudev-dev libcriterion-dev"
 if [ "${1:-}" != "--build-only" ]; then
 	pkgs="$pkgs qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static
-	      cpio kmod clang libclang-rt-dev python3 util-linux e2fsprogs"
+	      cpio kmod clang libclang-rt-dev python3 util-linux e2fsprogs jq"
 fi
 missing=""
 for p in $pkgs; do

@@ -47,6 +47,7 @@ for backing in null ram; do
 	done
 	for args in "--pattern randread --iodepth 1" \
 		    "--pattern randwrite --iodepth 32 --mode irq" \
+		    "--pattern randread --iodepth 32 --mode irq --coalesce 8" \
 		    "--pattern randrw --iodepth 8 --queues 1"; do
 		echo "$backing $args:"
 		# shellcheck disable=SC2086
@@ -60,5 +61,18 @@ for backing in null ram; do
 	pid=
 	grep STATS "$dir/server.out"
 	[ $rc = 0 ] || fail "bench-server exited $rc"
+done
+# scale.sh: one thread vs two serving two controllers (its output is a
+# table; here only that both runs served requests without an error)
+echo "scale.sh:"
+build=$(cd "$(dirname "$server")/../.." && pwd)
+"$(dirname "$0")/scale.sh" --build "$build" --time 0.5 --ramp 0.1 --size 1M --json \
+	>"$dir/out" 2>"$dir/err" || fail "scale.sh exited $?: $(cat "$dir/err")"
+echo "  $(cat "$dir/out")"
+for run in one two; do
+	sed -n "s/.*\"$run\":{[^}]*\"iops\":\([0-9.]*\),.*\"errors\":\([0-9]*\)}.*/\1 \2/p" "$dir/out" >"$dir/r"
+	read -r iops errs <"$dir/r" || fail "scale.sh: no result for $run"
+	awk -v v="$iops" 'BEGIN { exit !(v > 0) }' || fail "scale.sh: zero IOPS ($run)"
+	[ "$errs" = 0 ] || fail "scale.sh: $errs failed requests ($run)"
 done
 echo "OK"

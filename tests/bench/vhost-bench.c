@@ -1311,6 +1311,16 @@ static void report(struct bench *b, const struct window *w, bool idle_test)
 			printf("\"ns_per_io\":%.2f,\"client_ns_per_io\":%.2f,",
 			       ios ? secs * 1e9 / (double)ios : 0.0,
 			       ios ? (secs * 1e9 - (double)b->dev_ticks / ticks_per_ns) / (double)ios : 0.0);
+		if (!idle_test) {
+			printf("\"dev_iops\":[");
+			for (unsigned d = 0; d < b->ndev; d++) {
+				uint64_t n = 0;
+				for (unsigned i = 0; i < b->devs[d].nq; i++)
+					n += b->devs[d].q[i].ios;
+				printf("%s%.0f", d ? "," : "", (double)n / secs);
+			}
+			printf("],");
+		}
 		printf("\"errors\":%" PRIu64 ",\"target_cpu_pct\":%.1f,\"client_cpu_pct\":%.1f}\n",
 		       errors, tpct, idle_test ? 0.0 : cpct);
 		return;
