@@ -1,17 +1,19 @@
-/* bench-server: benchmark harness (not a user-facing tool) that serves
- * vhost-user-blk devices through the vhostd core API (vdev.h), so the
- * benchmark can measure the engine without the daemon's control
- * filesystem.  Runs until SIGTERM/SIGINT.
+/* bench-server: test harness (not a user-facing tool) that serves
+ * vhost-user-blk devices through the vhostd core API (vdev.h), without the
+ * daemon's control filesystem: the benchmarks measure the engine with it,
+ * and the guest end-to-end test boots a real guest on it.  Runs until
+ * SIGTERM/SIGINT.
  *
  *   bench-server --socket PATH [--backing null|ram|/abs/path] [--size BYTES]
  *                [--devices N] [--queues N] [--threads N] [--cpu N[,N...]]
  *                [--poll-mode adaptive|poll|interrupt] [--idle-us N]
- *                [--block-size N]
+ *                [--block-size N] [--serial S]
  *
  * With --devices N > 1 the sockets are PATH.0 .. PATH.N-1.  --cpu pins the
  * whole process (control thread included) to the given cpus and engine
  * thread i to the i-th of them.  Prints READY once every socket listens, and
- * one STATS line per device on exit.  Exit 0 clean, 1 error, 2 usage. */
+ * one STATS line per device on exit.  Exit 0 clean, 1 error (a failed
+ * request included), 2 usage. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -32,7 +34,7 @@ static void usage(FILE *f)
 		"usage: bench-server --socket PATH [--backing null|ram|/abs/path] [--size BYTES]\n"
 		"                    [--devices N] [--queues N] [--threads N] [--cpu N[,N...]]\n"
 		"                    [--poll-mode adaptive|poll|interrupt] [--idle-us N]\n"
-		"                    [--block-size N]\n");
+		"                    [--block-size N] [--serial S]\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -141,6 +143,10 @@ int main(int argc, char **argv)
 				opts.poll_mode = CORE_POLL_INTERRUPT;
 			else
 				goto bad;
+		} else if (strcmp(a, "--serial") == 0) {
+			if (strlen(val) > VDEV_SERIAL_MAX)
+				goto bad;
+			strcpy(p.serial, val);
 		} else if (strcmp(a, "--backing") == 0) {
 			if (strcmp(val, "ram") == 0) {
 				p.backing = BE_RAM;
@@ -230,10 +236,14 @@ bad:
 	for (unsigned i = 0; i < ndevs; i++) {
 		struct vdev_stats st;
 		vdev_get_stats(devs[i], &st);
-		printf("STATS bench%u reads=%" PRIu64 " writes=%" PRIu64 " flushes=%" PRIu64
-		       " bytes_read=%" PRIu64 " bytes_written=%" PRIu64 " errors=%" PRIu64 "\n",
-		       i, st.reads, st.writes, st.flushes, st.bytes_read, st.bytes_written,
-		       st.errors);
+		vdev_last_error(devs[i], err, sizeof(err));
+		printf("STATS bench%u state=%s reads=%" PRIu64 " writes=%" PRIu64
+		       " flushes=%" PRIu64 " discards=%" PRIu64 " write_zeroes=%" PRIu64
+		       " get_ids=%" PRIu64 " bytes_read=%" PRIu64 " bytes_written=%" PRIu64
+		       " errors=%" PRIu64 " inflight=%" PRIu64 "%s%s\n",
+		       i, vdev_state_name(vdev_get_state(devs[i])), st.reads, st.writes,
+		       st.flushes, st.discards, st.write_zeroes, st.get_ids, st.bytes_read,
+		       st.bytes_written, st.errors, st.inflight, err[0] ? " last_error=" : "", err);
 		if (st.errors)
 			status = 1;
 	}

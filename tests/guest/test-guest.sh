@@ -1,8 +1,8 @@
 #!/bin/bash
-# test-guest.sh GUEST_SERVER BLKCHECK [run-guest.sh options...]
+# test-guest.sh BENCH_SERVER BLKCHECK [run-guest.sh options...]
 #
 # The guest-e2e test: serve one 64 MiB RAM device with the vhostd core
-# (guest-server), boot a real Linux guest on it with run-guest.sh, run the
+# (bench-server), boot a real Linux guest on it with run-guest.sh, run the
 # Kata guide's dd plus blkcheck fullcheck and randverify in the guest, stop
 # the server, and exit with the guest's verdict (0 pass, 1 fail, 77 skip).
 # A server that fails to start, dies, or does not shut down cleanly on
@@ -13,7 +13,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[ $# -ge 2 ] || { echo "usage: $0 GUEST_SERVER BLKCHECK [run-guest options...]" >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: $0 BENCH_SERVER BLKCHECK [run-guest options...]" >&2; exit 2; }
 SERVER=$1
 BLKCHECK_BIN=$2
 shift 2
@@ -45,14 +45,14 @@ trap 'exit 143' TERM
 trap 'exit 130' INT
 
 server_logs() {
-	echo "----- guest-server stdout -----" >&2
+	echo "----- bench-server stdout -----" >&2
 	cat "$WORK/server.out" >&2 || true
-	echo "----- guest-server stderr -----" >&2
+	echo "----- bench-server stderr -----" >&2
 	cat "$WORK/server.err" >&2 || true
 	echo "-----" >&2
 }
 
-"$SERVER" --socket "$SOCK" --size "$SIZE" --queues "$QUEUES" \
+"$SERVER" --socket "$SOCK" --backing ram --size "$SIZE" --queues "$QUEUES" \
 	> "$WORK/server.out" 2> "$WORK/server.err" &
 SERVER_PID=$!
 
@@ -62,14 +62,14 @@ for _ in $(seq 1 100); do
 		wait "$SERVER_PID" 2>/dev/null && src=0 || src=$?
 		SERVER_PID=
 		server_logs
-		echo "test-guest: FAIL: guest-server exited (status $src) before READY" >&2
+		echo "test-guest: FAIL: bench-server exited (status $src) before READY" >&2
 		exit 1
 	fi
 	sleep 0.1
 done
 if ! grep -q '^READY$' "$WORK/server.out"; then
 	server_logs
-	echo "test-guest: FAIL: guest-server not READY after 10s" >&2
+	echo "test-guest: FAIL: bench-server not READY after 10s" >&2
 	exit 1
 fi
 [ -S "$SOCK" ] || { server_logs; echo "test-guest: FAIL: READY but $SOCK is not a socket" >&2; exit 1; }
@@ -90,7 +90,7 @@ if kill -0 "$SERVER_PID" 2>/dev/null; then
 	done
 	if kill -0 "$SERVER_PID" 2>/dev/null; then
 		kill -KILL "$SERVER_PID" 2>/dev/null || true
-		echo "test-guest: guest-server did not exit within 10s of SIGTERM" >&2
+		echo "test-guest: bench-server did not exit within 10s of SIGTERM" >&2
 		SERVER_RC=124
 		wait "$SERVER_PID" 2>/dev/null || true
 	else
@@ -98,7 +98,7 @@ if kill -0 "$SERVER_PID" 2>/dev/null; then
 	fi
 else
 	wait "$SERVER_PID" 2>/dev/null || SERVER_RC=$?
-	echo "test-guest: guest-server died during the guest run (status $SERVER_RC)" >&2
+	echo "test-guest: bench-server died during the guest run (status $SERVER_RC)" >&2
 	[ $SERVER_RC -ne 0 ] || SERVER_RC=1
 fi
 SERVER_PID=
@@ -113,7 +113,7 @@ if [ -e "$SOCK" ]; then
 fi
 if [ $SERVER_RC -ne 0 ]; then
 	server_logs
-	echo "test-guest: FAIL: guest-server status $SERVER_RC (guest verdict: $GUEST_RC)" >&2
+	echo "test-guest: FAIL: bench-server status $SERVER_RC (guest verdict: $GUEST_RC)" >&2
 	exit 1
 fi
 if [ $GUEST_RC -ne 0 ] && [ -s "$WORK/server.err" ]; then
