@@ -27,6 +27,7 @@
 #define ENG_DEFAULT_IDLE_US 200
 #define ENG_DEFAULT_URING 256
 #define ENG_WORKERS 2
+#define ENG_SLOW_CMD_S 10       /* warn about a control command this late */
 
 #define container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))
@@ -551,9 +552,30 @@ static int eng_send(struct eng_thread *t, enum eng_cmd_op op, struct vq *vq)
 	pthread_mutex_unlock(&t->lock);
 	wake(t);
 
+	/* A detach waits for the queue's requests in flight to finish: no
+	 * timeout can be safe (the backend may still write into guest memory),
+	 * but a backend that never completes (hung NFS, a dead disk) must not
+	 * stall without a word: say so every ENG_SLOW_CMD_S seconds. */
 	pthread_mutex_lock(&t->lock);
-	while (!c.done)
-		pthread_cond_wait(&t->cond, &t->lock);
+	for (unsigned waited = 0; !c.done;) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += ENG_SLOW_CMD_S;
+		while (!c.done && pthread_cond_timedwait(&t->cond, &t->lock, &ts) != ETIMEDOUT)
+			;
+		if (c.done)
+			break;
+		waited += ENG_SLOW_CMD_S;
+		if (vq)
+			vlog(LOG_WARNING, "[%s q%u] still waiting after %u s for engine %u to %s it: "
+			     "%u request(s) in flight on the backend have not completed",
+			     vblk_name(vq->blk), vq->index, waited, t->id,
+			     op == ENG_ATTACH ? "attach" : "detach",
+			     (unsigned)atomic_load(&vq->stats.inflight));
+		else
+			vlog(LOG_WARNING, "[engine %u] still waiting after %u s for it to stop",
+			     t->id, waited);
+	}
 	pthread_mutex_unlock(&t->lock);
 	return c.result;
 }
@@ -626,7 +648,11 @@ int eng_create(const struct core_opts *opts, struct engine **out)
 		struct eng_thread *t = &eng->threads[i];
 		t->epfd = t->wake_fd = t->ring_fd = -1;
 		pthread_mutex_init(&t->lock, NULL);
-		pthread_cond_init(&t->cond, NULL);
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&t->cond, &ca);
+		pthread_condattr_destroy(&ca);
 	}
 	for (unsigned i = 0; i < ENG_WORKERS; i++) {
 		rc = -pthread_create(&eng->workers[i], NULL, worker_main, eng);
