@@ -1,8 +1,9 @@
 #!/bin/sh
 # bench-smoke: run vhost-bench for ~2 s against bench-server with the null
-# and ram backings (and the selftest), and check that it printed sane
-# numbers: non-zero IOPS, no failed request, a latency.  Not a timed
-# assertion: any speed passes.
+# and ram backings (and the selftest), scale.sh and compare.sh briefly, and
+# check that they printed sane numbers: non-zero IOPS, no failed request, a
+# latency, a ratio on every row of the comparison.  Not a timed assertion:
+# any speed passes.
 #   smoke.sh BENCH_SERVER VHOST_BENCH
 set -u
 server=$1
@@ -75,4 +76,17 @@ for run in one two; do
 	awk -v v="$iops" 'BEGIN { exit !(v > 0) }' || fail "scale.sh: zero IOPS ($run)"
 	[ "$errs" = 0 ] || fail "scale.sh: $errs failed requests ($run)"
 done
+# compare.sh: vhostd against qemu-storage-daemon, every backing and
+# workload once, briefly: a report with a ratio on every row
+echo "compare.sh:"
+if command -v qemu-storage-daemon >/dev/null 2>&1; then
+	"$(dirname "$0")/compare.sh" --build "$build" --time 0.3 --ramp 0.1 --size 64M \
+		--no-idle --nice 0 --file "/var/tmp/vhostd-smoke-$$.img" --out "$dir/compare.md" \
+		>"$dir/cmp.out" 2>&1 || fail "compare.sh exited $?: $(tail -20 "$dir/cmp.out")"
+	grep '^| ' "$dir/compare.md" | sed 's/^/  /'
+	rows=$(grep -cE '^\| (null|ram|file) 4k .*[0-9.]+x \| [0-9.]+x \|$' "$dir/compare.md")
+	[ "$rows" = 8 ] || fail "compare.sh: $rows of 8 rows with ratios in its report"
+else
+	echo "  skipped: qemu-storage-daemon not installed (apt-get install qemu-system-common)"
+fi
 echo "OK"
