@@ -598,7 +598,7 @@ static int do_create(struct core *core, void *arg)
 	a->out = d;
 	vlog(LOG_INFO, "[%s] listening on %s (%s, %llu bytes, block %u, %u queue%s%s)",
 	     d->blk.name, d->sock_path, be_kind_name(a->p->backing),
-	     (unsigned long long)a->p->size, a->p->block_size, a->p->queues,
+	     (unsigned long long)d->blk.params.size, a->p->block_size, a->p->queues,
 	     a->p->queues > 1 ? "s" : "", a->p->readonly ? ", read-only" : "");
 	return 0;
 fail:
