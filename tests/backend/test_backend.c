@@ -5,17 +5,15 @@
  *
  * Every test gets its own core and a temporary directory; loop devices,
  * tmpfs mounts and files are released in the fixture teardown, and once more
- * by a safety net in the runner (POST_ALL) for tests that crashed or timed
- * out.  Data is always verified: through the front-end and on the host
+ * after the last test (crmain_cleanup) for tests that crashed or timed out.
+ * Data is always verified: through the front-end and on the host
  * (pread/pwrite on the file or device), in both directions.
  *
  * Needs io_uring (all tests skip without it) and root for loop devices and
  * tmpfs mounts (those tests skip).  When every test skipped, exit 77.
  */
 #include <criterion/criterion.h>
-#include <criterion/hooks.h>
 #include <criterion/logging.h>
-#include <criterion/options.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -35,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crmain.h"
 #include "fakefe.h"
 #include "vdev.h"
 
@@ -45,7 +44,6 @@
 #define MAXFE           8
 #define MAXLOOP         4
 #define TMPFS_MAGIC_    0x01021994
-#define RUN_ENV         "VHOSTD_BE_RUN"
 
 static struct {
 	struct core *core;
@@ -71,13 +69,6 @@ static int64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static const char *run_id(void)
-{
-	const char *r = getenv(RUN_ENV);
-
-	return r ? r : "x";
 }
 
 /* Run a shell command; its stdout (first line, newline stripped) in out.
@@ -264,7 +255,7 @@ static void setup(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	memset(&fx, 0, sizeof(fx));
-	snprintf(fx.dir, sizeof(fx.dir), "/var/tmp/vhostd-be-%s-XXXXXX", run_id());
+	snprintf(fx.dir, sizeof(fx.dir), "/var/tmp/vhostd-be-%s-XXXXXX", crmain_run_id());
 	cr_assert_not_null(mkdtemp(fx.dir), "mkdtemp %s: %s", fx.dir, strerror(errno));
 }
 
@@ -792,7 +783,7 @@ static void shm_dir(void)
 
 	if (statfs("/dev/shm", &sfs) != 0 || sfs.f_type != TMPFS_MAGIC_)
 		cr_skip_test("/dev/shm is not a tmpfs here");
-	snprintf(fx.shm, sizeof(fx.shm), "/dev/shm/vhostd-be-%s-XXXXXX", run_id());
+	snprintf(fx.shm, sizeof(fx.shm), "/dev/shm/vhostd-be-%s-XXXXXX", crmain_run_id());
 	if (!mkdtemp(fx.shm)) {
 		fx.shm[0] = '\0';
 		cr_skip_test("cannot make a directory in /dev/shm: %s", strerror(errno));
@@ -2117,17 +2108,17 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 
 /* ---- runner: safety net and exit status ---------------------------------------- */
 
-static size_t total_tests, total_skipped;
-
+/* loop devices, mounts and udev events: one test at a time */
+unsigned crmain_jobs = 1;
 /* Release what a crashed or timed-out test of this run left behind. */
-static void leftovers_cleanup(void)
+void crmain_cleanup(void)
 {
 	char pre[128], shm[128], line[512];
 	glob_t g;
 	FILE *f;
 
-	snprintf(pre, sizeof(pre), "/var/tmp/vhostd-be-%s-", run_id());
-	snprintf(shm, sizeof(shm), "/dev/shm/vhostd-be-%s-", run_id());
+	snprintf(pre, sizeof(pre), "/var/tmp/vhostd-be-%s-", crmain_run_id());
+	snprintf(shm, sizeof(shm), "/dev/shm/vhostd-be-%s-", crmain_run_id());
 	if (glob("/sys/block/loop*/loop/backing_file", 0, NULL, &g) == 0) {
 		for (size_t i = 0; i < g.gl_pathc; i++) {
 			char name[64];
@@ -2154,34 +2145,4 @@ static void leftovers_cleanup(void)
 		fclose(f);
 	}
 	sh(NULL, 0, "rm -rf %s* %s* 2>/dev/null", pre, shm);
-}
-
-ReportHook(POST_ALL)(struct criterion_global_stats *st)
-{
-	total_tests = st->nb_tests;
-	total_skipped = st->tests_skipped;
-	leftovers_cleanup();
-}
-
-int main(int argc, char *argv[])
-{
-	struct criterion_test_set *tests;
-	char id[32];
-	int ok = 1;
-
-	if (!getenv(RUN_ENV)) {
-		snprintf(id, sizeof(id), "%d", (int)getpid());
-		setenv(RUN_ENV, id, 0);
-	}
-	tests = criterion_initialize();
-	/* loop devices, mounts and udev events: one test at a time */
-	criterion_options.jobs = 1;
-	if (criterion_handle_args(argc, argv, true))
-		ok = criterion_run_all_tests(tests);
-	criterion_finalize(tests);
-	if (ok && total_tests > 0 && total_skipped == total_tests) {
-		fprintf(stderr, "test_backend: every test was skipped (see the reasons above)\n");
-		return 77;
-	}
-	return ok ? 0 : 1;
 }
