@@ -15,11 +15,16 @@
  *   last test, where a program releases what a crashed or timed-out worker
  *   of this run left behind (mounts, loop devices, directories).
  * - crmain_jobs: a program whose tests share the machine's loop devices or
- *   mounts sets it to 1 (one test at a time). */
+ *   mounts sets it to 1 (one test at a time).
+ * - A recap of the failed tests, with their failed assertions, as the last
+ *   lines of the run: criterion prints each failure when it happens, in the
+ *   middle of the daemon's log, and a CI excerpt that keeps only the end of
+ *   a long log would otherwise not say which test failed. */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 #include <criterion/options.h>
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -40,6 +45,59 @@ const char *crmain_run_id(void)
 }
 
 static size_t total_tests, total_skipped;
+
+/* The recap: kept in the runner process (report hooks run there), bounded. */
+static char recap[8192];
+static size_t recap_len;
+
+static void recap_add(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (recap_len >= sizeof(recap) - 1)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(recap + recap_len, sizeof(recap) - recap_len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		recap_len += (size_t)n < sizeof(recap) - recap_len ? (size_t)n
+								  : sizeof(recap) - 1 - recap_len;
+}
+
+ReportHook(POST_TEST)(struct criterion_test_stats *st)
+{
+	struct criterion_assert_stats *shown[4];
+	int nfailed = 0, skip, n = 0;
+
+	if (st->test_status != CR_STATUS_FAILED || st->crashed)
+		return;         /* crashes: TEST_CRASH */
+	recap_add("  %s::%s", st->test->category, st->test->name);
+	if (st->timed_out)
+		recap_add(" (timed out)");
+	else if (st->exit_code)
+		recap_add(" (exit code %d)", st->exit_code);
+	recap_add("\n");
+	/* criterion keeps the newest assertion first: show the oldest few */
+	for (struct criterion_assert_stats *a = st->asserts; a; a = a->next)
+		nfailed += !a->passed;
+	skip = nfailed - 4;
+	for (struct criterion_assert_stats *a = st->asserts; a; a = a->next)
+		if (!a->passed && skip-- <= 0 && n < 4)
+			shown[n++] = a;
+	while (n--)
+		recap_add("    %s:%u: %s\n", shown[n]->file ? shown[n]->file : "?", shown[n]->line,
+			  shown[n]->message && *shown[n]->message ? shown[n]->message
+								   : "assertion failed");
+	if (nfailed > 4)
+		recap_add("    (%d more)\n", nfailed - 4);
+}
+
+ReportHook(TEST_CRASH)(struct criterion_test_stats *st)
+{
+	recap_add("  %s::%s (crashed, signal %d)\n", st->test->category, st->test->name,
+		  st->signal);
+}
 
 ReportHook(POST_ALL)(struct criterion_global_stats *st)
 {
@@ -64,6 +122,8 @@ int main(int argc, char *argv[])
 	if (criterion_handle_args(argc, argv, true))
 		result = !criterion_run_all_tests(tests);
 	criterion_finalize(tests);
+	if (recap_len)
+		fprintf(stderr, "%s: failed tests:\n%s", argv[0], recap);
 	if (result == 0 && total_tests > 0 && total_skipped == total_tests) {
 		fprintf(stderr, "%s: every test was skipped (see the reasons above)\n",
 			argv[0]);

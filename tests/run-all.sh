@@ -13,6 +13,7 @@ else
 fi
 
 passed=0 failed=0 skipped=0
+recap=""
 count() {       # count results of the meson test run in build dir $1
 	local log="$1/meson-logs/testlog.json"
 	[ -f "$log" ] || return 0
@@ -21,6 +22,14 @@ count() {       # count results of the meson test run in build dir $1
 	f=$(grep -cE '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log")
 	s=$(grep -c '"result": "SKIP"' "$log")
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+	# The end of each failed test's output (the criterion programs end it
+	# with their failed tests and assertions), repeated at the very end of
+	# the run: a CI excerpt that keeps only the tail still says what failed.
+	if [ "$f" -gt 0 ] && command -v jq >/dev/null; then
+		recap+=$(jq -r --arg dir "$1" 'select(.result | test("FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS"))
+			| "--- \($dir): \(.name): \(.result)\n"
+			  + ((.stdout // "") | split("\n") | .[-16:] | join("\n"))' "$log")$'\n'
+	fi
 }
 
 run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
@@ -56,5 +65,6 @@ else
 	skipped=$((skipped + 1))
 fi
 
+[ -z "$recap" ] || printf "run-all: what failed (the end of each failed test's output):\n%s" "$recap"
 echo "vhostd: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
