@@ -63,14 +63,6 @@ static struct {
 
 /* ---- small host helpers ---------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Run a shell command; its stdout (first line, newline stripped) in out.
  * Returns the exit status, or -1. */
 __attribute__((format(printf, 3, 4)))
@@ -386,10 +378,11 @@ static void fe_close(struct ffe *fe)
 
 static bool wait_state(unsigned dev, enum vdev_state st, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	struct ffe_deadline dl;
 
+	ffe_deadline_start(&dl, ms);
 	while (vdev_get_state(fx.dev[dev]) != st) {
-		if (now_ms() >= deadline)
+		if (!ffe_deadline_left(&dl))
 			return false;
 		usleep(2000);
 	}
@@ -687,8 +680,9 @@ static void batch_post(struct batch *b)
 /* Kick every batch's queue, then wait for all their requests. */
 static void batches_run(struct batch **bs, unsigned nb, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	struct ffe_deadline dl;
 
+	ffe_deadline_start(&dl, timeout_ms);
 	for (unsigned k = 0; k < nb; k++)
 		ffe_kick(bs[k]->vq);
 	for (;;) {
@@ -701,7 +695,7 @@ static void batches_run(struct batch **bs, unsigned nb, int timeout_ms)
 		}
 		if (!missing)
 			return;
-		if (now_ms() >= deadline) {
+		if (!ffe_deadline_left(&dl)) {
 			for (unsigned k = 0; k < nb; k++)
 				cr_log_error("q%u: avail %u used %u (batch from %u, %u requests)",
 					     bs[k]->vq->index, bs[k]->vq->avail_idx,
@@ -1686,7 +1680,7 @@ Test(pressure, sq_full_every_request_completes_once)
 	fe = fe_ready(d, NQ, 256, &o);
 
 	/* round 1: 4 x 128 writes of 4..16 KiB posted at once */
-	t0 = now_ms();
+	t0 = ffe_now_ms();
 	for (unsigned q = 0; q < NQ; q++) {
 		b[q] = batch_new(&fe->vq[q]);
 		for (unsigned i = 0; i < PER; i++) {
@@ -1702,7 +1696,7 @@ Test(pressure, sq_full_every_request_completes_once)
 		batch_check(b[q], "pressure writes");
 		batch_free(b[q]);
 	}
-	cr_log_info("512 writes with a 16-entry ring: %" PRId64 " ms", now_ms() - t0);
+	cr_log_info("512 writes with a 16-entry ring: %" PRId64 " ms", ffe_now_ms() - t0);
 
 	/* round 2: read every slot back, all at once */
 	for (unsigned q = 0; q < NQ; q++) {
@@ -2058,11 +2052,11 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	snprintf(ev, sizeof(ev), "/sys/block/%s/uevent", loopdev(l) + 5);
 	r = sh(out, sizeof(out), "echo remove > %s 2>&1", ev);
 	cr_assert_eq(r, 0, "echo remove > %s: %s", ev, out);
-	t0 = now_ms();
+	t0 = ffe_now_ms();
 	cr_assert(wait_state(a, VDEV_ERROR, 2000), "%s is still '%s' 2 s after the remove event "
 		  "of its backing %s", fx.name[a], vdev_state_name(vdev_get_state(fx.dev[a])),
 		  loopdev(l));
-	cr_log_info("state error %" PRId64 " ms after the remove event", now_ms() - t0);
+	cr_log_info("state error %" PRId64 " ms after the remove event", ffe_now_ms() - t0);
 	vdev_last_error(fx.dev[a], err, sizeof(err));
 	cr_log_info("error: %s", err);
 	cr_expect(strstr(err, loopdev(l)) != NULL, "error sentence does not name %s: '%s'",
@@ -2096,8 +2090,8 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	/* A stays in error without its front-end; destroying it lets the loop go */
 	fe_close_wait(a, fea, VDEV_ERROR);
 	drop(a);
-	t0 = now_ms();
-	while (loop_is_ours(l) && now_ms() - t0 < 3000)
+	t0 = ffe_now_ms();
+	while (loop_is_ours(l) && ffe_now_ms() - t0 < 3000)
 		usleep(10000);
 	cr_expect(!loop_is_ours(l), "%s still attached to its file 3 s after vdev_destroy: "
 		  "the backend kept it open", loopdev(l));

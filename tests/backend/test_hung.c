@@ -247,14 +247,6 @@ static struct {
 	struct ffe *held_fe;            /* ... posted on this front-end's queue 0 */
 } fx;
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void need_uring(void)
 {
 	struct io_uring r;
@@ -349,10 +341,11 @@ static void read_check(struct ffe *fe, uint64_t off, size_t len, const char *wha
 
 static bool wait_state(enum vdev_state st, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	struct ffe_deadline dl;
 
+	ffe_deadline_start(&dl, ms);
 	while (vdev_get_state(fx.dev) != st) {
-		if (now_ms() >= deadline)
+		if (!ffe_deadline_left(&dl))
 			return false;
 		usleep(2000);
 	}
@@ -448,8 +441,8 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	cr_assert_geq(r, 0, "submit: %s (%s)", strerror(-r), fe->err);
 	r = ffe_kick(&fe->vq[0]);
 	cr_assert_geq(r, 0, "kick: %s (%s)", strerror(-r), fe->err);
-	t0 = now_ms();
-	while (parked_reads() == 0 && now_ms() - t0 < 5000)
+	t0 = ffe_now_ms();
+	while (parked_reads() == 0 && ffe_now_ms() - t0 < 5000)
 		usleep(5000);
 	cr_assert_eq(parked_reads(), 1, "%u reads parked, expected the one posted (0: it was "
 		     "served from a cache, or the backend did not submit it)", parked_reads());
@@ -458,14 +451,14 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	 * QEMU's guest memory does): the control thread detaches the queue and
 	 * must wait for the read, and say so after 10 s. */
 	ffe_disconnect(fe);
-	t0 = now_ms();
-	while (!log_line(SLOW_WARNING, line, sizeof(line)) && now_ms() - t0 < 14000)
+	t0 = ffe_now_ms();
+	while (!log_line(SLOW_WARNING, line, sizeof(line)) && ffe_now_ms() - t0 < 14000)
 		usleep(50000);
-	cr_log_info("after %" PRId64 " ms, state '%s': %s", now_ms() - t0,
+	cr_log_info("after %" PRId64 " ms, state '%s': %s", ffe_now_ms() - t0,
 		    vdev_state_name(vdev_get_state(fx.dev)), line[0] ? line : "(no warning)");
 	cr_assert_neq(line[0], '\0', "no '%s' warning in the log 14 s after the front-end left "
 		      "with a read hung in the backend", SLOW_WARNING);
-	cr_expect_geq(now_ms() - t0, 9000, "the warning came before 10 s had passed");
+	cr_expect_geq(ffe_now_ms() - t0, 9000, "the warning came before 10 s had passed");
 	cr_expect(strstr(line, "[" DEV_NAME " q0]") != NULL,
 		  "the warning does not name the device and queue ([%s q0]): %s", DEV_NAME, line);
 	snprintf(want, sizeof(want), "1 %s", SLOW_DETAIL);
@@ -474,11 +467,11 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 
 	/* the storage answers: the detach completes and the device listens again */
 	cr_assert_eq(release_held(), 1);
-	t0 = now_ms();
+	t0 = ffe_now_ms();
 	cr_assert(wait_state(VDEV_LISTENING, 5000), "%s is '%s' 5 s after the hung read was "
 		  "answered, expected 'listening'", DEV_NAME,
 		  vdev_state_name(vdev_get_state(fx.dev)));
-	cr_log_info("listening %" PRId64 " ms after the read was answered", now_ms() - t0);
+	cr_log_info("listening %" PRId64 " ms after the read was answered", ffe_now_ms() - t0);
 
 	/* The read completed into the old front-end's memory, with the data:
 	 * what a front-end that reconnects finds in its used ring. */

@@ -36,7 +36,7 @@ static void ffe_seterr(struct ffe *fe, const char *fmt, ...)
 	va_end(ap);
 }
 
-static int64_t now_ms(void)
+int64_t ffe_now_ms(void)
 {
 	struct timespec ts;
 
@@ -44,11 +44,23 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int remaining_ms(int64_t deadline)
+void ffe_deadline_start(struct ffe_deadline *d, int ms)
 {
-	int64_t r = deadline - now_ms();
+	d->last = ffe_now_ms();
+	d->end = d->last + (ms > 0 ? ms : 0);
+	d->slice = 0;
+}
 
-	return r < 0 ? 0 : (int)r;
+int ffe_deadline_left(struct ffe_deadline *d)
+{
+	int64_t now = ffe_now_ms(), late = now - d->last - d->slice, left;
+
+	if (late > FFE_STALL_MS)
+		d->end += late;
+	d->last = now;
+	left = d->end - now;
+	d->slice = left <= 0 ? 0 : left < FFE_SLICE_MS ? (int)left : FFE_SLICE_MS;
+	return d->slice;
 }
 
 static void sleep_us(unsigned us)
@@ -270,11 +282,12 @@ uint64_t ffe_hva_to_uva(struct ffe *fe, const void *hva)
 static int do_connect(struct ffe *fe)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int64_t deadline = now_ms() + fe->timeout_ms;
+	struct ffe_deadline dl;
 	struct timeval tv = { .tv_sec = fe->timeout_ms / 1000,
 			      .tv_usec = (fe->timeout_ms % 1000) * 1000 };
 
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fe->path);
+	ffe_deadline_start(&dl, fe->timeout_ms);
 	for (;;) {
 		int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -289,7 +302,7 @@ static int do_connect(struct ffe *fe)
 		int e = errno;
 
 		close(s);
-		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || now_ms() >= deadline) {
+		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || !ffe_deadline_left(&dl)) {
 			ffe_seterr(fe, "connect %s: %s", fe->path, strerror(e));
 			return -e;
 		}
@@ -510,10 +523,10 @@ int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
 	return 0;
 }
 
-/* Read exactly len bytes (or drain them if buf is NULL) before deadline,
+/* Read exactly len bytes (or drain them if buf is NULL) before the deadline,
  * collecting fds into m. */
 static int recv_exact(struct ffe *fe, void *buf, size_t len, struct ffe_msg *m,
-		      int64_t deadline)
+		      struct ffe_deadline *dl)
 {
 	char drain[4096];
 	size_t got = 0;
@@ -529,14 +542,18 @@ static int recv_exact(struct ffe *fe, void *buf, size_t len, struct ffe_msg *m,
 				     .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
 		struct cmsghdr *c;
 		ssize_t n;
-		int pr = poll(&p, 1, remaining_ms(deadline));
+		int left = ffe_deadline_left(dl);
+		int pr = poll(&p, 1, left);
 
 		if (pr < 0 && errno == EINTR)
 			continue;
 		if (pr < 0)
 			return -errno;
-		if (pr == 0)
-			return -ETIMEDOUT;
+		if (pr == 0) {
+			if (!left)
+				return -ETIMEDOUT;
+			continue;
+		}
 		if (buf) {
 			iov.iov_base = (char *)buf + got;
 			iov.iov_len = len - got;
@@ -570,9 +587,8 @@ static int recv_exact(struct ffe *fe, void *buf, size_t len, struct ffe_msg *m,
 	return 0;
 }
 
-int ffe_recv_raw(struct ffe *fe, struct ffe_msg *m, int timeout_ms)
+static int recv_msg(struct ffe *fe, struct ffe_msg *m, struct ffe_deadline *deadline)
 {
-	int64_t deadline = now_ms() + (timeout_ms < 0 ? fe->timeout_ms : timeout_ms);
 	size_t want;
 	int ret;
 
@@ -594,6 +610,14 @@ int ffe_recv_raw(struct ffe *fe, struct ffe_msg *m, int timeout_ms)
 			return ret;
 	}
 	return 0;
+}
+
+int ffe_recv_raw(struct ffe *fe, struct ffe_msg *m, int timeout_ms)
+{
+	struct ffe_deadline dl;
+
+	ffe_deadline_start(&dl, timeout_ms < 0 ? fe->timeout_ms : timeout_ms);
+	return recv_msg(fe, m, &dl);
 }
 
 void ffe_msg_close_fds(struct ffe_msg *m)
@@ -699,7 +723,7 @@ int ffe_set_u64(struct ffe *fe, uint32_t request, uint64_t val)
 
 int ffe_probe(struct ffe *fe)
 {
-	int64_t deadline = now_ms() + fe->timeout_ms;
+	struct ffe_deadline dl;
 	struct ffe_msg *m;
 	int ret;
 
@@ -711,8 +735,9 @@ int ffe_probe(struct ffe *fe)
 	m = malloc(sizeof(*m));
 	if (!m)
 		return -ENOMEM;
+	ffe_deadline_start(&dl, fe->timeout_ms);
 	for (;;) {
-		ret = ffe_recv_raw(fe, m, remaining_ms(deadline));
+		ret = recv_msg(fe, m, &dl);
 		if (ret == -ECONNRESET) {
 			ret = 0;
 			break;
@@ -732,20 +757,24 @@ int ffe_probe(struct ffe *fe)
 
 int ffe_wait_closed(struct ffe *fe, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	struct ffe_deadline dl;
 	char buf[4096];
 
 	if (fe->sock < 0)
 		return 1;
+	ffe_deadline_start(&dl, timeout_ms);
 	for (;;) {
 		struct pollfd p = { .fd = fe->sock, .events = POLLIN };
-		int pr = poll(&p, 1, remaining_ms(deadline));
+		int left = ffe_deadline_left(&dl);
+		int pr = poll(&p, 1, left);
 		ssize_t n;
 
 		if (pr < 0 && errno == EINTR)
 			continue;
-		if (pr <= 0)
+		if (pr < 0 || (pr == 0 && !left))
 			return 0;
+		if (pr == 0)
+			continue;
 		n = recv(fe->sock, buf, sizeof(buf), MSG_DONTWAIT);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 			return 1;
@@ -1482,8 +1511,9 @@ static bool drain_call(struct ffe_vq *vq)
 
 int ffe_wait(struct ffe_vq *vq, struct ffe_req *r, int timeout_ms)
 {
-	int64_t deadline = now_ms() + (timeout_ms < 0 ? vq->fe->timeout_ms : timeout_ms);
+	struct ffe_deadline dl;
 
+	ffe_deadline_start(&dl, timeout_ms < 0 ? vq->fe->timeout_ms : timeout_ms);
 	for (;;) {
 		struct pollfd p = { .fd = vq->callfd, .events = POLLIN };
 		int rem;
@@ -1492,7 +1522,7 @@ int ffe_wait(struct ffe_vq *vq, struct ffe_req *r, int timeout_ms)
 			ffe_poll_used(vq);
 		if (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE))
 			return 0;
-		rem = remaining_ms(deadline);
+		rem = ffe_deadline_left(&dl);
 		if (rem == 0) {
 			ffe_seterr(vq->fe, "q%u: request head %u not completed (avail %u, used %u, %s)",
 				   vq->index, r->head, vq->avail_idx, ffe_vq_used_idx(vq),
@@ -1510,10 +1540,11 @@ int ffe_wait(struct ffe_vq *vq, struct ffe_req *r, int timeout_ms)
 
 int ffe_vq_wait_used_change(struct ffe_vq *vq, uint16_t idx, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	struct ffe_deadline dl;
 
+	ffe_deadline_start(&dl, timeout_ms);
 	while (ffe_vq_used_idx(vq) == idx) {
-		if (now_ms() >= deadline)
+		if (!ffe_deadline_left(&dl))
 			return -ETIMEDOUT;
 		drain_call(vq);
 		sleep_us(500);

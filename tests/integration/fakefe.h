@@ -31,6 +31,30 @@
 #define FFE_MAX_FDS             16
 #define FFE_MSG_MAX             (64 * 1024)
 
+/* ---- deadlines ---------------------------------------------------------- */
+
+/* A deadline that does not count time the process could not run.  On the
+ * 2-vCPU test VMs a thread can get no cpu for seconds while other threads
+ * spin (2-36 s measured, other processes starved alike), and the back-end
+ * under test is starved with it: a wait that timed out then would report the
+ * machine's stall as the back-end's fault.  Waits sleep in slices of at most
+ * FFE_SLICE_MS; a slice that ends over FFE_STALL_MS later than asked gives
+ * the difference back.  A back-end that hangs still times out: the waiting
+ * thread keeps running then, in time. */
+#define FFE_SLICE_MS            100
+#define FFE_STALL_MS            250
+
+struct ffe_deadline {
+	int64_t end;            /* CLOCK_MONOTONIC ms, moved on by stalls */
+	int64_t last;           /* when the last slice was handed out */
+	int slice;              /* its length */
+};
+
+void ffe_deadline_start(struct ffe_deadline *d, int ms);
+/* The next slice to sleep (1..FFE_SLICE_MS ms), or 0 when the time is up. */
+int ffe_deadline_left(struct ffe_deadline *d);
+int64_t ffe_now_ms(void);
+
 /* ---- vhost-user protocol ------------------------------------------------ */
 
 enum ffe_req_code {

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../crmain.h"
 #include "fakefe.h"
 #include "vdev.h"
 
@@ -57,14 +58,6 @@ static struct {
 } fx;
 
 /* ---- fixture ------------------------------------------------------------- */
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void params(struct vdev_params *p, uint64_t size, unsigned queues, const char *serial)
 {
@@ -122,12 +115,13 @@ static struct ffe *negotiated(unsigned dev)
 
 static bool wait_state(unsigned dev, enum vdev_state st, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	struct ffe_deadline dl;
 
+	ffe_deadline_start(&dl, ms);
 	for (;;) {
 		if (vdev_get_state(fx.dev[dev]) == st)
 			return true;
-		if (now_ms() >= deadline)
+		if (!ffe_deadline_left(&dl))
 			return false;
 		usleep(2000);
 	}
@@ -943,9 +937,9 @@ Test(io, stats_counters)
 {
 	struct ffe *fe = ready(DEV_A, NULL, 0, 2, 128);
 	struct vdev_stats s0, s1;
+	struct ffe_deadline dl;
 	uint8_t b[8192];
 	char id[20];
-	int64_t deadline;
 
 	vdev_get_stats(fx.dev[DEV_A], &s0);
 	memset(b, 9, sizeof(b));
@@ -958,10 +952,10 @@ Test(io, stats_counters)
 	cr_assert_eq(ffe_blk_write_zeroes(&fe->vq[0], 300, 8, false), 0);
 	cr_assert_eq(ffe_blk_get_id(&fe->vq[0], id), 0);
 
-	deadline = now_ms() + 1000;
+	ffe_deadline_start(&dl, 1000);
 	do {
 		vdev_get_stats(fx.dev[DEV_A], &s1);
-	} while (s1.reads - s0.reads < 2 && now_ms() < deadline && !usleep(5000));
+	} while (s1.reads - s0.reads < 2 && ffe_deadline_left(&dl) && !usleep(5000));
 #define D(f) (s1.f - s0.f)
 	cr_expect_eq(D(writes), 3u, "writes moved by %" PRIu64 ", expected 3", D(writes));
 	cr_expect_eq(D(reads), 2u, "reads moved by %" PRIu64 ", expected 2", D(reads));
@@ -977,10 +971,10 @@ Test(io, stats_counters)
 	/* failures count as errors */
 	cr_assert_eq(ffe_blk_req(&fe->vq[0], 0x77, 0, NULL, 0, NULL, 0, NULL, NULL), FFE_BLK_S_UNSUPP);
 	cr_assert_eq(ffe_blk_read(&fe->vq[0], fe->cfg.capacity, b, 512, NULL), FFE_BLK_S_IOERR);
-	deadline = now_ms() + 1000;
+	ffe_deadline_start(&dl, 1000);
 	do {
 		vdev_get_stats(fx.dev[DEV_A], &s1);
-	} while (s1.errors - s0.errors < 2 && now_ms() < deadline && !usleep(5000));
+	} while (s1.errors - s0.errors < 2 && ffe_deadline_left(&dl) && !usleep(5000));
 	cr_expect_eq(D(errors), 2u, "errors moved by %" PRIu64 " after UNSUPP + IOERR", D(errors));
 #undef D
 	close_and_wait(DEV_A, fe);
@@ -1373,7 +1367,7 @@ Test(conn, no_fd_leak)
 	 * when replaced and when the front-end goes away */
 	struct ffe *fe;
 	int base, now = 0, efd[3];
-	int64_t deadline;
+	struct ffe_deadline dl;
 	uint64_t f = 0;
 
 	healthy();
@@ -1404,7 +1398,7 @@ Test(conn, no_fd_leak)
 			rw_verify(&fe->vq[0], 6500, 4096, 1900 + round, NULL);
 		close_and_wait(DEV_A, fe);
 	}
-	deadline = now_ms() + 2000;
+	ffe_deadline_start(&dl, 2000);
 	do {
 		DIR *d = opendir("/proc/self/fd");
 
@@ -1412,7 +1406,7 @@ Test(conn, no_fd_leak)
 		while (readdir(d))
 			now++;
 		closedir(d);
-	} while (now > base && now_ms() < deadline && !usleep(10000));
+	} while (now > base && ffe_deadline_left(&dl) && !usleep(10000));
 	cr_expect_eq(now, base, "%d fds open after 3 connections came and went, %d before", now, base);
 }
 
@@ -1919,12 +1913,12 @@ Test(badmsg, slow_reader_does_not_block_other_devices)
 	}
 	cr_log_info("sent %d GET_FEATURES without reading", sent);
 	{
-		int64_t t0 = now_ms();
+		int64_t t0 = ffe_now_ms();
 		struct ffe *fb = ready(DEV_B, NULL, 0, 1, 64);
 
 		rw_verify(&fb->vq[0], 400, 4096, 2500, NULL);
-		cr_expect_lt(now_ms() - t0, 2000, "device B took %" PRId64 " ms to serve while A's "
-			     "front-end did not read", now_ms() - t0);
+		cr_expect_lt(ffe_now_ms() - t0, 2000, "device B took %" PRId64 " ms to serve while A's "
+			     "front-end did not read", ffe_now_ms() - t0);
 		close_and_wait(DEV_B, fb);
 	}
 	ffe_close(fe);
@@ -2275,8 +2269,9 @@ static void hr_fire(struct hr *h, uint16_t head)
  * most ms (-ETIMEDOUT). */
 static int wait_used_or_hangup(struct ffe *fe, struct ffe_vq *vq, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	struct ffe_deadline dl;
 
+	ffe_deadline_start(&dl, ms);
 	for (;;) {
 		struct pollfd p = { .fd = fe->sock, .events = POLLRDHUP };
 
@@ -2287,7 +2282,7 @@ static int wait_used_or_hangup(struct ffe *fe, struct ffe_vq *vq, int ms)
 			usleep(20000);
 			return ffe_vq_used_idx(vq) != 0 ? 0 : -EPIPE;
 		}
-		if (now_ms() >= deadline)
+		if (!ffe_deadline_left(&dl))
 			return -ETIMEDOUT;
 		usleep(1000);
 	}
@@ -2622,11 +2617,12 @@ static void *batch_worker(void *arg)
 		}
 		ffe_kick(s->vq);
 		for (unsigned k = 0; k < n; k++) {
-			int64_t deadline = now_ms() + 3000;
+			struct ffe_deadline dl;
 			int r;
 
 			/* once stopped, the ring will not complete the rest */
-			while ((r = ffe_wait(s->vq, &io[k].req, 50)) != 0 && now_ms() < deadline &&
+			ffe_deadline_start(&dl, 3000);
+			while ((r = ffe_wait(s->vq, &io[k].req, 50)) != 0 && ffe_deadline_left(&dl) &&
 			       !s->stop)
 				;
 			if (r == 0)
@@ -2655,9 +2651,9 @@ Test(queues, get_vring_base_under_io)
 
 		pthread_create(&th, NULL, batch_worker, &s);
 		usleep(20000 + round * 10000);
-		t0 = now_ms();
+		t0 = ffe_now_ms();
 		r = ffe_vq_stop(fe, 1, &base);
-		t0 = now_ms() - t0;
+		t0 = ffe_now_ms() - t0;
 		u1 = ffe_vq_used_idx(&fe->vq[1]);
 		s.stop = true;
 		usleep(200000);
@@ -2852,7 +2848,7 @@ static void *nap_worker(void *arg)
 	memset(buf, 7, sizeof(buf));
 	for (unsigned i = 0; i < j->n && !j->err[0]; i++) {
 		struct ffe_blk_io io;
-		int64_t t0 = now_ms(), dt;
+		int64_t t0 = ffe_now_ms(), dt;
 		int r;
 
 		if (ffe_blk_prep(&io, i % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT, 27000 + (i % 8) * 8,
@@ -2864,7 +2860,7 @@ static void *nap_worker(void *arg)
 			r = ffe_kick(j->vq);
 		if (r == 0)
 			r = ffe_wait(j->vq, &io.req, 3000);
-		dt = now_ms() - t0;
+		dt = ffe_now_ms() - t0;
 		if (dt > j->worst_ms)
 			j->worst_ms = dt;
 		if (r != 0)
@@ -3294,16 +3290,16 @@ Test(badmsg, get_inflight_fd_while_rings_run)
 	}
 	/* 1500 replacements reproduced a crash in every run when the back-end
 	 * unmapped the region under its running rings; at most 1.5 s */
-	deadline = now_ms() + 1500;
-	for (i = 0; i < 1500 && now_ms() < deadline; i++) {
-		int64_t t1 = now_ms(), t2, t3;
+	deadline = ffe_now_ms() + 1500;
+	for (i = 0; i < 1500 && ffe_now_ms() < deadline; i++) {
+		int64_t t1 = ffe_now_ms(), t2, t3;
 		int r = ffe_set_inflight_fd(fe);
 
-		t2 = now_ms();
+		t2 = ffe_now_ms();
 		cr_expect_eq(r, 0, "SET_INFLIGHT_FD #%d under I/O: %d (%s)", i, r, fe->err);
 		if (r == 0)
 			r = ffe_get_inflight_fd(fe, A_QUEUES, 128);
-		t3 = now_ms();
+		t3 = ffe_now_ms();
 		if (t2 - t1 > slowest || t3 - t2 > slowest) {
 			slowest = t2 - t1 > t3 - t2 ? t2 - t1 : t3 - t2;
 			slow_what = t2 - t1 > t3 - t2 ? "SET_INFLIGHT_FD" : "GET_INFLIGHT_FD";
@@ -3313,7 +3309,7 @@ Test(badmsg, get_inflight_fd_while_rings_run)
 			break;
 		}
 	}
-	t_end = now_ms();
+	t_end = ffe_now_ms();
 	for (unsigned q = 0; q < A_QUEUES; q++) {
 		p[q].stop = true;
 		pthread_join(th[q], NULL);
@@ -3321,7 +3317,7 @@ Test(badmsg, get_inflight_fd_while_rings_run)
 		cr_log_info("q%u: %u writes while the region was replaced %d times", q, p[q].done, i);
 	}
 	cr_log_info("slowest call: %s, %" PRId64 " ms; the writers stopped %" PRId64 " ms after "
-		    "the last call", slow_what, slowest, now_ms() - t_end);
+		    "the last call", slow_what, slowest, ffe_now_ms() - t_end);
 	close_and_wait(DEV_A, fe);
 	healthy();
 }
@@ -3766,7 +3762,7 @@ static void *bystander_worker(void *arg)
 	while (!b->stop && !b->err[0]) {
 		uint64_t seed = 90000 + b->done;
 		uint64_t sector = 1000 + (b->done % 32) * 8;
-		int64_t t0 = now_ms();
+		int64_t t0 = ffe_now_ms();
 		int s;
 
 		ffe_pattern(w, sizeof(w), seed);
@@ -3779,8 +3775,8 @@ static void *bystander_worker(void *arg)
 		else if (!ffe_pattern_ok(r, sizeof(r), seed))
 			snprintf(b->err, sizeof(b->err), "device B: read-back differs at sector %" PRIu64,
 				 sector);
-		if (now_ms() - t0 > b->worst_ms)
-			b->worst_ms = now_ms() - t0;
+		if (ffe_now_ms() - t0 > b->worst_ms)
+			b->worst_ms = ffe_now_ms() - t0;
 		b->done++;
 	}
 	return NULL;
@@ -3852,10 +3848,11 @@ static int count_fds(void)
 
 static void expect_fds_back_to(int base, const char *after)
 {
-	int64_t deadline = now_ms() + 2000;
+	struct ffe_deadline dl;
 	int now;
 
-	while ((now = count_fds()) > base && now_ms() < deadline)
+	ffe_deadline_start(&dl, 2000);
+	while ((now = count_fds()) > base && ffe_deadline_left(&dl))
 		usleep(10000);
 	cr_expect_eq(now, base, "%d fds open after %s, %d before", now, after, base);
 }
@@ -3957,7 +3954,7 @@ Test(badmsg, flood_of_10k_messages)
 	l = (struct ioloop){ .vq = &fe->vq[0], .base = 26000, .seed = 7800 };
 	pthread_create(&lt, NULL, ioloop_worker, &l);
 	f = (struct flood){ .fe = fe, .n = 10000 };
-	t0 = now_ms();
+	t0 = ffe_now_ms();
 	pthread_create(&wt, NULL, flood_writer, &f);
 	while (got < f.n) {
 		uint32_t want = flood_req(got);
@@ -3983,7 +3980,7 @@ Test(badmsg, flood_of_10k_messages)
 	l.stop = true;
 	pthread_join(lt, NULL);
 	cr_log_info("flood: %u sent, %u replies in %" PRId64 " ms; %u I/O cycles on q0 meanwhile",
-		    f.sent, got, now_ms() - t0, l.done);
+		    f.sent, got, ffe_now_ms() - t0, l.done);
 	cr_expect(!f.err[0], "%s", f.err);
 	cr_expect_eq(got, f.n, "%u of %u messages answered (last receive: %s)", got, f.n,
 		     r < 0 ? strerror(-r) : "ok");
@@ -4079,3 +4076,10 @@ Test(conn, connect_disconnect_100_while_other_serves)
 	expect_fds_back_to(base, "100 connections came and went");
 	healthy();
 }
+
+/* One test at a time.  Several of these tests run a core with two engine
+ * threads busy under four writer threads; two of them side by side (criterion
+ * runs one per cpu by default) put a dozen spinning threads on the 2-vCPU test
+ * machines, where other threads then went without cpu for 2-36 s (the
+ * back-end's control thread among them).  Costs 2-3 s of the suite's 16. */
+unsigned crmain_jobs = 1;
