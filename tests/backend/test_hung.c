@@ -406,6 +406,7 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	char err[VDEV_ERR_MAX] = "", line[1024] = "", want[64];
 	struct vdev_params p;
 	struct ffe *fe;
+	struct ffe_deadline dl;
 	int64_t t0;
 	int r;
 
@@ -441,8 +442,8 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	cr_assert_geq(r, 0, "submit: %s (%s)", strerror(-r), fe->err);
 	r = ffe_kick(&fe->vq[0]);
 	cr_assert_geq(r, 0, "kick: %s (%s)", strerror(-r), fe->err);
-	t0 = ffe_now_ms();
-	while (parked_reads() == 0 && ffe_now_ms() - t0 < 5000)
+	ffe_deadline_start(&dl, 5000);
+	while (parked_reads() == 0 && ffe_deadline_left(&dl))
 		usleep(5000);
 	cr_assert_eq(parked_reads(), 1, "%u reads parked, expected the one posted (0: it was "
 		     "served from a cache, or the backend did not submit it)", parked_reads());
@@ -452,7 +453,8 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	 * must wait for the read, and say so after 10 s. */
 	ffe_disconnect(fe);
 	t0 = ffe_now_ms();
-	while (!log_line(SLOW_WARNING, line, sizeof(line)) && ffe_now_ms() - t0 < 14000)
+	ffe_deadline_start(&dl, 14000);
+	while (!log_line(SLOW_WARNING, line, sizeof(line)) && ffe_deadline_left(&dl))
 		usleep(50000);
 	cr_log_info("after %" PRId64 " ms, state '%s': %s", ffe_now_ms() - t0,
 		    vdev_state_name(vdev_get_state(fx.dev)), line[0] ? line : "(no warning)");
