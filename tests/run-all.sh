@@ -28,7 +28,8 @@ count() {       # count results of the meson test run in build dir $1
 	if [ "$f" -gt 0 ] && command -v jq >/dev/null; then
 		recap+=$(jq -r --arg dir "$1" 'select(.result | test("FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS"))
 			| "--- \($dir): \(.name): \(.result)\n"
-			  + ((.stdout // "") | split("\n") | .[-16:] | join("\n"))' "$log")$'\n'
+			  + ((.stdout // "") | split("\n") | .[-12:] | join("\n")) + "\n"
+			  + ((.stderr // "") | split("\n") | .[-16:] | join("\n"))' "$log")$'\n'
 	fi
 }
 
