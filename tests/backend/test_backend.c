@@ -33,9 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "coretest.h"
 #include "crmain.h"
-#include "fakefe.h"
-#include "vdev.h"
 
 #define MiB             (1024ull * 1024)
 #define KiB             1024ull
@@ -87,27 +86,6 @@ static int sh(char *out, size_t outlen, const char *fmt, ...)
 	if (out)
 		snprintf(out, outlen, "%s", line);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static bool uring_available(void)
-{
-	static int ok = -1;
-
-	if (ok < 0) {
-		struct io_uring r;
-
-		ok = io_uring_queue_init(4, &r, 0) == 0;
-		if (ok)
-			io_uring_queue_exit(&r);
-	}
-	return ok;
-}
-
-static void need_uring(void)
-{
-	if (!uring_available())
-		cr_skip_test("io_uring is not available here (io_uring_setup failed or "
-			     "kernel.io_uring_disabled): the file backend cannot run");
 }
 
 static void need_root(const char *what)
@@ -378,15 +356,7 @@ static void fe_close(struct ffe *fe)
 
 static bool wait_state(unsigned dev, enum vdev_state st, int ms)
 {
-	struct ffe_deadline dl;
-
-	ffe_deadline_start(&dl, ms);
-	while (vdev_get_state(fx.dev[dev]) != st) {
-		if (!ffe_deadline_left(&dl))
-			return false;
-		usleep(2000);
-	}
-	return true;
+	return vdev_wait_state(fx.dev[dev], st, ms);
 }
 
 static void fe_close_wait(unsigned dev, struct ffe *fe, enum vdev_state want)

@@ -36,9 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "coretest.h"
 #include "crmain.h"
-#include "fakefe.h"
-#include "vdev.h"
 
 #define KiB             1024ull
 #define SECT            512ull
@@ -247,16 +246,6 @@ static struct {
 	struct ffe *held_fe;            /* ... posted on this front-end's queue 0 */
 } fx;
 
-static void need_uring(void)
-{
-	struct io_uring r;
-
-	if (io_uring_queue_init(4, &r, 0) != 0)
-		cr_skip_test("io_uring is not available here (io_uring_setup failed or "
-			     "kernel.io_uring_disabled): the file backend cannot run");
-	io_uring_queue_exit(&r);
-}
-
 /* From here on what vhostd logs lands in fx.log. */
 static void capture_stderr(void)
 {
@@ -337,19 +326,6 @@ static void read_check(struct ffe *fe, uint64_t off, size_t len, const char *wha
 		     len, off, s, s < 0 ? fe->err : "");
 	check_disk(buf, off, len, what);
 	free(buf);
-}
-
-static bool wait_state(enum vdev_state st, int ms)
-{
-	struct ffe_deadline dl;
-
-	ffe_deadline_start(&dl, ms);
-	while (vdev_get_state(fx.dev) != st) {
-		if (!ffe_deadline_left(&dl))
-			return false;
-		usleep(2000);
-	}
-	return true;
 }
 
 /* ---- fixture ----------------------------------------------------------------- */
@@ -470,9 +446,9 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	/* the storage answers: the detach completes and the device listens again */
 	cr_assert_eq(release_held(), 1);
 	t0 = ffe_now_ms();
-	cr_assert(wait_state(VDEV_LISTENING, 5000), "%s is '%s' 5 s after the hung read was "
-		  "answered, expected 'listening'", DEV_NAME,
-		  vdev_state_name(vdev_get_state(fx.dev)));
+	cr_assert(vdev_wait_state(fx.dev, VDEV_LISTENING, 5000),
+		  "%s is '%s' 5 s after the hung read was answered, expected 'listening'",
+		  DEV_NAME, vdev_state_name(vdev_get_state(fx.dev)));
 	cr_log_info("listening %" PRId64 " ms after the read was answered", ffe_now_ms() - t0);
 
 	/* The read completed into the old front-end's memory, with the data:

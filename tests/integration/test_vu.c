@@ -28,9 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../coretest.h"
 #include "../crmain.h"
-#include "fakefe.h"
-#include "vdev.h"
 
 #define MiB             (1024ull * 1024)
 #define A_SIZE          (32 * MiB)
@@ -115,16 +114,7 @@ static struct ffe *negotiated(unsigned dev)
 
 static bool wait_state(unsigned dev, enum vdev_state st, int ms)
 {
-	struct ffe_deadline dl;
-
-	ffe_deadline_start(&dl, ms);
-	for (;;) {
-		if (vdev_get_state(fx.dev[dev]) == st)
-			return true;
-		if (!ffe_deadline_left(&dl))
-			return false;
-		usleep(2000);
-	}
+	return vdev_wait_state(fx.dev[dev], st, ms);
 }
 
 static const char *lay_str(const struct ffe_layout *l)
