@@ -12,7 +12,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include "vdev.h"
+#include "params.h"
 
 enum be_op {
 	BE_OP_READ,

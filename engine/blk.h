@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "backend.h"
-#include "vdev.h"
+#include "params.h"
 #include "vq.h"
 
 /* virtio-blk request types and status values (virtio 1.2 §5.2.6). */

@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#include "vdev.h"
+#include "params.h"
 #include "vq.h"
 
 struct engine;

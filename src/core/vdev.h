@@ -14,27 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VDEV_NAME_MAX    64
-#define VDEV_SERIAL_MAX  20     /* VIRTIO_BLK_ID_BYTES */
-#define VDEV_MAX_QUEUES  64     /* QEMU uses one per vCPU by default */
-#define VDEV_ERR_MAX     256
-
-enum be_kind {
-	BE_RAM = 0,     /* zeroed anonymous memory of `size` bytes */
-	BE_NULL,        /* accepts everything, moves no data */
-	BE_FILE,        /* regular file or block device at `path` (io_uring) */
-};
-
-struct vdev_params {
-	uint64_t size;                  /* bytes; multiple of block_size; 0 only
-					 * for BE_FILE: the file's/device's size */
-	uint32_t block_size;            /* 512..65536, power of two */
-	enum be_kind backing;
-	char path[4096];                /* BE_FILE only: absolute path */
-	bool readonly;
-	uint16_t queues;                /* 1..VDEV_MAX_QUEUES */
-	char serial[VDEV_SERIAL_MAX + 1];
-};
+#include "params.h"
 
 enum vdev_state {
 	VDEV_LISTENING = 0,             /* socket bound, no front-end */
@@ -50,20 +30,6 @@ struct vdev_stats {
 	char detail[64];                /* backend lines, e.g. "io_mode direct\n" */
 };
 
-enum core_poll_mode {
-	CORE_POLL_ADAPTIVE = 0,         /* busy-poll while busy, sleep when idle */
-	CORE_POLL_ALWAYS,               /* never sleep (lowest latency, 100% cpu) */
-	CORE_POLL_INTERRUPT,            /* always sleep on kicks */
-};
-
-struct core_opts {
-	unsigned nthreads;              /* engine poll threads; 0 = 1 */
-	const int *cpus;                /* optional: cpu for thread i (-1 = any) */
-	enum core_poll_mode poll_mode;
-	unsigned idle_us;               /* adaptive: idle time before sleeping; 0 = default */
-	unsigned uring_entries;         /* io_uring SQ size per engine thread; 0 = default */
-};
-
 struct core;
 struct vdev;
 
@@ -72,12 +38,6 @@ int core_create(const struct core_opts *opts, struct core **out);
 /* Destroys every remaining vdev (their sockets are unlinked), stops threads. */
 void core_destroy(struct core *core);
 
-/* Fill defaults: size 0 (must be set), block_size 512, ram, rw,
- * VDEV_MAX_QUEUES queues. */
-void vdev_params_init(struct vdev_params *p);
-/* 0 if the parameters make a valid device, else -EINVAL and a one-sentence
- * reason in err. */
-int vdev_params_check(const struct vdev_params *p, char *err, size_t errlen);
 
 /* Create a device and bind+listen its socket at sock_path (an existing
  * socket file there is replaced; any other file type is refused with
@@ -109,6 +69,5 @@ void vdev_get_stats(struct vdev *d, struct vdev_stats *st);
 /* Copy the last error sentence ("" if none). */
 void vdev_last_error(struct vdev *d, char *buf, size_t len);
 const char *vdev_state_name(enum vdev_state s);
-const char *be_kind_name(enum be_kind k);
 
 #endif
