@@ -1,9 +1,14 @@
-/* Backend selection and iovec helpers; see backend.h. */
+/* Backend selection, the engine thread's backend context (its io_uring)
+ * and iovec helpers; see backend.h. */
 #include "backend.h"
 
 #include <errno.h>
+#include <liburing.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 int be_open(const struct vdev_params *p, struct backend **out, char *err, size_t errlen)
 {
@@ -18,6 +23,116 @@ int be_open(const struct vdev_params *p, struct backend **out, char *err, size_t
 		snprintf(err, errlen, "backing '%s' is not supported", p->path);
 		return -EINVAL;
 	}
+}
+
+int be_ctx_init(struct be_ctx *ctx, unsigned entries, int *why)
+{
+	struct io_uring_params up = { 0 };
+	struct io_uring *ring;
+	int rc;
+
+	ctx->ring = NULL;
+	ctx->ring_fd = -1;
+	ring = calloc(1, sizeof(*ring));
+	if (!ring)
+		return -ENOMEM;
+	/* A larger completion queue than submission queue: requests stay in
+	 * flight far longer than they sit in the SQ. */
+	up.flags = IORING_SETUP_CQSIZE;
+	up.cq_entries = entries * 4;
+	rc = io_uring_queue_init_params(entries, ring, &up);
+	if (rc < 0) {
+		free(ring);
+		*why = -rc;
+		return BE_CTX_NO_URING;
+	}
+	ctx->ring_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctx->ring_fd < 0 || io_uring_register_eventfd(ring, ctx->ring_fd) < 0) {
+		rc = -errno;
+		io_uring_queue_exit(ring);
+		free(ring);
+		if (ctx->ring_fd >= 0)
+			close(ctx->ring_fd);
+		ctx->ring_fd = -1;
+		return rc;
+	}
+	io_uring_cq_eventfd_toggle(ring, false);
+	ctx->ring = ring;
+	return 0;
+}
+
+void be_ctx_fini(struct be_ctx *ctx)
+{
+	if (ctx->ring) {
+		io_uring_queue_exit(ctx->ring);
+		free(ctx->ring);
+		ctx->ring = NULL;
+	}
+	if (ctx->ring_fd >= 0)
+		close(ctx->ring_fd);
+	ctx->ring_fd = -1;
+}
+
+bool be_ctx_ready(struct be_ctx *ctx)
+{
+	return ctx->ring && io_uring_cq_ready(ctx->ring);
+}
+
+void be_ctx_arm(struct be_ctx *ctx, bool on)
+{
+	if (ctx->ring)
+		io_uring_cq_eventfd_toggle(ctx->ring, on);
+}
+
+unsigned be_ctx_room(struct be_ctx *ctx)
+{
+	unsigned cq, used;
+
+	if (!ctx->ring)
+		return UINT32_MAX;
+	cq = *ctx->ring->cq.kring_entries;
+	used = ctx->inflight + io_uring_sq_ready(ctx->ring);
+	if (used + BE_MAX_SQE_PER_REQ > cq)
+		return 0;
+	return (cq - used) / BE_MAX_SQE_PER_REQ;
+}
+
+void be_ctx_make_room(struct be_ctx *ctx)
+{
+	if (ctx->ring && io_uring_sq_space_left(ctx->ring) < BE_MAX_SQE_PER_REQ)
+		io_uring_submit(ctx->ring);
+}
+
+bool be_ctx_flush(struct be_ctx *ctx)
+{
+	if (!ctx->ring)
+		return false;
+	if (io_uring_sq_ready(ctx->ring))
+		io_uring_submit(ctx->ring);
+	return true;
+}
+
+unsigned be_ctx_reap(struct be_ctx *ctx, void (*done)(void *arg, void *cookie, int res),
+		     void *arg)
+{
+	struct io_uring_cqe *cqe;
+	unsigned n = 0;
+
+	if (!ctx->ring)
+		return 0;
+	/* One completion at a time, consumed before it is acted on: a fault
+	 * while reporting it must not make us see it twice. */
+	while (io_uring_peek_cqe(ctx->ring, &cqe) == 0) {
+		void *cookie = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+
+		io_uring_cqe_seen(ctx->ring, cqe);
+		ctx->inflight--;
+		n++;
+		if (cookie)
+			done(arg, cookie, res);
+	}
+	return n;
 }
 
 size_t iov_size(const struct iovec *iov, unsigned cnt)

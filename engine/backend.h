@@ -55,17 +55,43 @@ struct be_io {
 
 struct io_uring;
 
-/* Per engine thread context for asynchronous backends. */
+/* Per engine thread context for asynchronous backends: the thread's
+ * io_uring (only backends touch it) and its worker pool.  The engine drives
+ * it through the be_ctx_* functions below and never sees an SQE or a CQE:
+ * the user_data of a backend's SQE is the cookie of its be_io (NULL for an
+ * SQE whose completion reports nothing), handed back by be_ctx_reap. */
 struct be_ctx {
-	struct io_uring *ring;          /* the thread's ring (NULL if none) */
+	struct io_uring *ring;          /* NULL: no io_uring on this thread */
+	int ring_fd;                    /* eventfd signalled on completions, -1 = none */
 	unsigned inflight;              /* completions still to come */
 	/* Run job on a worker thread; its result comes back to this engine
 	 * thread as one completion for job->cookie. */
 	void (*offload)(struct be_ctx *ctx, struct be_job *job);
 };
 
-/* io_uring user_data of backend SQEs: the cookie; the engine calls
- * be_sqe_done(cookie, cqe->res) for each. */
+/* Set up ctx with an io_uring of `entries` submission entries (and four
+ * times as many completion entries).  0; BE_CTX_NO_URING when the kernel
+ * offers no io_uring (ctx->ring stays NULL, *why is the errno; file backends
+ * are unavailable); or -errno. */
+#define BE_CTX_NO_URING 1
+int be_ctx_init(struct be_ctx *ctx, unsigned entries, int *why);
+void be_ctx_fini(struct be_ctx *ctx);
+/* Completions waiting to be reaped. */
+bool be_ctx_ready(struct be_ctx *ctx);
+/* Let completions signal ctx->ring_fd (before sleeping) or not. */
+void be_ctx_arm(struct be_ctx *ctx, bool on);
+/* Requests ctx can take now without overflowing its completion queue
+ * (UINT32_MAX without io_uring: synchronous backends need no room). */
+unsigned be_ctx_room(struct be_ctx *ctx);
+/* Before a request: keep room in the submission queue for the biggest one,
+ * so that a backend never finds it full halfway. */
+void be_ctx_make_room(struct be_ctx *ctx);
+/* Hand queued submissions to the kernel.  False if there is no ring. */
+bool be_ctx_flush(struct be_ctx *ctx);
+/* Reap every completion: done(arg, cookie, res) for each one that has a
+ * cookie.  Returns how many completions were consumed. */
+unsigned be_ctx_reap(struct be_ctx *ctx, void (*done)(void *arg, void *cookie, int res),
+		     void *arg);
 
 struct backend;
 

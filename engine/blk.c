@@ -5,7 +5,8 @@
 #include "blk.h"
 
 #include <errno.h>
-#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -16,15 +17,80 @@
 		atomic_load_explicit(&(field), memory_order_relaxed) + (n),           \
 		memory_order_relaxed)
 
-const char *vblk_name(const struct vblk *b)
+static void on_ring_broken(struct vq *vq, const char *why)
 {
-	return b->name;
-}
+	struct vblk *b = vq->dev;
 
-void vblk_ring_broken(struct vblk *b, struct vq *vq, const char *why)
-{
 	if (b->ring_broken)
 		b->ring_broken(b, vq, why);
+}
+
+int vblk_create(const char *name, const struct vdev_params *p, struct vblk **out,
+		char *err, size_t errlen)
+{
+	struct vblk *b;
+	int rc;
+
+	if (posix_memalign((void **)&b, 64, sizeof(*b))) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	memset(b, 0, sizeof(*b));
+	snprintf(b->name, sizeof(b->name), "%s", name);
+	b->params = *p;
+	b->wce = true;
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		vq_init(&b->vqs[i], i, b, b->name, on_ring_broken);
+	rc = be_open(p, &b->be, err, errlen);
+	if (rc < 0) {
+		free(b);
+		return rc;
+	}
+	b->params.size = b->be->size;
+	*out = b;
+	return 0;
+}
+
+void vblk_destroy(struct vblk *b)
+{
+	if (!b)
+		return;
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		vblk_queue_release(b, &b->vqs[i]);
+	be_close(b->be);
+	free(b);
+}
+
+int vblk_queue_prepare(struct vblk *b, struct vq *vq, char *err, size_t errlen)
+{
+	int rc = vq_prepare(vq, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	if (!b->reqs[vq->index]) {
+		struct vblk_req *reqs = calloc(vq->num, sizeof(*reqs));
+		if (!reqs) {
+			snprintf(err, errlen, "queue %u: out of memory", vq->index);
+			return -ENOMEM;
+		}
+		for (unsigned i = 0; i < vq->num; i++)
+			reqs[i].vq = vq;
+		b->reqs[vq->index] = reqs;
+	}
+	return 0;
+}
+
+void vblk_queue_release(struct vblk *b, struct vq *vq)
+{
+	free(b->reqs[vq->index]);
+	b->reqs[vq->index] = NULL;
+	vq_release(vq);
+}
+
+void vblk_queue_reset(struct vblk *b, struct vq *vq)
+{
+	vblk_queue_release(b, vq);
+	vq_reset(vq);
 }
 
 static bool in_range(const struct vblk *b, uint64_t sector, uint64_t len)
@@ -58,35 +124,36 @@ static void iov_drop_last_byte(struct iovec *iov, unsigned *cnt)
 }
 
 /* Write the status, push the used element, count it, free the slot. */
-static void finish(struct vq_req *req)
+static void finish(struct vblk_req *req)
 {
 	struct vq *vq = req->vq;
+	struct vblk_stats *st = &((struct vblk *)vq->dev)->stats[vq->index];
 	uint32_t written = req->written;
 
 	if (req->result != VIRTIO_BLK_S_OK) {
 		written = 1;
-		STAT_ADD(vq->stats.errors, 1);
+		STAT_ADD(st->errors, 1);
 	} else {
 		switch (req->type) {
 		case VIRTIO_BLK_T_IN:
-			STAT_ADD(vq->stats.reads, 1);
-			STAT_ADD(vq->stats.bytes_read, req->written - 1);
+			STAT_ADD(st->reads, 1);
+			STAT_ADD(st->bytes_read, req->written - 1);
 			break;
 		case VIRTIO_BLK_T_OUT:
-			STAT_ADD(vq->stats.writes, 1);
-			STAT_ADD(vq->stats.bytes_written, req->expect);
+			STAT_ADD(st->writes, 1);
+			STAT_ADD(st->bytes_written, req->expect);
 			break;
 		case VIRTIO_BLK_T_FLUSH:
-			STAT_ADD(vq->stats.flushes, 1);
+			STAT_ADD(st->flushes, 1);
 			break;
 		case VIRTIO_BLK_T_GET_ID:
-			STAT_ADD(vq->stats.get_ids, 1);
+			STAT_ADD(st->get_ids, 1);
 			break;
 		case VIRTIO_BLK_T_DISCARD:
-			STAT_ADD(vq->stats.discards, 1);
+			STAT_ADD(st->discards, 1);
 			break;
 		case VIRTIO_BLK_T_WRITE_ZEROES:
-			STAT_ADD(vq->stats.write_zeroes, 1);
+			STAT_ADD(st->write_zeroes, 1);
 			break;
 		}
 	}
@@ -94,13 +161,14 @@ static void finish(struct vq_req *req)
 	vq_push_used(vq, req->chain.head, written);
 }
 
-bool vblk_complete(struct vq_req *req, int res)
+bool vblk_complete(void *cookie, int res)
 {
+	struct vblk_req *req = cookie;
 	struct vq *vq = req->vq;
 
 	if (res < 0 || (req->expect && (uint64_t)res != req->expect)) {
 		if (req->result == VIRTIO_BLK_S_OK)
-			vlog_rl(LOG_ERR, "[%s q%u] backend I/O failed: %s", vq->blk->name,
+			vlog_rl(LOG_ERR, "[%s q%u] backend I/O failed: %s", vq->devname,
 				vq->index, res < 0 ? strerror(-res) : "short transfer");
 		req->result = VIRTIO_BLK_S_IOERR;
 	}
@@ -108,7 +176,7 @@ bool vblk_complete(struct vq_req *req, int res)
 		return false;
 	req->busy = false;
 	vq->inflight--;
-	STAT_ADD(vq->stats.inflight, -1);
+	STAT_ADD(((struct vblk *)vq->dev)->stats[vq->index].inflight, -1);
 	if (vq->dead)
 		return true;    /* nowhere to report it: the memory is gone */
 	finish(req);
@@ -116,7 +184,7 @@ bool vblk_complete(struct vq_req *req, int res)
 }
 
 /* Hand io to the backend; the request finishes now unless it was queued. */
-static void submit(struct vblk *b, struct vq_req *req, struct be_io *io, struct be_ctx *ctx)
+static void submit(struct vblk *b, struct vblk_req *req, struct be_io *io, struct be_ctx *ctx)
 {
 	unsigned nsqe = 0;
 	int rc;
@@ -129,9 +197,8 @@ static void submit(struct vblk *b, struct vq_req *req, struct be_io *io, struct 
 	io->cookie = req;
 	io->job = &req->job;
 	rc = b->be->ops->submit(b->be, io, ctx, &nsqe);
-	if (rc == -EAGAIN && ctx->ring) {
-		/* The SQ was full: hand it to the kernel, which empties it. */
-		io_uring_submit(ctx->ring);
+	if (rc == -EAGAIN && be_ctx_flush(ctx)) {
+		/* The submission queue was full: the kernel emptied it. */
 		rc = b->be->ops->submit(b->be, io, ctx, &nsqe);
 	}
 	if (rc == BE_QUEUED) {
@@ -139,7 +206,7 @@ static void submit(struct vblk *b, struct vq_req *req, struct be_io *io, struct 
 		req->busy = true;
 		req->pending = nsqe;
 		vq->inflight++;
-		STAT_ADD(vq->stats.inflight, 1);
+		STAT_ADD(b->stats[vq->index].inflight, 1);
 		return;
 	}
 	if (rc < 0)
@@ -147,7 +214,7 @@ static void submit(struct vblk *b, struct vq_req *req, struct be_io *io, struct 
 	finish(req);
 }
 
-static uint8_t parse_ranges(struct vblk *b, struct vq_req *req, struct iovec *iov,
+static uint8_t parse_ranges(struct vblk *b, struct vblk_req *req, struct iovec *iov,
 			    unsigned cnt, uint64_t len, bool zeroes)
 {
 	struct vblk_discard_seg segs[VBLK_MAX_DISCARD_SEG];
@@ -196,11 +263,14 @@ static void fail_faulted(struct vblk *b, struct vq *vq, struct vq_chain *c)
 	}
 	vlog_rl(LOG_WARNING, "[%s q%u] request at head %u has unusable buffers",
 		b->name, vq->index, c->head);
-	STAT_ADD(vq->stats.errors, 1);
+	STAT_ADD(b->stats[vq->index].errors, 1);
 	vq_push_used(vq, c->head, written);
 }
 
-void vblk_handle(struct vblk *b, struct vq *vq, struct vq_req *req, struct be_ctx *ctx)
+/* Start the request whose chain was walked into req->chain: it completes
+ * now (its used element is pushed, not flushed) or when the backend's
+ * completions arrive through vblk_complete(). */
+static void handle(struct vblk *b, struct vq *vq, struct vblk_req *req, struct be_ctx *ctx)
 {
 	struct vq_chain *c = &req->chain;
 	struct vblk_req_hdr hdr;
@@ -294,4 +364,88 @@ void vblk_handle(struct vblk *b, struct vq *vq, struct vq_req *req, struct be_ct
 		break;
 	}
 	finish(req);
+}
+
+/* Run again the requests that were in flight when the previous back-end
+ * died, oldest first, before anything new from the avail ring. */
+static int resubmit(struct vblk *b, struct vq *vq, struct be_ctx *ctx, unsigned room)
+{
+	struct vblk_req *reqs = b->reqs[vq->index];
+	uint16_t heads[VQ_BATCH];
+	unsigned nh = vq_resubmit_heads(vq, heads, room < VQ_BATCH ? room : VQ_BATCH);
+	int n = 0;
+
+	for (; (unsigned)n < nh; n++) {
+		struct vblk_req *req = &reqs[heads[n]];
+
+		if (req->busy)
+			break;
+		if (vq_walk(vq, heads[n], &req->chain) < 0) {
+			vq_flush_used(vq);      /* what did complete is published */
+			vq_mark_broken(vq, "bad descriptor chain in an inflight request");
+			return -1;
+		}
+		be_ctx_make_room(ctx);
+		vq_resubmit_take(vq);
+		handle(b, vq, req, ctx);
+	}
+	vq_flush_used(vq);
+	return n;
+}
+
+int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
+{
+	struct vblk *b = vq->dev;
+	struct vblk_req *reqs = b->reqs[vq->index];
+	uint16_t heads[VQ_BATCH];
+	char why[64] = "";
+	int ok, n = 0;
+
+	if (!vq_accepting(vq))
+		return 0;
+	if (vq->resubmitted < vq->nresubmit)
+		return resubmit(b, vq, ctx, room);
+
+	/* Three passes over the batch so that its cache misses overlap: the
+	 * heads (the ring layer prefetches their descriptors), the chains
+	 * (prefetching the request headers), then the requests.  A bad entry
+	 * ends the batch before it; what came before is still served. */
+	ok = vq_avail_heads(vq, heads, room < VQ_BATCH ? room : VQ_BATCH, why, sizeof(why));
+	if (ok < 0)
+		return -1;
+	if (ok == 0 && !why[0])
+		return 0;
+	for (int i = 0; i < ok; i++) {
+		struct vblk_req *req = &reqs[heads[i]];
+		if (req->busy) {
+			snprintf(why, sizeof(why), "head %u made available twice", heads[i]);
+			ok = i;
+			break;
+		}
+		if (vq_walk(vq, heads[i], &req->chain) < 0) {
+			snprintf(why, sizeof(why), "bad descriptor chain at head %u", heads[i]);
+			ok = i;
+			break;
+		}
+		if (req->chain.nout)
+			__builtin_prefetch(req->chain.iov[0].iov_base);
+	}
+	for (; n < ok; n++) {
+		uint16_t head = heads[n];
+		struct vblk_req *req = &reqs[head];
+
+		if (req->busy) {        /* the same head twice in this batch */
+			snprintf(why, sizeof(why), "head %u made available twice", head);
+			break;
+		}
+		be_ctx_make_room(ctx);
+		vq_take(vq, head);
+		handle(b, vq, req, ctx);
+	}
+	vq_flush_used(vq);
+	if (why[0]) {
+		vq_mark_broken(vq, why);
+		return -1;
+	}
+	return n;
 }

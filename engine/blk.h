@@ -1,47 +1,48 @@
-/* virtio-blk device model: request parsing and execution against a
- * backend (engine threads), and the device state shared with the control
- * thread.  Trust: request headers, sectors, lengths and segment lists come
- * from the guest and are checked here; a bad one becomes a status byte. */
+/* virtio-blk device model: a device's queues and its requests.  It takes
+ * descriptor chains from the ring layer (vq.h), parses each into a request,
+ * checks it, starts it on the backend (backend.h) and writes its status when
+ * it completes (at once for ram/null, later for asynchronous backends).
+ * Engine threads run the requests; the control thread builds the device and
+ * prepares its queues.  Trust: request headers, sectors, lengths and segment
+ * lists come from the guest and are checked here; a bad one becomes a status
+ * byte. */
 #ifndef VHOSTD_BLK_H
 #define VHOSTD_BLK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend.h"
 #include "params.h"
+#include "virtio_blk.h"
 #include "vq.h"
-
-/* virtio-blk request types and status values (virtio 1.2 §5.2.6). */
-#define VIRTIO_BLK_T_IN           0
-#define VIRTIO_BLK_T_OUT          1
-#define VIRTIO_BLK_T_FLUSH        4
-#define VIRTIO_BLK_T_GET_ID       8
-#define VIRTIO_BLK_T_DISCARD      11
-#define VIRTIO_BLK_T_WRITE_ZEROES 13
-
-#define VIRTIO_BLK_S_OK     0
-#define VIRTIO_BLK_S_IOERR  1
-#define VIRTIO_BLK_S_UNSUPP 2
-
-#define VIRTIO_BLK_ID_BYTES 20
-#define VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP 1
 
 /* Limits we advertise in the config space and enforce. */
 #define VBLK_MAX_DISCARD_SEG      16
 #define VBLK_MAX_DISCARD_SECTORS  (1u << 22)    /* 2 GiB per segment */
 #define VBLK_SIZE_MAX             (1u << 20)    /* bytes per data segment */
 
-struct vblk_req_hdr {
-	uint32_t type;
-	uint32_t ioprio;
-	uint64_t sector;
-};
+/* Per-queue counters: written by the engine thread only, read by anyone. */
+struct vblk_stats {
+	_Atomic uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
+	_Atomic uint64_t bytes_read, bytes_written, errors;
+	_Atomic uint64_t inflight;
+} __attribute__((aligned(64)));
 
-struct vblk_discard_seg {
-	uint64_t sector;
-	uint32_t num_sectors;
-	uint32_t flags;
+/* One virtio-blk request, in the slot of its head descriptor. */
+struct vblk_req {
+	struct vq *vq;
+	bool busy;              /* waiting for backend completions */
+	uint8_t type;           /* virtio-blk request type (for stats) */
+	uint8_t result;         /* status so far */
+	uint16_t pending;       /* backend completions still to come */
+	uint8_t *status;
+	uint32_t written;       /* used length on success */
+	uint64_t expect;        /* bytes each READ/WRITE completion must carry */
+	struct be_range ranges[BE_MAX_SQE_PER_REQ];
+	struct be_job job;
+	struct vq_chain chain;
 };
 
 struct vblk {
@@ -50,19 +51,46 @@ struct vblk {
 	struct backend *be;
 	bool wce;                       /* write cache on (writeback) */
 	struct vq vqs[VDEV_MAX_QUEUES];
+	struct vblk_req *reqs[VDEV_MAX_QUEUES]; /* a queue's slots while it runs */
+	struct vblk_stats stats[VDEV_MAX_QUEUES];
 	/* Called on the engine thread when a ring breaks. */
 	void (*ring_broken)(struct vblk *b, struct vq *vq, const char *why);
 	void *owner;
 };
 
-const char *vblk_name(const struct vblk *b);
-void vblk_ring_broken(struct vblk *b, struct vq *vq, const char *why);
-/* Start the request whose chain was walked into req->chain: it completes
- * now (its used element is pushed, not flushed) or when the backend's
- * completions arrive through vblk_complete(). */
-void vblk_handle(struct vblk *b, struct vq *vq, struct vq_req *req, struct be_ctx *ctx);
-/* One backend completion for req (res: bytes or 0 on success, -errno).
- * Returns true when this finished the request (used element pushed). */
-bool vblk_complete(struct vq_req *req, int res);
+/* The one constructor: a device named name with parameters p, its queues
+ * initialised and stopped, its backend opened (p->size 0 with a file
+ * backing: the file's size, which b->params.size then holds), the write
+ * cache on.  -errno and a reason in err. */
+int vblk_create(const char *name, const struct vdev_params *p, struct vblk **out,
+		char *err, size_t errlen);
+/* Close the backend, release the queues, free.  No queue may run. */
+void vblk_destroy(struct vblk *b);
+
+/* Control thread, queue stopped: map the rings and allocate the request
+ * slots (before attach), release them (after detach), or reset the queue to
+ * its unconfigured state.  0 or -errno and a reason. */
+int vblk_queue_prepare(struct vblk *b, struct vq *vq, char *err, size_t errlen);
+void vblk_queue_release(struct vblk *b, struct vq *vq);
+void vblk_queue_reset(struct vblk *b, struct vq *vq);
+
+/* Engine side.  Start up to `room` requests of vq (at most VQ_BATCH):
+ * requests left in flight by a previous back-end first, then new ones.
+ * Returns how many, or -1 if the ring broke. */
+int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room);
+/* One backend completion for a request (the cookie of its be_io; res:
+ * bytes or 0 on success, -errno).  Returns true when this finished the
+ * request (used element pushed, not yet flushed). */
+bool vblk_complete(void *cookie, int res);
+/* The queue a completion cookie belongs to (for fault attribution). */
+static inline struct vq *vblk_cookie_vq(void *cookie)
+{
+	return ((struct vblk_req *)cookie)->vq;
+}
+
+/* The virtio feature bits this device offers (without vhost-user's own)
+ * and its configuration space (blkcfg.c).  Control thread. */
+uint64_t blkcfg_features(const struct vblk *b);
+void blkcfg_build(const struct vblk *b, struct virtio_blk_config *cfg);
 
 #endif

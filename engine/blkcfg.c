@@ -1,5 +1,5 @@
-/* virtio-blk features and config space; see blkcfg.h. */
-#include "blkcfg.h"
+/* virtio-blk features and config space; see blk.h. */
+#include "blk.h"
 
 #include <string.h>
 

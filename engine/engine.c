@@ -1,13 +1,13 @@
-/* Engine poll threads, their mailbox, their io_uring, and the worker pool
- * for backend work that has no io_uring form; see engine.h.
- * Each thread loops: commands, completions, new requests from its vqs, one
- * io_uring_submit for all of them.  When nothing happened for idle_us it
- * asks the guests for kicks and sleeps in epoll on their kick eventfds, its
- * ring's eventfd and its mailbox (adaptive mode). */
+/* Engine poll threads, their mailbox, and the worker pool for backend work
+ * that has no asynchronous form; see engine.h.
+ * Each thread loops: commands, backend completions, new requests from its
+ * vqs, one submission to the backend context for all of them.  When nothing
+ * happened for idle_us it asks the guests for kicks and sleeps in epoll on
+ * their kick eventfds, its backend context's eventfd and its mailbox
+ * (adaptive mode). */
 #include "engine.h"
 
 #include <errno.h>
-#include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -52,10 +52,7 @@ struct eng_thread {
 	pthread_t tid;
 	int epfd;
 	int wake_fd;                    /* mailbox doorbell */
-	int ring_fd;                    /* eventfd of the io_uring (-1 = none) */
-	struct io_uring ring;
-	bool has_ring;
-	struct be_ctx ctx;
+	struct be_ctx ctx;              /* its backend context (io_uring) */
 
 	pthread_mutex_t lock;           /* mailbox and done list only */
 	pthread_cond_t cond;
@@ -187,7 +184,7 @@ static void vq_started(struct eng_thread *t, struct vq *vq)
 	if (vq->kick_fd >= 0) {
 		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = vq };
 		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, vq->kick_fd, &ev) < 0)
-			vlog(LOG_ERR, "[%s q%u] epoll_ctl: %s", vblk_name(vq->blk),
+			vlog(LOG_ERR, "[%s q%u] epoll_ctl: %s", vq->devname,
 			     vq->index, strerror(errno));
 	}
 	/* A kick may have come before we listened: the loop looks at the
@@ -250,13 +247,12 @@ static void check_detaching(struct eng_thread *t)
  * rest of the list (a lost command would never be acknowledged). */
 static void complete_job(struct eng_thread *t, struct be_job *job)
 {
-	struct vq_req *req = job->cookie;
 	struct fault_scope fs;
 
 	t->ctx.inflight--;
-	t->cur_vq = req->vq;
+	t->cur_vq = vblk_cookie_vq(job->cookie);
 	if (FAULT_TRY(&fs))
-		vblk_complete(req, job->res);
+		vblk_complete(job->cookie, job->res);
 	else
 		eng_fault(t);
 	fault_end(&fs);
@@ -322,43 +318,13 @@ static unsigned run_cmds(struct eng_thread *t, bool *stop)
 
 /* --- the loop --------------------------------------------------------------- */
 
-/* Reap io_uring completions; returns how many. */
-static unsigned reap(struct eng_thread *t)
+/* A backend completion: the request it belongs to may finish. */
+static void complete_io(void *arg, void *cookie, int res)
 {
-	struct io_uring_cqe *cqe;
-	unsigned n = 0;
+	struct eng_thread *t = arg;
 
-	if (!t->has_ring)
-		return 0;
-	/* One completion at a time, consumed before it is acted on: a fault
-	 * while reporting it must not make us see it twice. */
-	while (io_uring_peek_cqe(&t->ring, &cqe) == 0) {
-		struct vq_req *req = io_uring_cqe_get_data(cqe);
-		int res = cqe->res;
-
-		io_uring_cqe_seen(&t->ring, cqe);
-		t->ctx.inflight--;
-		n++;
-		if (req) {
-			t->cur_vq = req->vq;
-			vblk_complete(req, res);
-		}
-	}
-	return n;
-}
-
-/* Requests one vq may start now without overflowing the completion queue. */
-static unsigned room(struct eng_thread *t)
-{
-	unsigned cq, used;
-
-	if (!t->has_ring)
-		return VQ_BATCH;
-	cq = *t->ring.cq.kring_entries;
-	used = t->ctx.inflight + io_uring_sq_ready(&t->ring);
-	if (used + BE_MAX_SQE_PER_REQ > cq)
-		return 0;
-	return (cq - used) / BE_MAX_SQE_PER_REQ;
+	t->cur_vq = vblk_cookie_vq(cookie);
+	vblk_complete(cookie, res);
 }
 
 /* Arm notifications on every vq and sleep unless work is already there. */
@@ -378,11 +344,9 @@ static void eng_sleep(struct eng_thread *t)
 		if (vq_set_notify(vq, true))
 			work = true;
 	}
-	if (t->has_ring) {
-		io_uring_cq_eventfd_toggle(&t->ring, true);
-		if (io_uring_cq_ready(&t->ring))
-			work = true;
-	}
+	be_ctx_arm(&t->ctx, true);
+	if (be_ctx_ready(&t->ctx))
+		work = true;
 	atomic_store(&t->sleeping, true);
 	if (!work && !atomic_load(&t->pending)) {
 		n = epoll_wait(t->epfd, evs, 64, -1);
@@ -391,14 +355,13 @@ static void eng_sleep(struct eng_thread *t)
 			if (p == &ev_wake_marker)
 				drain_fd(t->wake_fd);
 			else if (p == &ev_ring_marker)
-				drain_fd(t->ring_fd);
+				drain_fd(t->ctx.ring_fd);
 			else
 				drain_fd(((struct vq *)p)->kick_fd);
 		}
 	}
 	atomic_store(&t->sleeping, false);
-	if (t->has_ring)
-		io_uring_cq_eventfd_toggle(&t->ring, false);
+	be_ctx_arm(&t->ctx, false);
 	if (t->eng->mode != CORE_POLL_INTERRUPT)
 		for (unsigned i = 0; i < t->nvq; i++) {
 			t->cur_vq = t->vqs[i];
@@ -420,7 +383,7 @@ static void eng_fault(struct eng_thread *t)
 	}
 	vq->dead = true;
 	vlog(LOG_ERR, "[%s q%u] guest memory at %#lx vanished (SIGBUS): the front-end "
-	     "truncated it", vblk_name(vq->blk), vq->index, (unsigned long)fault_addr);
+	     "truncated it", vq->devname, vq->index, (unsigned long)fault_addr);
 	vq_mark_broken(vq, "guest memory vanished under the device (truncated by the front-end)");
 }
 
@@ -501,16 +464,15 @@ static void *eng_main(void *arg)
 		}
 		if (atomic_load_explicit(&t->pending, memory_order_acquire))
 			work += run_cmds(t, &t->stop);
-		work += reap(t);
+		work += be_ctx_reap(&t->ctx, complete_io, t);
 		for (unsigned i = 0; i < t->nvq; i++) {
 			int n;
 			t->cur_vq = t->vqs[i];
-			n = vq_poll(t->vqs[i], &t->ctx, room(t));
+			n = vblk_poll(t->vqs[i], &t->ctx, be_ctx_room(&t->ctx));
 			if (n > 0)
 				work += n;
 		}
-		if (t->has_ring && io_uring_sq_ready(&t->ring))
-			io_uring_submit(&t->ring);
+		be_ctx_flush(&t->ctx);
 		if (work)
 			for (unsigned i = 0; i < t->nvq; i++) {
 				t->cur_vq = t->vqs[i];
@@ -569,9 +531,9 @@ static int eng_send(struct eng_thread *t, enum eng_cmd_op op, struct vq *vq)
 		if (vq)
 			vlog(LOG_WARNING, "[%s q%u] still waiting after %u s for engine %u to %s it: "
 			     "%u request(s) in flight on the backend have not completed",
-			     vblk_name(vq->blk), vq->index, waited, t->id,
+			     vq->devname, vq->index, waited, t->id,
 			     op == ENG_ATTACH ? "attach" : "detach",
-			     (unsigned)atomic_load(&vq->stats.inflight));
+			     (unsigned)atomic_load(&((struct vblk *)vq->dev)->stats[vq->index].inflight));
 		else
 			vlog(LOG_WARNING, "[engine %u] still waiting after %u s for it to stop",
 			     t->id, waited);
@@ -583,8 +545,7 @@ static int eng_send(struct eng_thread *t, enum eng_cmd_op op, struct vq *vq)
 static int thread_init(struct engine *eng, struct eng_thread *t, unsigned i, int cpu)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &ev_wake_marker };
-	struct io_uring_params up = { 0 };
-	int rc;
+	int rc, why = 0;
 
 	t->eng = eng;
 	t->id = i;
@@ -596,26 +557,17 @@ static int thread_init(struct engine *eng, struct eng_thread *t, unsigned i, int
 	    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->wake_fd, &ev) < 0)
 		return -errno;
 
-	/* A larger completion queue than submission queue: requests stay in
-	 * flight far longer than they sit in the SQ. */
-	up.flags = IORING_SETUP_CQSIZE;
-	up.cq_entries = eng->uring_entries * 4;
-	rc = io_uring_queue_init_params(eng->uring_entries, &t->ring, &up);
-	if (rc < 0) {
+	rc = be_ctx_init(&t->ctx, eng->uring_entries, &why);
+	if (rc == BE_CTX_NO_URING) {
 		vlog(LOG_WARNING, "[engine %u] io_uring unavailable (%s): file backends disabled",
-		     i, strerror(-rc));
+		     i, strerror(why));
 		return 0;
 	}
-	t->ring_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (rc < 0)
+		return rc;
 	ev.data.ptr = &ev_ring_marker;
-	if (t->ring_fd < 0 || io_uring_register_eventfd(&t->ring, t->ring_fd) < 0 ||
-	    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->ring_fd, &ev) < 0) {
-		io_uring_queue_exit(&t->ring);
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->ctx.ring_fd, &ev) < 0)
 		return -errno;
-	}
-	io_uring_cq_eventfd_toggle(&t->ring, false);
-	t->has_ring = true;
-	t->ctx.ring = &t->ring;
 	return 0;
 }
 
@@ -646,7 +598,7 @@ int eng_create(const struct core_opts *opts, struct engine **out)
 	eng->nalloc = n;
 	for (unsigned i = 0; i < n; i++) {
 		struct eng_thread *t = &eng->threads[i];
-		t->epfd = t->wake_fd = t->ring_fd = -1;
+		t->epfd = t->wake_fd = t->ctx.ring_fd = -1;
 		pthread_mutex_init(&t->lock, NULL);
 		pthread_condattr_t ca;
 		pthread_condattr_init(&ca);
@@ -700,10 +652,7 @@ void eng_destroy(struct engine *eng)
 		pthread_join(eng->workers[i], NULL);
 	for (unsigned i = 0; i < eng->nalloc; i++) {
 		struct eng_thread *t = &eng->threads[i];
-		if (t->has_ring)
-			io_uring_queue_exit(&t->ring);
-		if (t->ring_fd >= 0)
-			close(t->ring_fd);
+		be_ctx_fini(&t->ctx);
 		if (t->epfd >= 0)
 			close(t->epfd);
 		if (t->wake_fd >= 0)
@@ -721,7 +670,7 @@ unsigned eng_nthreads(const struct engine *eng)
 
 bool eng_has_uring(const struct engine *eng)
 {
-	return eng->nthreads && eng->threads[0].has_ring;
+	return eng->nthreads && eng->threads[0].ctx.ring;
 }
 
 int eng_attach(struct engine *eng, struct vq *vq, unsigned hint)

@@ -8,21 +8,28 @@
 #include "vq.h"
 
 #include <errno.h>
-#include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "blk.h"
 #include "log.h"
 
-void vq_init(struct vq *vq, unsigned index, struct vblk *blk)
+void vq_init(struct vq *vq, unsigned index, void *dev, const char *devname,
+	     void (*on_broken)(struct vq *vq, const char *why))
 {
-	memset(vq, 0, offsetof(struct vq, stats));
+	memset(vq, 0, sizeof(*vq));
 	vq->index = index;
-	vq->blk = blk;
+	vq->dev = dev;
+	vq->devname = devname;
+	vq->on_broken = on_broken;
 	vq->kick_fd = vq->call_fd = vq->err_fd = -1;
+}
+
+void vq_reset(struct vq *vq)
+{
+	vq_release(vq);
+	vq_init(vq, vq->index, vq->dev, vq->devname, vq->on_broken);
 }
 
 int vq_prepare(struct vq *vq, char *err, size_t errlen)
@@ -46,22 +53,11 @@ int vq_prepare(struct vq *vq, char *err, size_t errlen)
 		snprintf(err, errlen, "queue %u: ring addresses are misaligned", vq->index);
 		return -EINVAL;
 	}
-	if (!vq->reqs) {
-		vq->reqs = calloc(vq->num, sizeof(*vq->reqs));
-		if (!vq->reqs) {
-			snprintf(err, errlen, "queue %u: out of memory", vq->index);
-			return -ENOMEM;
-		}
-		for (unsigned i = 0; i < vq->num; i++)
-			vq->reqs[i].vq = vq;
-	}
 	return 0;
 }
 
 void vq_release(struct vq *vq)
 {
-	free(vq->reqs);
-	vq->reqs = NULL;
 	free(vq->resubmit);
 	vq->resubmit = NULL;
 	vq->nresubmit = vq->resubmitted = 0;
@@ -129,12 +125,13 @@ void vq_mark_broken(struct vq *vq, const char *why)
 	if (atomic_exchange(&vq->broken, true))
 		return;
 	vlog(LOG_ERR, "[%s q%u] broken ring: %s; dropping the connection",
-	     vblk_name(vq->blk), vq->index, why);
+	     vq->devname, vq->index, why);
 	if (vq->err_fd >= 0) {
 		uint64_t one = 1;
 		(void)!write(vq->err_fd, &one, sizeof(one));
 	}
-	vblk_ring_broken(vq->blk, vq, why);
+	if (vq->on_broken)
+		vq->on_broken(vq, why);
 }
 
 /* Add one descriptor's buffer to the chain. */
@@ -311,121 +308,53 @@ bool vq_set_notify(struct vq *vq, bool on)
 	return READ_ONCE(vq->avail->idx) != vq->last_avail;
 }
 
-/* Keep room in the submission queue for the biggest request, so that a
- * backend never finds it full halfway. */
-static void make_sq_room(struct be_ctx *ctx)
+unsigned vq_resubmit_heads(struct vq *vq, uint16_t *heads, unsigned max)
 {
-	if (ctx->ring && io_uring_sq_space_left(ctx->ring) < BE_MAX_SQE_PER_REQ)
-		io_uring_submit(ctx->ring);
-}
+	unsigned n = 0;
 
-/* Run again the requests that were in flight when the previous back-end
- * died, oldest first, before anything new from the avail ring. */
-static int resubmit(struct vq *vq, struct be_ctx *ctx, unsigned room)
-{
-	int n = 0;
-
-	while (vq->resubmitted < vq->nresubmit && (unsigned)n < room && n < VQ_BATCH) {
-		uint16_t head = vq->resubmit[vq->resubmitted];
-		struct vq_req *req = &vq->reqs[head];
-
-		if (req->busy)
-			break;
-		if (vq_walk(vq, head, &req->chain) < 0) {
-			vq_flush_used(vq);      /* what did complete is published */
-			vq_mark_broken(vq, "bad descriptor chain in an inflight request");
-			return -1;
-		}
-		make_sq_room(ctx);
-		vq->resubmitted++;
-		vblk_handle(vq->blk, vq, req, ctx);
+	while (vq->resubmitted + n < vq->nresubmit && n < max) {
+		heads[n] = vq->resubmit[vq->resubmitted + n];
 		n++;
 	}
-	vq_flush_used(vq);
 	return n;
 }
 
-int vq_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
+int vq_avail_heads(struct vq *vq, uint16_t *heads, unsigned max, char *why, size_t whylen)
 {
-	uint16_t avail_idx, pending;
-	int n = 0;
+	uint16_t avail_idx = READ_ONCE(vq->avail->idx);
+	uint16_t pending = avail_idx - vq->last_avail;
 
-	if (vq->draining || atomic_load_explicit(&vq->broken, memory_order_relaxed))
-		return 0;
-	if (vq->resubmitted < vq->nresubmit)
-		return resubmit(vq, ctx, room);
-	avail_idx = READ_ONCE(vq->avail->idx);
-	pending = avail_idx - vq->last_avail;
 	if (pending == 0)
 		return 0;
 	if (pending > vq->num) {
-		char why[96];
-		snprintf(why, sizeof(why), "avail index %u is %u ahead of %u (queue size %u)",
+		char msg[96];
+		snprintf(msg, sizeof(msg), "avail index %u is %u ahead of %u (queue size %u)",
 			 avail_idx, pending, vq->last_avail, vq->num);
-		vq_mark_broken(vq, why);
+		vq_mark_broken(vq, msg);
 		return -1;
 	}
 	ring_rmb();     /* ring entries after the index that published them */
-	if (pending > VQ_BATCH)
-		pending = VQ_BATCH;
-	if (pending > room)
-		pending = room;
-
-	/* Three passes over the batch so that its cache misses overlap: the
-	 * heads (prefetching their descriptors), the chains (prefetching the
-	 * request headers), then the requests.  A bad entry ends the batch
-	 * before it; what came before is still served. */
-	uint16_t heads[VQ_BATCH];
-	unsigned ok = pending;
-	char why[64] = "";
-
-	for (unsigned i = 0; i < ok; i++) {
+	if (pending > max)
+		pending = max;
+	for (unsigned i = 0; i < pending; i++) {
 		uint16_t head = READ_ONCE(vq->avail->ring[(uint16_t)(vq->last_avail + i) &
 							  (vq->num - 1)]);
 		if (head >= vq->num) {
-			snprintf(why, sizeof(why), "head index %u out of range", head);
-			ok = i;
-			break;
+			snprintf(why, whylen, "head index %u out of range", head);
+			return i;
 		}
 		heads[i] = head;
 		__builtin_prefetch(&vq->desc[head]);
 	}
-	for (unsigned i = 0; i < ok; i++) {
-		struct vq_req *req = &vq->reqs[heads[i]];
-		if (req->busy) {
-			snprintf(why, sizeof(why), "head %u made available twice", heads[i]);
-			ok = i;
-			break;
-		}
-		if (vq_walk(vq, heads[i], &req->chain) < 0) {
-			snprintf(why, sizeof(why), "bad descriptor chain at head %u", heads[i]);
-			ok = i;
-			break;
-		}
-		if (req->chain.nout)
-			__builtin_prefetch(req->chain.iov[0].iov_base);
-	}
-	for (; n < (int)ok; n++) {
-		uint16_t head = heads[n];
-		struct vq_req *req = &vq->reqs[head];
+	return pending;
+}
 
-		if (req->busy) {        /* the same head twice in this batch */
-			snprintf(why, sizeof(why), "head %u made available twice", head);
-			break;
-		}
-		make_sq_room(ctx);
-		if (vq->infl) {
-			WRITE_ONCE(vq->infl->desc[head].counter, vq->infl_counter++);
-			ring_wmb();     /* the order stamp before the mark */
-			WRITE_ONCE(vq->infl->desc[head].inflight, 1);
-		}
-		vq->last_avail++;
-		vblk_handle(vq->blk, vq, req, ctx);
+void vq_take(struct vq *vq, uint16_t head)
+{
+	if (vq->infl) {
+		WRITE_ONCE(vq->infl->desc[head].counter, vq->infl_counter++);
+		ring_wmb();     /* the order stamp before the mark */
+		WRITE_ONCE(vq->infl->desc[head].inflight, 1);
 	}
-	vq_flush_used(vq);
-	if (why[0]) {
-		vq_mark_broken(vq, why);
-		return -1;
-	}
-	return n;
+	vq->last_avail++;
 }

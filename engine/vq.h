@@ -1,9 +1,13 @@
-/* A split virtqueue, device side.
+/* A split virtqueue, device side: the ring layer.  It hands out the heads
+ * the driver made available and walks their descriptor chains into iovecs;
+ * it takes back used elements and publishes them.  It knows nothing of the
+ * requests the chains carry (that is the device model's business, blk.h)
+ * nor of how their I/O is done (backend.h).
  * Ownership: the control thread configures a vq while it is stopped
  * (fields under "config"); once attached to an engine thread only that
- * thread touches the ring, the request slots and the "engine" fields, until
- * a detach command has been acknowledged — which waits for the requests in
- * flight to complete.  Nothing read from the ring is trusted. */
+ * thread touches the ring and the "engine" fields, until a detach command
+ * has been acknowledged — which waits for the requests in flight to
+ * complete.  Nothing read from the ring is trusted. */
 #ifndef VHOSTD_VQ_H
 #define VHOSTD_VQ_H
 
@@ -12,7 +16,6 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "backend.h"
 #include "mem.h"
 #include "ring.h"
 
@@ -23,15 +26,7 @@
 #define VQ_SEG_MAX      126
 #define VQ_MAX_IOV      (VQ_SEG_MAX + 2 + MEM_MAX_REGIONS)
 
-struct vblk;
 struct eng_thread;
-
-/* Per-queue counters: written by the engine thread only, read by anyone. */
-struct vq_stats {
-	_Atomic uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
-	_Atomic uint64_t bytes_read, bytes_written, errors;
-	_Atomic uint64_t inflight;
-};
 
 /* A descriptor chain, walked and translated. */
 struct vq_chain {
@@ -45,21 +40,6 @@ struct vq_chain {
 	struct iovec iov[VQ_MAX_IOV];
 };
 
-/* One request in flight, in the slot of its head descriptor. */
-struct vq_req {
-	struct vq *vq;
-	bool busy;
-	uint8_t type;           /* virtio-blk request type (for stats) */
-	uint8_t result;         /* status so far */
-	uint16_t pending;       /* backend completions still to come */
-	uint8_t *status;
-	uint32_t written;       /* used length on success */
-	uint64_t expect;        /* bytes each READ/WRITE completion must carry */
-	struct be_range ranges[BE_MAX_SQE_PER_REQ];
-	struct be_job job;
-	struct vq_chain chain;
-};
-
 struct vq {
 	/* config (control thread, while stopped) */
 	unsigned index;
@@ -71,9 +51,11 @@ struct vq {
 	bool started;                   /* SET_VRING_KICK seen, no GET_VRING_BASE since */
 	bool enabled;                   /* SET_VRING_ENABLE */
 	bool attached;                  /* running on an engine thread */
-	struct vblk *blk;               /* the device whose requests these are */
+	void *dev;                      /* the device model's object (opaque here) */
+	const char *devname;            /* for log lines */
+	/* Called on the engine thread when the ring breaks. */
+	void (*on_broken)(struct vq *vq, const char *why);
 	const struct mem_table *mem;
-	struct vq_req *reqs;            /* num slots, allocated while attached */
 	struct vq_inflight *infl;       /* inflight region, NULL if not tracked */
 	uint16_t *resubmit;             /* heads to run again after a restart */
 	unsigned nresubmit, resubmitted;
@@ -94,15 +76,19 @@ struct vq {
 	_Atomic bool broken;
 	bool dead;                      /* its guest memory vanished: never touch it */
 	struct eng_thread *thread;
-
-	struct vq_stats stats __attribute__((aligned(64)));
 };
 
-void vq_init(struct vq *vq, unsigned index, struct vblk *blk);
-/* Translate ring addresses against vq->mem and allocate the request slots
- * (control thread, before attach).  0 or -errno with a reason. */
+/* A stopped, unconfigured queue of device dev (whose name it logs and whose
+ * on_broken it calls). */
+void vq_init(struct vq *vq, unsigned index, void *dev, const char *devname,
+	     void (*on_broken)(struct vq *vq, const char *why));
+/* Back to the state vq_init left (control thread, after detach). */
+void vq_reset(struct vq *vq);
+/* Translate ring addresses against vq->mem (control thread, before
+ * attach).  0 or -errno with a reason. */
 int vq_prepare(struct vq *vq, char *err, size_t errlen);
-/* Free what vq_prepare allocated (control thread, after detach). */
+/* Free what vq_prepare and vq_inflight_recover allocated (control thread,
+ * after detach). */
 void vq_release(struct vq *vq);
 /* With vq->infl set and rings mapped: retire a batch a crash cut short,
  * and queue the requests that were in flight for resubmission (in the
@@ -111,9 +97,27 @@ void vq_release(struct vq *vq);
 unsigned vq_inflight_recover(struct vq *vq);
 
 /* Engine side. */
-/* Start up to `room` requests (at most VQ_BATCH); returns how many, or -1
- * if the ring broke. */
-int vq_poll(struct vq *vq, struct be_ctx *ctx, unsigned room);
+/* Whether the ring may hand out requests (not broken, not being drained). */
+static inline bool vq_accepting(struct vq *vq)
+{
+	return !vq->draining && !atomic_load_explicit(&vq->broken, memory_order_relaxed);
+}
+/* Heads to run again after a restart (vq_inflight_recover), oldest first:
+ * up to max of them into heads, without taking them.  Returns how many. */
+unsigned vq_resubmit_heads(struct vq *vq, uint16_t *heads, unsigned max);
+/* A resubmitted head was taken (in vq_resubmit_heads order). */
+static inline void vq_resubmit_take(struct vq *vq)
+{
+	vq->resubmitted++;
+}
+/* The heads the driver made available, up to max, without taking them.
+ * Returns how many are valid; a bad entry ends the list and its reason is
+ * left in why (the caller serves what came before, then breaks the ring).
+ * Returns -1 (ring broken) if the avail index itself is impossible. */
+int vq_avail_heads(struct vq *vq, uint16_t *heads, unsigned max, char *why, size_t whylen);
+/* Take the next available head (the one vq_avail_heads listed first that
+ * was not taken yet): it is the device's until vq_push_used. */
+void vq_take(struct vq *vq, uint16_t head);
 /* Ask the guest for kicks (true) or tell it not to bother (false); enabling
  * returns true if work arrived meanwhile (so do not sleep). */
 bool vq_set_notify(struct vq *vq, bool on);

@@ -36,7 +36,7 @@ struct ev_src {
 
 struct vdev {
 	struct core *core;
-	struct vblk blk;
+	struct vblk *blk;
 	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	dev_t sock_dev;
 	ino_t sock_ino;
@@ -147,7 +147,7 @@ static void run_calls(struct core *core)
 
 static bool backend_failed(struct vdev *d)
 {
-	return d->blk.be && atomic_load(&d->blk.be->failed);
+	return d->blk->be && atomic_load(&d->blk->be->failed);
 }
 
 static void conn_close(struct vdev *d, const char *why)
@@ -157,17 +157,17 @@ static void conn_close(struct vdev *d, const char *why)
 	if (!c)
 		return;
 	if (why && why[0]) {
-		vlog(LOG_WARNING, "[%s] front-end disconnected: %s", d->blk.name, why);
+		vlog(LOG_WARNING, "[%s] front-end disconnected: %s", d->blk->name, why);
 		set_error(d, why);
 	} else {
-		vlog(LOG_INFO, "[%s] front-end disconnected", d->blk.name);
+		vlog(LOG_INFO, "[%s] front-end disconnected", d->blk->name);
 	}
 	epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	vu_conn_teardown(c);
 	close(c->fd);
 	free(c);
 	d->conn = NULL;
-	d->blk.wce = true;
+	d->blk->wce = true;
 	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_LISTENING);
 }
 
@@ -186,7 +186,7 @@ static void conn_accept(struct vdev *d)
 	fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno != EAGAIN && errno != EINTR)
-			vlog(LOG_WARNING, "[%s] accept: %s", d->blk.name, strerror(errno));
+			vlog(LOG_WARNING, "[%s] accept: %s", d->blk->name, strerror(errno));
 		return;
 	}
 	if (d->conn && conn_hung_up(d->conn)) {
@@ -196,7 +196,7 @@ static void conn_accept(struct vdev *d)
 	}
 	if (d->conn) {
 		/* One front-end per device, like a disk in one VM. */
-		vlog(LOG_WARNING, "[%s] refused a second front-end connection", d->blk.name);
+		vlog(LOG_WARNING, "[%s] refused a second front-end connection", d->blk->name);
 		close(fd);
 		return;
 	}
@@ -205,7 +205,7 @@ static void conn_accept(struct vdev *d)
 		close(fd);
 		return;
 	}
-	vu_conn_init(c, fd, &d->blk, d->core->eng, d->seq);
+	vu_conn_init(c, fd, d->blk, d->core->eng, d->seq);
 	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		free(c);
 		close(fd);
@@ -213,7 +213,7 @@ static void conn_accept(struct vdev *d)
 	}
 	d->conn = c;
 	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_CONNECTED);
-	vlog(LOG_INFO, "[%s] front-end connected", d->blk.name);
+	vlog(LOG_INFO, "[%s] front-end connected", d->blk->name);
 }
 
 static void conn_readable(struct vdev *d)
@@ -269,15 +269,15 @@ static void udev_event(struct core *core)
 	if (gone && devnum) {
 		for (struct vdev *d = core->devs; d; d = d->next) {
 			char msg[VDEV_ERR_MAX + 4096];
-			if (!d->blk.be || d->blk.be->rdev != devnum || backend_failed(d))
+			if (!d->blk->be || d->blk->be->rdev != devnum || backend_failed(d))
 				continue;
-			atomic_store(&d->blk.be->failed, true);
+			atomic_store(&d->blk->be->failed, true);
 			atomic_store(&d->state, VDEV_ERROR);
 			snprintf(msg, sizeof(msg),
 				 "backing device %s (%u:%u) disappeared; I/O fails until it is reconfigured",
-				 d->blk.params.path, major(devnum), minor(devnum));
+				 d->blk->params.path, major(devnum), minor(devnum));
 			set_error(d, msg);
-			vlog(LOG_ERR, "[%s] %s", d->blk.name, msg);
+			vlog(LOG_ERR, "[%s] %s", d->blk->name, msg);
 		}
 	}
 	udev_device_unref(ud);
@@ -475,7 +475,7 @@ static void dev_free(struct vdev *d)
 		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, d->broken_fd, NULL);
 		close(d->broken_fd);
 	}
-	be_close(d->blk.be);
+	vblk_destroy(d->blk);
 	pthread_mutex_destroy(&d->err_lock);
 	free(d);
 }
@@ -501,21 +501,15 @@ static int do_create(struct core *core, void *arg)
 	d->core = core;
 	d->listen_fd = d->broken_fd = -1;
 	pthread_mutex_init(&d->err_lock, NULL);
-	snprintf(d->blk.name, sizeof(d->blk.name), "%s", a->name);
-	d->blk.params = *a->p;
-	d->blk.wce = true;
-	d->blk.owner = d;
-	d->blk.ring_broken = on_ring_broken;
-	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
-		vq_init(&d->blk.vqs[i], i, &d->blk);
 	d->ev_listen = (struct ev_src){ EV_LISTEN, d };
 	d->ev_conn = (struct ev_src){ EV_CONN, d };
 	d->ev_broken = (struct ev_src){ EV_BROKEN, d };
 
-	rc = be_open(a->p, &d->blk.be, a->err, a->errlen);
+	rc = vblk_create(a->name, a->p, &d->blk, a->err, a->errlen);
 	if (rc < 0)
 		goto fail;
-	d->blk.params.size = d->blk.be->size;
+	d->blk->owner = d;
+	d->blk->ring_broken = on_ring_broken;
 	d->broken_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->broken_fd < 0) {
 		rc = -errno;
@@ -540,8 +534,8 @@ static int do_create(struct core *core, void *arg)
 	core->devs = d;
 	a->out = d;
 	vlog(LOG_INFO, "[%s] listening on %s (%s, %llu bytes, block %u, %u queue%s%s)",
-	     d->blk.name, d->sock_path, be_kind_name(a->p->backing),
-	     (unsigned long long)d->blk.params.size, a->p->block_size, a->p->queues,
+	     d->blk->name, d->sock_path, be_kind_name(a->p->backing),
+	     (unsigned long long)d->blk->params.size, a->p->block_size, a->p->queues,
 	     a->p->queues > 1 ? "s" : "", a->p->readonly ? ", read-only" : "");
 	return 0;
 fail:
@@ -584,30 +578,30 @@ struct set_args {
  * are opened again; if even that fails the device stays in error. */
 static int reopen_backend(struct vdev *d, const struct vdev_params *p, char *err, size_t errlen)
 {
-	struct vdev_params old = d->blk.params;
+	struct vdev_params old = d->blk->params;
 	struct backend *be;
 	char err2[VDEV_ERR_MAX];
 	int rc;
 
-	be_close(d->blk.be);
-	d->blk.be = NULL;
+	be_close(d->blk->be);
+	d->blk->be = NULL;
 	rc = be_open(p, &be, err, errlen);
 	if (rc == 0) {
-		d->blk.be = be;
+		d->blk->be = be;
 		return 0;
 	}
 	if (old.backing == BE_FILE)
 		old.size = 0;   /* whatever the file has now */
 	if (be_open(&old, &be, err2, sizeof(err2)) == 0) {
-		d->blk.be = be;
+		d->blk->be = be;
 		return rc;
 	}
 	/* Keep a backend so the data path never sees none: a failed one. */
 	old.backing = BE_NULL;
-	old.size = d->blk.params.size;
+	old.size = d->blk->params.size;
 	if (be_open(&old, &be, err2, sizeof(err2)) == 0) {
 		atomic_store(&be->failed, true);
-		d->blk.be = be;
+		d->blk->be = be;
 	}
 	atomic_store(&d->state, VDEV_ERROR);
 	set_error(d, err);
@@ -618,7 +612,7 @@ static int do_set_params(struct core *core, void *arg)
 {
 	struct set_args *a = arg;
 	struct vdev *d = a->d;
-	const struct vdev_params *old = &d->blk.params, *p = a->p;
+	const struct vdev_params *old = &d->blk->params, *p = a->p;
 	bool same_backing = p->backing == old->backing && strcmp(p->path, old->path) == 0;
 	int rc;
 
@@ -626,22 +620,22 @@ static int do_set_params(struct core *core, void *arg)
 		snprintf(a->err, a->errlen, "a front-end is connected");
 		return -EBUSY;
 	}
-	if (!d->blk.be || !same_backing ||
+	if (!d->blk->be || !same_backing ||
 	    (p->readonly != old->readonly && p->backing == BE_FILE) ||
-	    (p->size && p->size != d->blk.be->size && !d->blk.be->ops->resize)) {
+	    (p->size && p->size != d->blk->be->size && !d->blk->be->ops->resize)) {
 		rc = reopen_backend(d, p, a->err, a->errlen);
 		if (rc < 0)
 			return rc;
-	} else if (p->size && p->size != d->blk.be->size) {
-		rc = d->blk.be->ops->resize(d->blk.be, p->size);
+	} else if (p->size && p->size != d->blk->be->size) {
+		rc = d->blk->be->ops->resize(d->blk->be, p->size);
 		if (rc < 0) {
 			snprintf(a->err, a->errlen, "cannot resize to %llu bytes: %s",
 				 (unsigned long long)p->size, strerror(-rc));
 			return rc;
 		}
 	}
-	d->blk.params = *p;
-	d->blk.params.size = d->blk.be->size;
+	d->blk->params = *p;
+	d->blk->params.size = d->blk->be->size;
 	if (atomic_load(&d->state) == VDEV_ERROR && !backend_failed(d))
 		atomic_store(&d->state, VDEV_LISTENING);
 	return 0;
@@ -678,7 +672,7 @@ static int do_destroy(struct core *core, void *arg)
 			break;
 		}
 	}
-	vlog(LOG_INFO, "[%s] %s", a->d->blk.name, a->keep_socket ? "stopped" : "removed");
+	vlog(LOG_INFO, "[%s] %s", a->d->blk->name, a->keep_socket ? "stopped" : "removed");
 	a->d->keep_socket = a->keep_socket;
 	dev_free(a->d);
 	return 0;
@@ -706,7 +700,7 @@ void vdev_get_stats(struct vdev *d, struct vdev_stats *st)
 #define LOAD(f) atomic_load_explicit(&s->f, memory_order_relaxed)
 	memset(st, 0, sizeof(*st));
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
-		struct vq_stats *s = &d->blk.vqs[i].stats;
+		struct vblk_stats *s = &d->blk->stats[i];
 		st->reads += LOAD(reads);
 		st->writes += LOAD(writes);
 		st->flushes += LOAD(flushes);
@@ -719,8 +713,8 @@ void vdev_get_stats(struct vdev *d, struct vdev_stats *st)
 		st->inflight += LOAD(inflight);
 	}
 #undef LOAD
-	if (d->blk.be && d->blk.be->ops->describe)
-		d->blk.be->ops->describe(d->blk.be, st->detail, sizeof(st->detail));
+	if (d->blk->be && d->blk->be->ops->describe)
+		d->blk->be->ops->describe(d->blk->be, st->detail, sizeof(st->detail));
 	else
 		snprintf(st->detail, sizeof(st->detail), "io_mode memory\n");
 }
@@ -733,7 +727,7 @@ struct params_args {
 static int do_get_params(struct core *core, void *arg)
 {
 	struct params_args *a = arg;
-	*a->p = a->d->blk.params;
+	*a->p = a->d->blk->params;
 	return 0;
 }
 

@@ -20,7 +20,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blkcfg.h"
 #include "engine.h"
 #include "fault.h"
 #include "log.h"
@@ -75,7 +74,7 @@ static int vq_start(struct vu_conn *c, struct vq *vq)
 		return 0;
 	vq->mem = c->mem;
 	vq->event_idx = c->features & BIT(VIRTIO_RING_F_EVENT_IDX);
-	rc = vq_prepare(vq, c->err, sizeof(c->err));
+	rc = vblk_queue_prepare(c->blk, vq, c->err, sizeof(c->err));
 	if (rc < 0)
 		return rc;
 	vq->infl = NULL;
@@ -144,12 +143,6 @@ static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *, voi
 	return rc ? rc : rc2;
 }
 
-static void vq_reset(struct vq *vq)
-{
-	vq_release(vq);
-	vq_init(vq, vq->index, vq->blk);
-}
-
 static void vq_close_fds(struct vq *vq)
 {
 	if (vq->kick_fd >= 0)
@@ -167,7 +160,7 @@ static void reset_device(struct vu_conn *c)
 		struct vq *vq = &c->blk->vqs[i];
 		vq_stop(c, vq);
 		vq_close_fds(vq);
-		vq_reset(vq);
+		vblk_queue_reset(c->blk, vq);
 	}
 	c->features = 0;
 	c->features_set = false;
@@ -306,7 +299,7 @@ static int h_set_vring_num(struct vu_conn *c, struct vu_msg *m)
 		return -EBUSY;
 	}
 	if (vq->num != num)
-		vq_release(vq);         /* slots are sized by num */
+		vblk_queue_release(c->blk, vq); /* slots are sized by num */
 	vq->num = num;
 	return VU_OK;
 }

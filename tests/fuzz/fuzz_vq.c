@@ -43,6 +43,7 @@ static struct {
 	size_t len[2];
 	struct mem_region_desc d[2];
 	struct mem_table *mt;
+	struct vdev_params params;      /* the device's, flags aside */
 	struct vblk *blk;
 	struct be_ctx ctx;
 	int broken;
@@ -74,15 +75,9 @@ static void init(void)
 		fprintf(stderr, "fuzz-vq: %s\n", err);
 		abort();
 	}
-	F.blk = calloc(1, sizeof(*F.blk));
-	if (!F.blk)
-		abort();
-	snprintf(F.blk->name, sizeof(F.blk->name), "fuzz");
-	vdev_params_init(&F.blk->params);
-	F.blk->params.size = DEV_SIZE;
-	snprintf(F.blk->params.serial, sizeof(F.blk->params.serial), "FUZZSERIAL");
-	F.blk->ring_broken = on_broken;
-	F.blk->owner = &F;
+	vdev_params_init(&F.params);
+	F.params.size = DEV_SIZE;
+	snprintf(F.params.serial, sizeof(F.params.serial), "FUZZSERIAL");
 	F.ready = true;
 }
 
@@ -127,21 +122,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(g2h(GPA0 + RSIZE), data + n0, img - n0);
 	memset(g2h(GPA0 + RSIZE) + (img - n0), 0, RSIZE - (img - n0));
 
-	F.blk->params.readonly = flags & 0x10;
-	F.blk->wce = flags & 0x20;
-	if (be_open(&F.blk->params, &F.blk->be, err, sizeof(err)) < 0)
+	F.params.readonly = flags & 0x10;
+	if (vblk_create("fuzz", &F.params, &F.blk, err, sizeof(err)) < 0)
 		abort();
+	F.blk->wce = flags & 0x20;
+	F.blk->ring_broken = on_broken;
+	F.blk->owner = &F;
 	F.broken = 0;
 
 	vq = &F.blk->vqs[0];
-	vq_init(vq, 0, F.blk);
 	vq->num = 1u << (flags & 7);
 	vq->mem = F.mt;
 	vq->desc_uva = g2u(DESC_GPA);
 	vq->avail_uva = g2u(AVAIL_GPA);
 	vq->used_uva = g2u(USED_GPA);
 	vq->event_idx = flags & 0x08;
-	if (vq_prepare(vq, err, sizeof(err)) < 0)
+	if (vblk_queue_prepare(F.blk, vq, err, sizeof(err)) < 0)
 		abort();
 	used = vq->used;
 	WRITE_ONCE(used->idx, used_idx);
@@ -158,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	for (unsigned i = 0; i <= (ctl & 3u); i++) {
 		uint16_t before = vq->last_avail;
-		int n = vq_poll(vq, &F.ctx, VQ_MAX_SIZE);
+		int n = vblk_poll(vq, &F.ctx, VQ_MAX_SIZE);
 
 		if (n > VQ_BATCH)
 			abort();
@@ -179,8 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		vq_set_notify(vq, true);
 		vq_set_notify(vq, false);
 	}
-	vq_release(vq);
-	be_close(F.blk->be);
-	F.blk->be = NULL;
+	vblk_destroy(F.blk);
+	F.blk = NULL;
 	return 0;
 }

@@ -70,22 +70,17 @@ static void init(void)
 	F.close_leaks = leaks && strcmp(leaks, "close") == 0;
 	if (eng_create(&opts, &F.eng) < 0)
 		abort();
-	b = F.blk = calloc(1, sizeof(*b));
-	if (!b)
-		abort();
 	/* as vdev.c do_create() */
-	snprintf(b->name, sizeof(b->name), "fuzz");
-	vdev_params_init(&b->params);
-	b->params.size = 1 << 20;
-	b->params.queues = 2;
-	snprintf(b->params.serial, sizeof(b->params.serial), "FUZZ");
-	b->wce = true;
+	struct vdev_params p;
+	vdev_params_init(&p);
+	p.size = 1 << 20;
+	p.queues = 2;
+	snprintf(p.serial, sizeof(p.serial), "FUZZ");
+	if (vblk_create("fuzz", &p, &F.blk, err, sizeof(err)) < 0)
+		abort();
+	b = F.blk;
 	b->owner = &F;
 	b->ring_broken = on_broken;
-	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
-		vq_init(&b->vqs[i], i, b);
-	if (be_open(&b->params, &b->be, err, sizeof(err)) < 0)
-		abort();
 	for (unsigned i = 0; i < NPOOL; i++) {
 		F.pool[i] = memfd_create("fuzz-pool", MFD_CLOEXEC);
 		if (F.pool[i] < 0)

@@ -27,7 +27,7 @@
 
 static struct mem_table *mt;
 static uint8_t *g;                  /* our view of guest memory */
-static struct vblk blk;
+static struct vblk *blk;
 static struct vq *vq;
 static struct vq_inflight *infl;
 static struct be_ctx ctx;
@@ -46,27 +46,21 @@ static void setup(void)
 
 	vdev_params_init(&p);
 	p.size = 1 << 20;
-	memset(&blk, 0, sizeof(blk));
-	strcpy(blk.name, "t");
-	blk.params = p;
-	blk.wce = true;
-	cr_assert(be_open(&p, &blk.be, err, sizeof(err)) == 0, "%s", err);
-	vq = &blk.vqs[0];
-	vq_init(vq, 0, &blk);
+	cr_assert(vblk_create("t", &p, &blk, err, sizeof(err)) == 0, "%s", err);
+	vq = &blk->vqs[0];
 	vq->num = QSIZE;
 	vq->mem = mt;
 	vq->desc_uva = 0x7f0000000000ull + DESC_OFF;
 	vq->avail_uva = 0x7f0000000000ull + AVAIL_OFF;
 	vq->used_uva = 0x7f0000000000ull + USED_OFF;
-	cr_assert(vq_prepare(vq, err, sizeof(err)) == 0, "%s", err);
+	cr_assert(vblk_queue_prepare(blk, vq, err, sizeof(err)) == 0, "%s", err);
 	infl = calloc(1, vq_inflight_size(QSIZE));
 	vq->infl = infl;
 }
 
 static void teardown(void)
 {
-	vq_release(vq);
-	be_close(blk.be);
+	vblk_destroy(blk);
 	mem_table_unmap(mt);
 	free(infl);
 	close(memfd);
@@ -97,7 +91,7 @@ static uint8_t backend_byte(uint16_t sector)
 			    .iov = &iov, .iovcnt = 1 };
 	unsigned nsqe;
 
-	cr_assert(blk.be->ops->submit(blk.be, &io, &ctx, &nsqe) == 0);
+	cr_assert(blk->be->ops->submit(blk->be, &io, &ctx, &nsqe) == 0);
 	return buf[0];
 }
 
@@ -149,7 +143,7 @@ Test(inflight, replay_is_exact_out_of_order, .init = setup, .fini = teardown)
 	vq->avail = avail;
 	vq->used = used;
 	vq->used_idx = vq->signalled_used = used->idx;
-	cr_assert_eq(vq_poll(vq, &ctx, VQ_BATCH), 4);
+	cr_assert_eq(vblk_poll(vq, &ctx, VQ_BATCH), 4);
 
 	cr_assert_eq(used->idx, 8);
 	static const uint16_t want[] = { 1, 3, 4, 7 };
@@ -165,7 +159,7 @@ Test(inflight, replay_is_exact_out_of_order, .init = setup, .fini = teardown)
 		cr_assert_eq(g[STATUS_OFF + order[i]], 0xff);
 	}
 	/* nothing else pending, everything retired */
-	cr_assert_eq(vq_poll(vq, &ctx, VQ_BATCH), 0);
+	cr_assert_eq(vblk_poll(vq, &ctx, VQ_BATCH), 0);
 	cr_assert_eq(infl->used_idx, 8);
 	for (unsigned h = 0; h < QSIZE; h++)
 		cr_assert_eq(infl->desc[h].inflight, 0, "head %u still marked", h);
@@ -174,7 +168,7 @@ Test(inflight, replay_is_exact_out_of_order, .init = setup, .fini = teardown)
 	make_write(9, 0xb9);
 	avail->ring[8] = 9;
 	avail->idx = 9;
-	cr_assert_eq(vq_poll(vq, &ctx, VQ_BATCH), 1);
+	cr_assert_eq(vblk_poll(vq, &ctx, VQ_BATCH), 1);
 	cr_assert_eq(used->ring[8].id, 9);
 	cr_assert_eq(infl->desc[9].inflight, 0);
 	cr_assert_eq(infl->used_idx, 9);

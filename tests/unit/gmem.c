@@ -125,29 +125,25 @@ void tring_init(struct tring *r, unsigned num, const struct vdev_params *p)
 	memset(r, 0, sizeof(*r));
 	gmem_std(&r->g);
 	r->num = num;
-	r->blk = calloc(1, sizeof(*r->blk));
-	cr_assert_not_null(r->blk);
-	snprintf(r->blk->name, sizeof(r->blk->name), "tblk");
-	r->blk->wce = true;
+	if (!p) {       /* only walks: a null backend moves nothing */
+		static struct vdev_params np;
+		vdev_params_init(&np);
+		np.backing = BE_NULL;
+		np.size = 1 << 20;
+		p = &np;
+	}
+	rc = vblk_create("tblk", p, &r->blk, err, sizeof(err));
+	cr_assert_eq(rc, 0, "vblk_create: %s", err);
 	r->blk->owner = r;
 	r->blk->ring_broken = on_broken;
-	if (p) {
-		r->blk->params = *p;
-		rc = be_open(p, &r->blk->be, err, sizeof(err));
-		cr_assert_eq(rc, 0, "be_open: %s", err);
-	} else {
-		vdev_params_init(&r->blk->params);
-	}
-	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
-		vq_init(&r->blk->vqs[i], i, r->blk);
 	r->vq = &r->blk->vqs[0];
 	r->vq->num = num;
 	r->vq->mem = r->g.t;
 	r->vq->desc_uva = gmem_uva(&r->g, TR_DESC_GPA);
 	r->vq->avail_uva = gmem_uva(&r->g, TR_AVAIL_GPA);
 	r->vq->used_uva = gmem_uva(&r->g, TR_USED_GPA);
-	rc = vq_prepare(r->vq, err, sizeof(err));
-	cr_assert_eq(rc, 0, "vq_prepare: %s", err);
+	rc = vblk_queue_prepare(r->blk, r->vq, err, sizeof(err));
+	cr_assert_eq(rc, 0, "vblk_queue_prepare: %s", err);
 	r->chain = calloc(1, sizeof(*r->chain));
 	cr_assert_not_null(r->chain);
 	r->desc = gmem_ptr(&r->g, TR_DESC_GPA, vring_desc_size(num));
@@ -171,11 +167,9 @@ void tring_fini(struct tring *r)
 			close(vq->err_fd);
 		if (vq->kick_fd >= 0)
 			close(vq->kick_fd);
-		vq_release(vq);
 	}
 	free(r->chain);
-	be_close(r->blk->be);
-	free(r->blk);
+	vblk_destroy(r->blk);
 	gmem_fini(&r->g);
 }
 
@@ -237,5 +231,5 @@ struct vring_used_elem tring_used_elem(struct tring *r, uint16_t i)
 
 int tring_poll(struct tring *r)
 {
-	return vq_poll(r->vq, &r->ctx, VQ_MAX_SIZE);
+	return vblk_poll(r->vq, &r->ctx, VQ_MAX_SIZE);
 }

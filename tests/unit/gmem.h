@@ -87,7 +87,7 @@ struct seg {
 };
 
 /* A ring of `num` entries on queue 0 of a vblk; p == NULL: no backend
- * (enough for vq_walk).  The rings are mapped with vq_prepare. */
+ * (enough for vq_walk).  The rings are mapped with vblk_queue_prepare. */
 void tring_init(struct tring *r, unsigned num, const struct vdev_params *p);
 void tring_fini(struct tring *r);
 /* Allocate a zeroed guest buffer in R1 (aligned to `align`). */
@@ -102,7 +102,7 @@ uint16_t tring_chain(struct tring *r, const struct seg *segs, unsigned n);
 void tring_publish(struct tring *r, uint16_t head);
 /* Used element i (modulo num). */
 struct vring_used_elem tring_used_elem(struct tring *r, uint16_t i);
-/* vq_poll with unlimited room, as the engine does with a synchronous backend. */
+/* vblk_poll with unlimited room, as the engine does with a synchronous backend. */
 int tring_poll(struct tring *r);
 
 #endif

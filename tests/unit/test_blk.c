@@ -151,11 +151,11 @@ Test(blk, write_then_read)
 	cr_assert(check(read_back(8, 512), 512, 1));
 	cr_assert(all_zero(read_back(0, 4096), 4096));
 	cr_assert(all_zero(read_back(16, 512), 512));
-	cr_assert_eq(stat(&r.vq->stats.writes), 1);
-	cr_assert_eq(stat(&r.vq->stats.reads), 4);
-	cr_assert_eq(stat(&r.vq->stats.bytes_written), 4096);
-	cr_assert_eq(stat(&r.vq->stats.bytes_read), 4096 + 512 + 4096 + 512);
-	cr_assert_eq(stat(&r.vq->stats.errors), 0);
+	cr_assert_eq(stat(&r.blk->stats[0].writes), 1);
+	cr_assert_eq(stat(&r.blk->stats[0].reads), 4);
+	cr_assert_eq(stat(&r.blk->stats[0].bytes_written), 4096);
+	cr_assert_eq(stat(&r.blk->stats[0].bytes_read), 4096 + 512 + 4096 + 512);
+	cr_assert_eq(stat(&r.blk->stats[0].errors), 0);
 }
 
 Test(blk, last_and_first_sector)
@@ -246,7 +246,7 @@ Test(blk, data_over_many_segments)
 	req(VIRTIO_BLK_T_OUT, 100, segs, n, &st);
 	cr_assert_eq(tring_poll(&r), 1);
 	cr_assert_eq(*status_of(st), VIRTIO_BLK_S_OK);
-	cr_assert_eq(stat(&r.vq->stats.bytes_written), total);
+	cr_assert_eq(stat(&r.blk->stats[0].bytes_written), total);
 
 	/* back in one buffer */
 	cr_assert_eq(memcmp(read_back(100, total), expect, total), 0);
@@ -294,7 +294,7 @@ Test(blk, too_many_segments_is_ioerr)
 	cr_assert_eq(r.broken_calls, 0);
 	cr_assert_eq(*status_of(st), VIRTIO_BLK_S_IOERR);
 	cr_assert_eq(tring_used_elem(&r, 0).len, 1);
-	cr_assert_eq(stat(&r.vq->stats.writes), 0);
+	cr_assert_eq(stat(&r.blk->stats[0].writes), 0);
 }
 
 Test(blk, out_of_range_is_ioerr)
@@ -313,7 +313,7 @@ Test(blk, out_of_range_is_ioerr)
 		     VIRTIO_BLK_S_IOERR);
 	cr_assert_eq(run1(VIRTIO_BLK_T_IN, UINT64_MAX, b, 512, true, NULL), VIRTIO_BLK_S_IOERR);
 	cr_assert_eq(run1(VIRTIO_BLK_T_IN, 1ull << 55, b, 512, true, NULL), VIRTIO_BLK_S_IOERR);
-	cr_assert_eq(stat(&r.vq->stats.errors), 6);
+	cr_assert_eq(stat(&r.blk->stats[0].errors), 6);
 	/* the last sector is fine, and nothing of the above was written */
 	cr_assert_eq(run1(VIRTIO_BLK_T_OUT, SECTORS - 1, b, 512, false, NULL), VIRTIO_BLK_S_OK);
 	cr_assert(all_zero(read_back(SECTORS - 2, 512), 512));
@@ -343,8 +343,8 @@ Test(blk, unknown_type_is_unsupp)
 	cr_assert_eq(run1(0xffffffff, 0, 0, 0, false, NULL), VIRTIO_BLK_S_UNSUPP);
 	cr_assert_eq(run1(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &ul), VIRTIO_BLK_S_OK);
 	cr_assert_eq(ul, 1);
-	cr_assert_eq(stat(&r.vq->stats.flushes), 1);
-	cr_assert_eq(stat(&r.vq->stats.errors), 3);
+	cr_assert_eq(stat(&r.blk->stats[0].flushes), 1);
+	cr_assert_eq(stat(&r.blk->stats[0].errors), 3);
 }
 
 Test(blk, short_header_is_ioerr)
@@ -390,7 +390,7 @@ Test(blk, get_id)
 	r.blk->params.serial[0] = '\0';
 	cr_assert_eq(run1(VIRTIO_BLK_T_GET_ID, 0, b, 20, true, &ul), VIRTIO_BLK_S_OK);
 	cr_assert(all_zero(p, 20));
-	cr_assert_eq(stat(&r.vq->stats.get_ids), 5);
+	cr_assert_eq(stat(&r.blk->stats[0].get_ids), 5);
 }
 
 /* ---- discard / write zeroes ------------------------------------------------- */
@@ -426,7 +426,7 @@ Test(blk, discard_zeroes_ram)
 	cr_assert_eq(memcmp(p + 5 * 512, q + 5 * 512, 35 * 512), 0);
 	cr_assert(all_zero(p + 40 * 512, 16 * 512));
 	cr_assert_eq(memcmp(p + 56 * 512, q + 56 * 512, 8 * 512), 0);
-	cr_assert_eq(stat(&r.vq->stats.discards), 1);
+	cr_assert_eq(stat(&r.blk->stats[0].discards), 1);
 }
 
 Test(blk, discard_with_flags_is_unsupp)
@@ -453,7 +453,7 @@ Test(blk, write_zeroes_unmap)
 	cr_assert_eq(memcmp(p, q, 3 * 512), 0);
 	cr_assert(all_zero(p + 3 * 512, 16 * 512));
 	cr_assert_eq(memcmp(p + 19 * 512, q + 19 * 512, 5 * 512), 0);
-	cr_assert_eq(stat(&r.vq->stats.write_zeroes), 1);
+	cr_assert_eq(stat(&r.blk->stats[0].write_zeroes), 1);
 
 	/* page-aligned whole pages, and without UNMAP */
 	write_pattern(64, 64 * 512, 14);
@@ -524,8 +524,8 @@ Test(blk_ro, writes_refused_reads_work)
 	cr_assert_eq(run_segs(VIRTIO_BLK_T_WRITE_ZEROES, &ds, 1), VIRTIO_BLK_S_IOERR);
 	cr_assert(all_zero(read_back(0, 4096), 4096));
 	cr_assert_eq(run1(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL), VIRTIO_BLK_S_OK);
-	cr_assert_eq(stat(&r.vq->stats.writes), 0);
-	cr_assert_eq(stat(&r.vq->stats.errors), 3);
+	cr_assert_eq(stat(&r.blk->stats[0].writes), 0);
+	cr_assert_eq(stat(&r.blk->stats[0].errors), 3);
 }
 
 /* ---- broken requests ---------------------------------------------------------- */
@@ -547,8 +547,8 @@ Test(blk, missing_status_descriptor)
 	for (unsigned i = 0; i < 3; i++)
 		cr_assert_eq(tring_used_elem(&r, i).len, 0, "used len of request %u", i);
 	cr_assert_eq(r.broken_calls, 0);
-	cr_assert_eq(stat(&r.vq->stats.errors), 3);
-	cr_assert_eq(stat(&r.vq->stats.reads), 0);
+	cr_assert_eq(stat(&r.blk->stats[0].errors), 3);
+	cr_assert_eq(stat(&r.blk->stats[0].reads), 0);
 }
 
 Test(blk, unmapped_data_is_ioerr)

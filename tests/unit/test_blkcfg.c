@@ -3,7 +3,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "blkcfg.h"
+#include "blk.h"
 
 #define BIT(n) (1ULL << (n))
 

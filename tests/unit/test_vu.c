@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "blkcfg.h"
+#include "blk.h"
 #include "engine.h"
 #include "gmem.h"
 #include "vu.h"
@@ -51,18 +51,15 @@ static void setup(void)
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fx.sv), 0);
 	cr_assert_eq(eng_create(&opts, &fx.eng), 0);
 	/* as vdev.c do_create() */
-	b = fx.blk = calloc(1, sizeof(*b));
-	snprintf(b->name, sizeof(b->name), "vutest");
-	vdev_params_init(&b->params);
-	b->params.size = 1 << 20;
-	b->params.queues = QUEUES;
-	snprintf(b->params.serial, sizeof(b->params.serial), "SER");
-	b->wce = true;
+	struct vdev_params p;
+	vdev_params_init(&p);
+	p.size = 1 << 20;
+	p.queues = QUEUES;
+	snprintf(p.serial, sizeof(p.serial), "SER");
+	cr_assert_eq(vblk_create("vutest", &p, &fx.blk, err, sizeof(err)), 0, "%s", err);
+	b = fx.blk;
 	b->owner = &fx;
 	b->ring_broken = on_broken;
-	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
-		vq_init(&b->vqs[i], i, b);
-	cr_assert_eq(be_open(&b->params, &b->be, err, sizeof(err)), 0, "%s", err);
 	fx.c = calloc(1, sizeof(*fx.c));
 	vu_conn_init(fx.c, fx.sv[0], b, fx.eng, 0);
 }
@@ -72,10 +69,9 @@ static void teardown(void)
 	vu_conn_teardown(fx.c);
 	close(fx.sv[0]);
 	close(fx.sv[1]);
-	be_close(fx.blk->be);
+	vblk_destroy(fx.blk);
 	eng_destroy(fx.eng);
 	free(fx.c);
-	free(fx.blk);
 }
 
 TestSuite(vu, .init = setup, .fini = teardown);

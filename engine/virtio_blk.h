@@ -1,11 +1,27 @@
-/* virtio-blk feature bits and configuration space, built from a device's
- * parameters and backend.  Control thread. */
-#ifndef VHOSTD_BLKCFG_H
-#define VHOSTD_BLKCFG_H
+/* virtio-blk as the virtio 1.2 specification (§5.2) lays it out: feature
+ * bits, request types and status values, the request header, discard
+ * segments and the configuration space.  Wire definitions only, shared by
+ * the device model (blk.c), its config space (blkcfg.c) and the protocol
+ * layer that offers the features.  Little-endian host assumed. */
+#ifndef VHOSTD_VIRTIO_BLK_H
+#define VHOSTD_VIRTIO_BLK_H
 
 #include <stdint.h>
 
-#include "blk.h"
+/* virtio-blk request types and status values (virtio 1.2 §5.2.6). */
+#define VIRTIO_BLK_T_IN           0
+#define VIRTIO_BLK_T_OUT          1
+#define VIRTIO_BLK_T_FLUSH        4
+#define VIRTIO_BLK_T_GET_ID       8
+#define VIRTIO_BLK_T_DISCARD      11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+
+#define VIRTIO_BLK_S_OK     0
+#define VIRTIO_BLK_S_IOERR  1
+#define VIRTIO_BLK_S_UNSUPP 2
+
+#define VIRTIO_BLK_ID_BYTES 20
+#define VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP 1
 
 #define VIRTIO_BLK_F_SIZE_MAX     1
 #define VIRTIO_BLK_F_SEG_MAX      2
@@ -56,8 +72,19 @@ struct virtio_blk_config {
 
 _Static_assert(sizeof(struct virtio_blk_config) == 72, "virtio_blk_config layout");
 
-/* virtio feature bits this device offers (without vhost-user's own). */
-uint64_t blkcfg_features(const struct vblk *b);
-void blkcfg_build(const struct vblk *b, struct virtio_blk_config *cfg);
+struct vblk_req_hdr {
+	uint32_t type;
+	uint32_t ioprio;
+	uint64_t sector;
+};
+
+struct vblk_discard_seg {
+	uint64_t sector;
+	uint32_t num_sectors;
+	uint32_t flags;
+};
+
+_Static_assert(sizeof(struct vblk_req_hdr) == 16, "virtio_blk_outhdr layout");
+_Static_assert(sizeof(struct vblk_discard_seg) == 16, "virtio_blk_discard_write_zeroes layout");
 
 #endif
