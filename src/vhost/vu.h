@@ -8,6 +8,7 @@
 #define VHOSTD_VU_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "blk.h"
@@ -136,6 +137,24 @@ struct vu_msg {
 	unsigned nfds;
 };
 
+/* Wire layouts (vhost-user.rst "Message types"): sizes as on the wire. */
+_Static_assert(sizeof(struct vu_hdr) == 12, "vhost-user header");
+_Static_assert(sizeof(struct vu_vring_state) == 8, "vring state");
+_Static_assert(sizeof(struct vu_vring_addr) == 40, "vring address");
+_Static_assert(sizeof(struct mem_region_desc) == 32, "memory region description");
+_Static_assert(offsetof(struct vu_memory, regions) == 8, "memory regions description");
+_Static_assert(offsetof(struct vu_inflight, num_queues) == 16 &&
+	       offsetof(struct vu_inflight, queue_size) == 18, "inflight description");
+_Static_assert(offsetof(struct vu_config, region) == 12, "device config space");
+
+/* An inflight region (GET/SET_INFLIGHT_FD), mapped. */
+struct vu_inflight_set {
+	void *map;
+	size_t len;
+	int fd;
+	uint16_t nq, qs;
+};
+
 struct engine;
 
 /* One front-end connection, bound to one device. */
@@ -155,6 +174,9 @@ struct vu_conn {
 	size_t inflight_len;
 	uint16_t inflight_nq, inflight_qs;
 	int reply_fd;                   /* fd to send with the next reply */
+	/* prepared by a handler, applied by its commit with the rings stopped */
+	struct mem_table *staged_mem;
+	struct vu_inflight_set staged_infl;
 	/* receive state: a message may arrive in pieces */
 	struct vu_msg rx;
 	size_t rx_len;                  /* bytes of header+payload so far */

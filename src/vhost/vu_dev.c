@@ -34,8 +34,22 @@
 #define VU_OK     0     /* done; REPLY_ACK (if asked) says success */
 #define VU_REPLY  1     /* m now holds the reply payload */
 
+/* Which rings must stand still while a request takes effect. */
+enum vu_quiesce {
+	VU_Q_NONE = 0,
+	VU_Q_RING,      /* the addressed ring: stopped around fn, then restarted */
+	VU_Q_ALL,       /* every running ring: fn checks and prepares (nothing a
+			 * ring reads changes), commit applies with all of them
+			 * stopped, so the stop lasts no longer than the swap */
+};
+
+/* One entry per request code: its name, and for the requests we serve,
+ * the handler and the shape its message must have. */
 struct vu_handler {
+	const char *name;
 	int (*fn)(struct vu_conn *c, struct vu_msg *m);
+	int (*commit)(struct vu_conn *c);       /* VU_Q_ALL: applies what fn staged */
+	enum vu_quiesce quiesce;
 	uint32_t min_size, max_size;    /* payload bytes */
 	bool vring;                     /* payload starts with a vring index */
 	bool vring_fd;                  /* u64 index|NOFD, with 0 or 1 fd */
@@ -126,8 +140,7 @@ static void vq_stop(struct vu_conn *c, struct vq *vq)
 }
 
 /* Run fn with every running ring stopped, then restart them. */
-static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *, void *),
-			      void *arg)
+static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *))
 {
 	bool was[VDEV_MAX_QUEUES];
 	int rc, rc2 = 0;
@@ -136,7 +149,7 @@ static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *, voi
 		was[i] = c->blk->vqs[i].attached;
 		vq_stop(c, &c->blk->vqs[i]);
 	}
-	rc = fn(c, arg);
+	rc = fn(c);
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
 		if (was[i] && rc2 == 0)
 			rc2 = vq_start(c, &c->blk->vqs[i]);
@@ -233,16 +246,13 @@ static int h_get_queue_num(struct vu_conn *c, struct vu_msg *m)
 	return VU_REPLY;
 }
 
-struct mem_swap {
-	struct mem_table *new_mem;
-};
-
-static int swap_mem(struct vu_conn *c, void *arg)
+/* Commit of SET_MEM_TABLE (every ring stopped). */
+static int swap_mem(struct vu_conn *c)
 {
-	struct mem_swap *s = arg;
 	struct mem_table *old = c->mem;
 
-	c->mem = s->new_mem;
+	c->mem = c->staged_mem;
+	c->staged_mem = NULL;
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
 		c->blk->vqs[i].mem = c->mem;
 	/* No ring runs now: nobody reads the old table any more. */
@@ -253,7 +263,7 @@ static int swap_mem(struct vu_conn *c, void *arg)
 static int h_set_mem_table(struct vu_conn *c, struct vu_msg *m)
 {
 	struct vu_memory *mem = &m->payload.memory;
-	struct mem_swap s;
+	struct mem_table *t;
 	int rc;
 
 	if (mem->nregions > MEM_MAX_REGIONS ||
@@ -269,18 +279,18 @@ static int h_set_mem_table(struct vu_conn *c, struct vu_msg *m)
 			 mem->nregions, m->nfds);
 		return -EINVAL;
 	}
-	rc = mem_table_map(mem->regions, m->fds, mem->nregions, &s.new_mem,
-			   c->err, sizeof(c->err));
+	rc = mem_table_map(mem->regions, m->fds, mem->nregions, &t, c->err, sizeof(c->err));
 	if (rc < 0)
 		return rc;
 	/* The mappings hold the memory; the fds are not needed any more
 	 * (the dispatcher closes them). */
-	for (unsigned i = 0; i < s.new_mem->nregions; i++)
+	for (unsigned i = 0; i < t->nregions; i++)
 		vlog(LOG_DEBUG, "[%s] region %u: gpa 0x%llx size 0x%llx uva 0x%llx", name(c), i,
-		     (unsigned long long)s.new_mem->regions[i].gpa,
-		     (unsigned long long)s.new_mem->regions[i].size,
-		     (unsigned long long)s.new_mem->regions[i].uva);
-	return with_rings_stopped(c, swap_mem, &s);
+		     (unsigned long long)t->regions[i].gpa,
+		     (unsigned long long)t->regions[i].size,
+		     (unsigned long long)t->regions[i].uva);
+	c->staged_mem = t;
+	return VU_OK;
 }
 
 static int h_set_vring_num(struct vu_conn *c, struct vu_msg *m)
@@ -304,32 +314,16 @@ static int h_set_vring_num(struct vu_conn *c, struct vu_msg *m)
 	return VU_OK;
 }
 
-struct addr_change {
-	struct vq *vq;
-	const struct vu_vring_addr *a;
-};
-
-static int set_addr(struct vu_conn *c, void *arg)
-{
-	struct addr_change *ac = arg;
-	ac->vq->desc_uva = ac->a->desc_user_addr;
-	ac->vq->used_uva = ac->a->used_user_addr;
-	ac->vq->avail_uva = ac->a->avail_user_addr;
-	return 0;
-}
-
+/* VU_Q_RING: the ring is stopped meanwhile. */
 static int h_set_vring_addr(struct vu_conn *c, struct vu_msg *m)
 {
-	struct addr_change ac = {
-		.vq = &c->blk->vqs[m->payload.addr.index],
-		.a = &m->payload.addr,
-	};
+	const struct vu_vring_addr *a = &m->payload.addr;
+	struct vq *vq = &c->blk->vqs[a->index];
 
-	if (!ac.vq->attached)
-		return set_addr(c, &ac);
-	vq_stop(c, ac.vq);
-	set_addr(c, &ac);
-	return vq_start(c, ac.vq);
+	vq->desc_uva = a->desc_user_addr;
+	vq->used_uva = a->used_user_addr;
+	vq->avail_uva = a->avail_user_addr;
+	return VU_OK;
 }
 
 static int h_set_vring_base(struct vu_conn *c, struct vu_msg *m)
@@ -491,30 +485,25 @@ static int check_inflight_shape(struct vu_conn *c, const struct vu_inflight *in)
 	return 0;
 }
 
-struct inflight_set {
-	void *map;
-	size_t len;
-	int fd;
-	uint16_t nq, qs;
-};
-
-/* Replace the inflight region (rings stopped: the engine writes to it). */
-static int swap_inflight(struct vu_conn *c, void *arg)
+/* Commit of GET/SET_INFLIGHT_FD: replace the inflight region (every ring
+ * stopped: the engine writes to it). */
+static int swap_inflight(struct vu_conn *c)
 {
-	struct inflight_set *s = arg;
+	struct vu_inflight_set *s = &c->staged_infl;
+
 	inflight_unmap(c);
 	c->inflight_map = s->map;
 	c->inflight_len = s->len;
 	c->inflight_fd = s->fd;
 	c->inflight_nq = s->nq;
 	c->inflight_qs = s->qs;
+	*s = (struct vu_inflight_set){ .fd = -1 };
 	return 0;
 }
 
 static int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 {
 	struct vu_inflight *in = &m->payload.inflight;
-	struct inflight_set s;
 	size_t len;
 	void *p;
 	int fd, rc;
@@ -546,10 +535,7 @@ static int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 		q->version = 1;
 		q->desc_num = in->queue_size;
 	}
-	s = (struct inflight_set){ p, len, fd, in->num_queues, in->queue_size };
-	rc = with_rings_stopped(c, swap_inflight, &s);
-	if (rc < 0)
-		return rc;
+	c->staged_infl = (struct vu_inflight_set){ p, len, fd, in->num_queues, in->queue_size };
 	in->mmap_size = len;
 	in->mmap_offset = 0;
 	c->reply_fd = fd;
@@ -560,7 +546,7 @@ static int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 static int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 {
 	struct vu_inflight *in = &m->payload.inflight;
-	struct inflight_set s;
+	struct vu_inflight_set s;
 	struct stat st;
 	size_t need;
 	int rc;
@@ -596,7 +582,8 @@ static int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 	m->fds[0] = -1;
 	s.nq = in->num_queues;
 	s.qs = in->queue_size;
-	return with_rings_stopped(c, swap_inflight, &s);
+	c->staged_infl = s;
+	return VU_OK;
 }
 
 #define SIZE(t) .min_size = sizeof(t), .max_size = sizeof(t)
@@ -606,36 +593,85 @@ static int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 #define VRING_FD SIZE(uint64_t), .vring_fd = true
 
 static const struct vu_handler handlers[VU_REQUEST_MAX] = {
-	[VU_GET_FEATURES] = { .fn = h_get_features, NONE },
-	[VU_SET_FEATURES] = { .fn = h_set_features, SIZE(uint64_t) },
-	[VU_SET_OWNER] = { .fn = h_set_owner, NONE },
-	[VU_RESET_OWNER] = { .fn = h_reset, NONE },
-	[VU_SET_MEM_TABLE] = { .fn = h_set_mem_table,
-			       SIZES(offsetof(struct vu_memory, regions), sizeof(struct vu_memory)),
-			       .may_have_fds = true },
-	[VU_SET_VRING_NUM] = { .fn = h_set_vring_num, VRING_STATE },
-	[VU_SET_VRING_ADDR] = { .fn = h_set_vring_addr, SIZE(struct vu_vring_addr), .vring = true },
-	[VU_SET_VRING_BASE] = { .fn = h_set_vring_base, VRING_STATE },
-	[VU_GET_VRING_BASE] = { .fn = h_get_vring_base, VRING_STATE },
-	[VU_SET_VRING_KICK] = { .fn = h_set_vring_kick, VRING_FD },
-	[VU_SET_VRING_CALL] = { .fn = h_set_vring_call, VRING_FD },
-	[VU_SET_VRING_ERR] = { .fn = h_set_vring_err, VRING_FD },
-	[VU_GET_PROTOCOL_FEATURES] = { .fn = h_get_protocol_features, NONE },
-	[VU_SET_PROTOCOL_FEATURES] = { .fn = h_set_protocol_features, SIZE(uint64_t) },
-	[VU_GET_QUEUE_NUM] = { .fn = h_get_queue_num, NONE },
-	[VU_SET_VRING_ENABLE] = { .fn = h_set_vring_enable, VRING_STATE },
-	[VU_GET_CONFIG] = { .fn = h_get_config,
-			    SIZES(offsetof(struct vu_config, region), sizeof(struct vu_config)) },
-	[VU_SET_CONFIG] = { .fn = h_set_config,
-			    SIZES(offsetof(struct vu_config, region), sizeof(struct vu_config)) },
-	[VU_RESET_DEVICE] = { .fn = h_reset, NONE },
+	[VU_GET_FEATURES] = { .name = "GET_FEATURES",
+		.fn = h_get_features, NONE },
+	[VU_SET_FEATURES] = { .name = "SET_FEATURES",
+		.fn = h_set_features, SIZE(uint64_t) },
+	[VU_SET_OWNER] = { .name = "SET_OWNER",
+		.fn = h_set_owner, NONE },
+	[VU_RESET_OWNER] = { .name = "RESET_OWNER",
+		.fn = h_reset, NONE },
+	[VU_SET_MEM_TABLE] = { .name = "SET_MEM_TABLE",
+		.fn = h_set_mem_table, SIZES(offsetof(struct vu_memory, regions),
+		sizeof(struct vu_memory)), .may_have_fds = true, .commit = swap_mem,
+		.quiesce = VU_Q_ALL },
+	[VU_SET_LOG_BASE] = { .name = "SET_LOG_BASE" },
+	[VU_SET_LOG_FD] = { .name = "SET_LOG_FD" },
+	[VU_SET_VRING_NUM] = { .name = "SET_VRING_NUM",
+		.fn = h_set_vring_num, VRING_STATE },
+	[VU_SET_VRING_ADDR] = { .name = "SET_VRING_ADDR",
+		.fn = h_set_vring_addr, SIZE(struct vu_vring_addr), .vring = true,
+		.quiesce = VU_Q_RING },
+	[VU_SET_VRING_BASE] = { .name = "SET_VRING_BASE",
+		.fn = h_set_vring_base, VRING_STATE },
+	[VU_GET_VRING_BASE] = { .name = "GET_VRING_BASE",
+		.fn = h_get_vring_base, VRING_STATE },
+	[VU_SET_VRING_KICK] = { .name = "SET_VRING_KICK",
+		.fn = h_set_vring_kick, VRING_FD },
+	[VU_SET_VRING_CALL] = { .name = "SET_VRING_CALL",
+		.fn = h_set_vring_call, VRING_FD },
+	[VU_SET_VRING_ERR] = { .name = "SET_VRING_ERR",
+		.fn = h_set_vring_err, VRING_FD },
+	[VU_GET_PROTOCOL_FEATURES] = { .name = "GET_PROTOCOL_FEATURES",
+		.fn = h_get_protocol_features, NONE },
+	[VU_SET_PROTOCOL_FEATURES] = { .name = "SET_PROTOCOL_FEATURES",
+		.fn = h_set_protocol_features, SIZE(uint64_t) },
+	[VU_GET_QUEUE_NUM] = { .name = "GET_QUEUE_NUM",
+		.fn = h_get_queue_num, NONE },
+	[VU_SET_VRING_ENABLE] = { .name = "SET_VRING_ENABLE",
+		.fn = h_set_vring_enable, VRING_STATE },
+	[VU_SEND_RARP] = { .name = "SEND_RARP" },
+	[VU_NET_SET_MTU] = { .name = "NET_SET_MTU" },
+	[VU_SET_BACKEND_REQ_FD] = { .name = "SET_BACKEND_REQ_FD" },
+	[VU_IOTLB_MSG] = { .name = "IOTLB_MSG" },
+	[VU_SET_VRING_ENDIAN] = { .name = "SET_VRING_ENDIAN" },
+	[VU_GET_CONFIG] = { .name = "GET_CONFIG",
+		.fn = h_get_config, SIZES(offsetof(struct vu_config, region),
+		sizeof(struct vu_config)) },
+	[VU_SET_CONFIG] = { .name = "SET_CONFIG",
+		.fn = h_set_config, SIZES(offsetof(struct vu_config, region),
+		sizeof(struct vu_config)) },
+	[VU_CREATE_CRYPTO_SESSION] = { .name = "CREATE_CRYPTO_SESSION" },
+	[VU_CLOSE_CRYPTO_SESSION] = { .name = "CLOSE_CRYPTO_SESSION" },
+	[VU_POSTCOPY_ADVISE] = { .name = "POSTCOPY_ADVISE" },
+	[VU_POSTCOPY_LISTEN] = { .name = "POSTCOPY_LISTEN" },
+	[VU_POSTCOPY_END] = { .name = "POSTCOPY_END" },
 	/* 20 bytes on the wire; QEMU sends the padded C struct (24) */
-	[VU_GET_INFLIGHT_FD] = { .fn = h_get_inflight_fd, SIZES(20, sizeof(struct vu_inflight)) },
-	[VU_SET_INFLIGHT_FD] = { .fn = h_set_inflight_fd, SIZES(20, sizeof(struct vu_inflight)),
-				 .may_have_fds = true },
+	[VU_GET_INFLIGHT_FD] = { .name = "GET_INFLIGHT_FD",
+		.fn = h_get_inflight_fd, SIZES(20, sizeof(struct vu_inflight)),
+		.commit = swap_inflight, .quiesce = VU_Q_ALL },
+	[VU_SET_INFLIGHT_FD] = { .name = "SET_INFLIGHT_FD",
+		.fn = h_set_inflight_fd, SIZES(20, sizeof(struct vu_inflight)),
+		.may_have_fds = true, .commit = swap_inflight, .quiesce = VU_Q_ALL },
+	[VU_GPU_SET_SOCKET] = { .name = "GPU_SET_SOCKET" },
+	[VU_RESET_DEVICE] = { .name = "RESET_DEVICE",
+		.fn = h_reset, NONE },
+	[VU_VRING_KICK] = { .name = "VRING_KICK" },
+	[VU_GET_MAX_MEM_SLOTS] = { .name = "GET_MAX_MEM_SLOTS" },
+	[VU_ADD_MEM_REG] = { .name = "ADD_MEM_REG" },
+	[VU_REM_MEM_REG] = { .name = "REM_MEM_REG" },
+	[VU_SET_STATUS] = { .name = "SET_STATUS" },
+	[VU_GET_STATUS] = { .name = "GET_STATUS" },
 };
 
 /* --- dispatcher ----------------------------------------------------------- */
+
+const char *vu_request_name(uint32_t req)
+{
+	if (req < VU_REQUEST_MAX && handlers[req].name)
+		return handlers[req].name;
+	return "UNKNOWN";
+}
 
 static int send_reply(struct vu_conn *c, struct vu_msg *m)
 {
@@ -721,7 +757,35 @@ int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
 	if (rc < 0)
 		goto out;
 
-	rc = h->fn(c, m);
+	switch (h->quiesce) {
+	case VU_Q_NONE:
+		rc = h->fn(c, m);
+		break;
+	case VU_Q_RING: {
+		/* every VU_Q_RING request starts with a vring index (check_shape) */
+		struct vq *vq = &c->blk->vqs[m->payload.state.index];
+		bool was = vq->attached;
+
+		vq_stop(c, vq);
+		rc = h->fn(c, m);
+		if (rc >= 0 && was) {
+			int rc2 = vq_start(c, vq);
+			if (rc2 < 0)
+				rc = rc2;
+		}
+		break;
+	}
+	case VU_Q_ALL:
+		rc = h->fn(c, m);
+		if (rc >= 0) {
+			int rc2 = with_rings_stopped(c, h->commit);
+			if (rc2 < 0) {
+				c->reply_fd = -1;       /* no reply goes out */
+				rc = rc2;
+			}
+		}
+		break;
+	}
 	if (rc == VU_REPLY) {
 		rc = send_reply(c, m);
 		goto out;
