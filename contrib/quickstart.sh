@@ -3,7 +3,8 @@
 # start it in the background on the default store, then show how to make a
 # first controller.  Run as root from anywhere in the tree.
 #
-# usage: sudo ./contrib/quickstart.sh [--store DIR] [--foreground]
+# usage: ./contrib/quickstart.sh [--store DIR] [--foreground]
+#   (as root; a user who is not root is sent through sudo if it is installed)
 #   --store DIR     store to serve (default /var/run/kata-containers/vhost-user)
 #   --foreground    run vhostd in this terminal instead (Ctrl-C stops it)
 # The daemon's log goes to /var/log/vhostd.log; stop it with
@@ -22,7 +23,11 @@ while [ $# -gt 0 ]; do
 	*)            echo "quickstart: unknown argument '$1'" >&2; exit 2 ;;
 	esac
 done
-[ "$(id -u)" = 0 ] || { echo "quickstart: run as root (sudo $0)" >&2; exit 1; }
+if [ "$(id -u)" != 0 ]; then
+	command -v sudo >/dev/null && exec sudo "$SELF" "$@"
+	echo "quickstart: run as root (sudo is not installed)" >&2
+	exit 1
+fi
 
 echo "== installing build dependencies"
 ./contrib/install-deps.sh --build-only

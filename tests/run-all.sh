@@ -6,6 +6,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# Root runs everything.  A user who is not root goes through sudo when it is
+# installed (VHOSTD_NO_SUDO=1: run unprivileged, the root-only tests skip).
+if [ "$(id -u)" != 0 ] && [ -z "${VHOSTD_NO_SUDO:-}" ] && command -v sudo >/dev/null; then
+	exec sudo --preserve-env=FUZZ_SECONDS,FUZZ_STRICT,SUITES "$0" "$@"
+fi
 if [ "$(id -u)" = 0 ]; then
 	./contrib/install-deps.sh || { echo "vhostd: dependency install failed" >&2; exit 1; }
 else
