@@ -1,7 +1,7 @@
 /* Backend tests: real storage behind the devices — regular files (on ext4
  * under /var/tmp, and on tmpfs) and block devices (loop devices) through the
  * io_uring file backend, driven over vhost-user by the fake front-end
- * (tests/integration/fakefe.c) with the core started in-process (vdev.h).
+ * (tests/lib/fakefe.c) with the core started in-process (vdev.h).
  *
  * Every test gets its own core and a temporary directory; loop devices,
  * tmpfs mounts and files are released in the fixture teardown, and once more

@@ -1,5 +1,5 @@
 /* Integration tests: the vhostd core started in-process through vdev.h and
- * driven over its vhost-user sockets by the fake front-end (fakefe.c).
+ * driven over its vhost-user sockets by the fake front-end (tests/lib/fakefe.c).
  *
  * Every test gets its own core with two devices: A (under test) and B (a
  * bystander in the same core), plus a temporary directory.  Criterion runs
@@ -28,8 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../coretest.h"
-#include "../crmain.h"
+#include "coretest.h"
+#include "crmain.h"
 
 #define MiB             (1024ull * 1024)
 #define A_SIZE          (32 * MiB)
