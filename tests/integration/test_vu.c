@@ -46,181 +46,26 @@
 
 enum { DEV_A = 0, DEV_B = 1 };
 
-static struct {
-	struct core *core;
-	struct vdev *dev[8];
-	char sock[8][160];
-	char name[8][32];
-	unsigned queues[8];
-	unsigned ndev;
-	char dir[64];
-} fx;
-
 /* ---- fixture ------------------------------------------------------------- */
-
-static void params(struct vdev_params *p, uint64_t size, unsigned queues, const char *serial)
-{
-	vdev_params_init(p);
-	p->size = size;
-	p->queues = (uint16_t)queues;
-	snprintf(p->serial, sizeof(p->serial), "%s", serial);
-}
-
-static unsigned add_dev(const char *name, const struct vdev_params *p)
-{
-	char err[VDEV_ERR_MAX] = "";
-	unsigned i = fx.ndev;
-	int r;
-
-	cr_assert_lt(i, 8u);
-	snprintf(fx.sock[i], sizeof(fx.sock[i]), "%s/%s.sock", fx.dir, name);
-	snprintf(fx.name[i], sizeof(fx.name[i]), "%s", name);
-	r = vdev_create(fx.core, name, fx.sock[i], p, &fx.dev[i], err, sizeof(err));
-	cr_assert_eq(r, 0, "vdev_create(%s): %s: %s", name, strerror(-r), err);
-	fx.queues[i] = p->queues;
-	fx.ndev++;
-	return i;
-}
-
-static struct ffe *open_fe(unsigned dev, const struct ffe_opts *o)
-{
-	struct ffe *fe = ffe_open(fx.sock[dev], o);
-
-	cr_assert_not_null(fe, "connect to %s: %s", fx.sock[dev], strerror(errno));
-	return fe;
-}
-
-/* connect, negotiate, memory table, start nq queues */
-static struct ffe *ready(unsigned dev, const struct ffe_opts *o, uint64_t feat,
-			 unsigned nq, unsigned qsize)
-{
-	struct ffe *fe = open_fe(dev, o);
-	int r = ffe_setup(fe, feat, nq, qsize);
-
-	cr_assert_eq(r, 0, "set-up of a well-behaved front-end on %s failed: %s (%s)",
-		     fx.name[dev], strerror(-r), fe->err);
-	return fe;
-}
-
-static struct ffe *negotiated(unsigned dev)
-{
-	struct ffe *fe = open_fe(dev, NULL);
-	int r = ffe_negotiate(fe, 0);
-
-	cr_assert_eq(r, 0, "negotiation with %s failed: %s (%s)", fx.name[dev],
-		     strerror(-r), fe->err);
-	return fe;
-}
-
-static bool wait_state(unsigned dev, enum vdev_state st, int ms)
-{
-	return vdev_wait_state(fx.dev[dev], st, ms);
-}
-
-static const char *lay_str(const struct ffe_layout *l)
-{
-	static char buf[64];
-
-	if (!l)
-		return "natural";
-	snprintf(buf, sizeof(buf), "%s seg=%u%s",
-		 l->kind == FFE_L_NATURAL ? "natural" : l->kind == FFE_L_MERGED ? "merged" : "chopped",
-		 l->seg, l->indirect ? " indirect" : "");
-	return buf;
-}
-
-static void write_ok(struct ffe_vq *vq, uint64_t sector, const void *buf, size_t len,
-		     const struct ffe_layout *lay)
-{
-	int s = ffe_blk_write(vq, sector, buf, len, lay);
-
-	cr_assert_eq(s, FFE_BLK_S_OK, "q%u OUT sector %" PRIu64 " len %zu (%s): status %d %s",
-		     vq->index, sector, len, lay_str(lay), s, s < 0 ? vq->fe->err : "");
-}
-
-static void read_ok(struct ffe_vq *vq, uint64_t sector, void *buf, size_t len,
-		    const struct ffe_layout *lay)
-{
-	int s = ffe_blk_read(vq, sector, buf, len, lay);
-
-	cr_assert_eq(s, FFE_BLK_S_OK, "q%u IN sector %" PRIu64 " len %zu (%s): status %d %s",
-		     vq->index, sector, len, lay_str(lay), s, s < 0 ? vq->fe->err : "");
-}
-
-static size_t first_diff(const uint8_t *buf, size_t len, uint64_t seed)
-{
-	uint8_t *ref = malloc(len);
-	size_t i;
-
-	ffe_pattern(ref, len, seed);
-	for (i = 0; i < len && buf[i] == ref[i]; i++)
-		;
-	free(ref);
-	return i;
-}
-
-static void check_pattern(const uint8_t *buf, size_t len, uint64_t seed, const char *what)
-{
-	if (!ffe_pattern_ok(buf, len, seed)) {
-		size_t d = first_diff(buf, len, seed);
-
-		cr_assert_fail("%s: data differs from what was written at byte %zu of %zu "
-			       "(got %02x %02x %02x %02x)", what, d, len, buf[d],
-			       d + 1 < len ? buf[d + 1] : 0, d + 2 < len ? buf[d + 2] : 0,
-			       d + 3 < len ? buf[d + 3] : 0);
-	}
-}
-
-static void check_zero(const uint8_t *buf, size_t len, const char *what)
-{
-	for (size_t i = 0; i < len; i++)
-		if (buf[i])
-			cr_assert_fail("%s: byte %zu is %#x, expected 0", what, i, buf[i]);
-}
-
-static void rw_verify(struct ffe_vq *vq, uint64_t sector, size_t len, uint64_t seed,
-		      const struct ffe_layout *lay)
-{
-	uint8_t *w = malloc(len), *r = malloc(len);
-	char what[160];
-
-	ffe_pattern(w, len, seed);
-	write_ok(vq, sector, w, len, lay);
-	memset(r, 0, len);
-	read_ok(vq, sector, r, len, lay);
-	snprintf(what, sizeof(what), "q%u sector %" PRIu64 " len %zu (%s)", vq->index, sector,
-		 len, lay_str(lay));
-	check_pattern(r, len, seed, what);
-	free(w);
-	free(r);
-}
 
 static void check_golden(struct ffe_vq *vq)
 {
 	uint8_t *r = malloc(GOLD_LEN);
 
-	read_ok(vq, GOLD_SECTOR, r, GOLD_LEN, NULL);
-	check_pattern(r, GOLD_LEN, GOLD_SEED, "golden range of device A (written before the test)");
+	fx_read_ok(vq, GOLD_SECTOR, r, GOLD_LEN, NULL);
+	fx_check_pattern(r, GOLD_LEN, GOLD_SEED, "golden range of device A (written before the test)");
 	free(r);
-}
-
-static void close_and_wait(unsigned dev, struct ffe *fe)
-{
-	ffe_close(fe);
-	cr_assert(wait_state(dev, VDEV_LISTENING, 3000),
-		  "%s still '%s' 3 s after its front-end closed the socket", fx.name[dev],
-		  vdev_state_name(vdev_get_state(fx.dev[dev])));
 }
 
 static void write_golden(void)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 128);
 	uint8_t *w = malloc(GOLD_LEN);
 
 	ffe_pattern(w, GOLD_LEN, GOLD_SEED);
-	write_ok(&fe->vq[0], GOLD_SECTOR, w, GOLD_LEN, NULL);
+	fx_write_ok(&fe->vq[0], GOLD_SECTOR, w, GOLD_LEN, NULL);
 	free(w);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 /* A and B still serve correct I/O to new front-ends; A's golden data intact. */
@@ -231,15 +76,15 @@ static void healthy(void)
 	for (unsigned dev = DEV_A; dev <= DEV_B; dev++) {
 		struct ffe *fe;
 
-		cr_assert(wait_state(dev, VDEV_LISTENING, 3000),
+		cr_assert(fx_wait_state(dev, VDEV_LISTENING, 3000),
 			  "%s still '%s' 3 s after the previous front-end went away", fx.name[dev],
 			  vdev_state_name(vdev_get_state(fx.dev[dev])));
-		fe = ready(dev, NULL, 0, fx.queues[dev], 128);
+		fe = fx_ready(dev, NULL, 0, fx.queues[dev], 128);
 		for (unsigned q = 0; q < fx.queues[dev]; q++)
-			rw_verify(&fe->vq[q], 8192 + q * 64, 16384, 0x4ea1 + q + 16 * round, NULL);
+			fx_rw_verify(&fe->vq[q], 8192 + q * 64, 16384, 0x4ea1 + q + 16 * round, NULL);
 		if (dev == DEV_A)
 			check_golden(&fe->vq[0]);
-		close_and_wait(dev, fe);
+		fx_close_wait(dev, fe, VDEV_LISTENING);
 	}
 	round++;
 }
@@ -248,19 +93,13 @@ static void setup_opts(enum core_poll_mode mode, unsigned idle_us)
 {
 	struct core_opts o = { .nthreads = 2, .poll_mode = mode, .idle_us = idle_us };
 	struct vdev_params p;
-	int r;
 
-	/* as vhostd's main does: a front-end that vanished must not kill us */
-	signal(SIGPIPE, SIG_IGN);
-	memset(&fx, 0, sizeof(fx));
-	snprintf(fx.dir, sizeof(fx.dir), "/tmp/vhostd-int-XXXXXX");
-	cr_assert_not_null(mkdtemp(fx.dir), "mkdtemp: %s", strerror(errno));
-	r = core_create(&o, &fx.core);
-	cr_assert_eq(r, 0, "core_create: %s", strerror(-r));
-	params(&p, A_SIZE, A_QUEUES, A_SERIAL);
-	add_dev("vbA", &p);
-	params(&p, B_SIZE, B_QUEUES, B_SERIAL);
-	add_dev("vbB", &p);
+	fx_begin("/tmp/vhostd-int");
+	fx_core_up(&o);
+	fx_params(&p, A_SIZE, A_QUEUES, A_SERIAL);
+	fx_add("vbA", &p);
+	fx_params(&p, B_SIZE, B_QUEUES, B_SERIAL);
+	fx_add("vbB", &p);
 	write_golden();
 }
 
@@ -270,41 +109,12 @@ static void setup_busy(void) { setup_opts(CORE_POLL_ALWAYS, 0); }
 /* adaptive, falling asleep after 20 us idle: many poll->sleep transitions */
 static void setup_napper(void) { setup_opts(CORE_POLL_ADAPTIVE, 20); }
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-#define LEAK_CHECK() __lsan_do_recoverable_leak_check()
-#else
-#define LEAK_CHECK() 0
-#endif
-
+/* ASan builds: whatever the core allocated is gone after core_destroy */
 static void teardown(void)
 {
-	DIR *d;
-
-	for (unsigned i = fx.ndev; i-- > 0;)
-		if (fx.dev[i])
-			vdev_destroy(fx.dev[i], true);
-	if (fx.core)
-		core_destroy(fx.core);
-	fx.core = NULL;
-	d = opendir(fx.dir);
-	if (d) {
-		struct dirent *e;
-
-		while ((e = readdir(d))) {
-			char p[400];
-
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(p, sizeof(p), "%s/%s", fx.dir, e->d_name);
-			unlink(p);
-		}
-		closedir(d);
-		rmdir(fx.dir);
-	}
-	/* ASan builds: whatever the core allocated is gone after core_destroy
-	 * (criterion's workers _exit, so LeakSanitizer would not look) */
-	cr_expect_eq(LEAK_CHECK(), 0, "LeakSanitizer found leaks (see stderr)");
+	fx_stop();
+	fx_rm_dir(fx.dir);
+	fx_leak_check();
 }
 
 TestSuite(nego, .init = setup, .fini = teardown, .timeout = 60);
@@ -322,7 +132,7 @@ TestSuite(badring, .init = setup, .fini = teardown, .timeout = 120);
 
 Test(nego, features_offered)
 {
-	struct ffe *fe = open_fe(DEV_A, NULL);
+	struct ffe *fe = fx_open(DEV_A, NULL);
 	uint64_t f = 0;
 	int r = ffe_get_u64(fe, FFE_GET_FEATURES, &f);
 
@@ -349,7 +159,7 @@ Test(nego, features_offered)
 
 Test(nego, protocol_features_and_queue_num)
 {
-	struct ffe *fe = negotiated(DEV_A);
+	struct ffe *fe = fx_negotiated(DEV_A);
 
 	cr_log_info("protocol features offered: %#" PRIx64, fe->dev_protocol_features);
 	cr_expect(fe->dev_protocol_features & FFE_BIT(FFE_PF_MQ), "PROTOCOL_F_MQ not offered");
@@ -359,14 +169,14 @@ Test(nego, protocol_features_and_queue_num)
 		     fe->queue_num, A_QUEUES);
 	ffe_close(fe);
 
-	fe = negotiated(DEV_B);
+	fe = fx_negotiated(DEV_B);
 	cr_expect_eq(fe->queue_num, B_QUEUES, "GET_QUEUE_NUM of B = %u", fe->queue_num);
 	ffe_close(fe);
 }
 
 static void check_config(unsigned dev, uint64_t size, unsigned bs, unsigned queues, bool ro)
 {
-	struct ffe *fe = negotiated(dev);
+	struct ffe *fe = fx_negotiated(dev);
 	struct ffe_blk_config *c = &fe->cfg;
 	uint64_t f = fe->dev_features;
 
@@ -426,12 +236,12 @@ Test(nego, config_block_size_4096_and_readonly)
 	struct vdev_params p;
 	unsigned d4k, dro;
 
-	params(&p, 16 * MiB, 3, "bs4k");
+	fx_params(&p, 16 * MiB, 3, "bs4k");
 	p.block_size = 4096;
-	d4k = add_dev("vb4k", &p);
-	params(&p, 4 * MiB, 1, "ro");
+	d4k = fx_add("vb4k", &p);
+	fx_params(&p, 4 * MiB, 1, "ro");
 	p.readonly = true;
-	dro = add_dev("vbro", &p);
+	dro = fx_add("vbro", &p);
 	check_config(d4k, 16 * MiB, 4096, 3, false);
 	check_config(dro, 4 * MiB, 512, 1, true);
 }
@@ -442,12 +252,12 @@ Test(nego, legacy_no_protocol_features)
 	 * without SET_VRING_ENABLE, and nothing needs REPLY_ACK. */
 	uint64_t want = FFE_BIT(FFE_F_VERSION_1) | FFE_BIT(FFE_F_BLK_FLUSH) |
 			FFE_BIT(FFE_F_BLK_BLK_SIZE) | FFE_BIT(FFE_F_BLK_SEG_MAX);
-	struct ffe *fe = ready(DEV_A, NULL, want, 1, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, want, 1, 64);
 
 	cr_expect_eq(fe->features, want, "acked %#" PRIx64, fe->features);
-	rw_verify(&fe->vq[0], 100, 8192, 11, NULL);
+	fx_rw_verify(&fe->vq[0], 100, 8192, 11, NULL);
 	check_golden(&fe->vq[0]);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(nego, reply_ack_on_every_message)
@@ -455,19 +265,19 @@ Test(nego, reply_ack_on_every_message)
 	/* ffe_call sets NEED_REPLY on every message without a reply once
 	 * REPLY_ACK is negotiated and fails on a nonzero ack: the whole set-up
 	 * (SET_OWNER, SET_FEATURES, SET_MEM_TABLE, SET_VRING_*) must ack 0. */
-	struct ffe *fe = ready(DEV_A, NULL, 0, A_QUEUES, 256);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, A_QUEUES, 256);
 
 	cr_assert(fe->protocol_features & FFE_BIT(FFE_PF_REPLY_ACK));
 	cr_expect_eq(ffe_vq_enable(fe, 0, true), 0, "SET_VRING_ENABLE 1 again: %s", fe->err);
-	rw_verify(&fe->vq[3], 200, 4096, 12, NULL);
-	close_and_wait(DEV_A, fe);
+	fx_rw_verify(&fe->vq[3], 200, 4096, 12, NULL);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(nego, need_reply_on_get_gives_one_reply)
 {
 	/* NEED_REPLY on a request that has its own reply: exactly that reply,
 	 * no extra ack behind it. */
-	struct ffe *fe = negotiated(DEV_A);
+	struct ffe *fe = fx_negotiated(DEV_A);
 	struct ffe_msg *m = malloc(sizeof(*m));
 	int r;
 
@@ -493,14 +303,14 @@ Test(nego, qemu_extra_messages)
 	/* Messages QEMU sends to vhost-user-blk back-ends that a back-end must
 	 * take in stride: SET_VRING_ERR with an eventfd, SET_VRING_ENABLE 0/1,
 	 * SET_VRING_CALL replaced while running. */
-	struct ffe *fe = ready(DEV_A, NULL, 0, 2, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 128);
 	int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), r;
 	uint64_t v = 1;
 
 	r = ffe_call(fe, FFE_SET_VRING_ERR, &v, 8, &efd, 1);
 	cr_expect_eq(r, 0, "SET_VRING_ERR q1 with an eventfd: %d (%s)", r, fe->err);
 	close(efd);
-	rw_verify(&fe->vq[1], 300, 4096, 13, NULL);
+	fx_rw_verify(&fe->vq[1], 300, 4096, 13, NULL);
 
 	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	v = 0;
@@ -508,39 +318,39 @@ Test(nego, qemu_extra_messages)
 	cr_expect_eq(r, 0, "SET_VRING_CALL q0 replaced: %d (%s)", r, fe->err);
 	close(fe->vq[0].callfd);
 	fe->vq[0].callfd = efd;
-	rw_verify(&fe->vq[0], 310, 4096, 14, NULL);
+	fx_rw_verify(&fe->vq[0], 310, 4096, 14, NULL);
 
 	cr_expect_eq(ffe_vq_enable(fe, 1, false), 0, "SET_VRING_ENABLE q1 0: %s", fe->err);
 	cr_expect_eq(ffe_vq_enable(fe, 1, true), 0, "SET_VRING_ENABLE q1 1: %s", fe->err);
-	rw_verify(&fe->vq[1], 320, 4096, 15, NULL);
-	close_and_wait(DEV_A, fe);
+	fx_rw_verify(&fe->vq[1], 320, 4096, 15, NULL);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 /* ---- requests -------------------------------------------------------------- */
 
 Test(io, read_unwritten_is_zero_and_rw_sizes)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 256);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 256);
 	struct ffe_vq *vq = &fe->vq[0];
 	uint8_t *b = malloc(MiB);
 	static const size_t sizes[] = { 512, 1024, 4096, 8192, 65536, 131072 };
 
-	read_ok(vq, 20000, b, 65536, NULL);
-	check_zero(b, 65536, "fresh ram device");
+	fx_read_ok(vq, 20000, b, 65536, NULL);
+	fx_check_zero(b, 65536, "fresh ram device");
 	for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
-		rw_verify(vq, 1000 + i * 300, sizes[i], 100 + i, NULL);
+		fx_rw_verify(vq, 1000 + i * 300, sizes[i], 100 + i, NULL);
 	/* first and last sector */
-	rw_verify(vq, 0, 512, 120, NULL);
-	rw_verify(vq, A_SIZE / 512 - 1, 512, 121, NULL);
-	rw_verify(vq, A_SIZE / 512 - 8, 4096, 122, NULL);
+	fx_rw_verify(vq, 0, 512, 120, NULL);
+	fx_rw_verify(vq, A_SIZE / 512 - 1, 512, 121, NULL);
+	fx_rw_verify(vq, A_SIZE / 512 - 8, 4096, 122, NULL);
 	check_golden(vq);
 	free(b);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(io, large_requests)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 1024);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 1024);
 	struct ffe_vq *vq = &fe->vq[0];
 	uint32_t seg = 1024 * 1024, segs;
 	struct ffe_layout lay = { FFE_L_NATURAL, 0, false };
@@ -551,22 +361,22 @@ Test(io, large_requests)
 	segs = (1024 * 1024 + seg - 1) / seg;
 	cr_log_info("1 MiB request as %u segment(s) of %u bytes (seg_max %u)", segs, seg, fe->cfg.seg_max);
 	if (segs <= fe->cfg.seg_max)
-		rw_verify(vq, 30000, 1024 * 1024, 130, &lay);
+		fx_rw_verify(vq, 30000, 1024 * 1024, 130, &lay);
 	/* seg_max segments of 4 KiB, direct and indirect */
 	{
 		uint32_t n = fe->cfg.seg_max < 256 ? fe->cfg.seg_max : 256;
 
 		lay.seg = 4096;
-		rw_verify(vq, 40000, (size_t)n * 4096, 131, &lay);
+		fx_rw_verify(vq, 40000, (size_t)n * 4096, 131, &lay);
 		lay.indirect = true;
-		rw_verify(vq, 42000, (size_t)n * 4096, 132, &lay);
+		fx_rw_verify(vq, 42000, (size_t)n * 4096, 132, &lay);
 	}
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(io, every_layout)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 2, 256);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 256);
 	uint32_t seg_max = fe->cfg.seg_max;
 	static const struct ffe_layout lays[] = {
 		{ FFE_L_NATURAL, 0, false },
@@ -593,13 +403,13 @@ Test(io, every_layout)
 			len /= 2;
 		if (per && (len + 17 + per - 1) / per > seg_max + 2) {
 			cr_log_info("layout %s skipped: needs more than seg_max %u descriptors",
-				    lay_str(&lays[i]), seg_max);
+				    fx_layout_name(&lays[i]), seg_max);
 			continue;
 		}
-		rw_verify(&fe->vq[i % 2], 500 + i * 100, len, 200 + i, &lays[i]);
+		fx_rw_verify(&fe->vq[i % 2], 500 + i * 100, len, 200 + i, &lays[i]);
 	}
 	check_golden(&fe->vq[0]);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 /* one request in arbitrary explicit cuts */
@@ -629,7 +439,7 @@ static int run_cuts(struct ffe_vq *vq, uint32_t type, uint64_t sector, const voi
 Test(io, odd_cuts)
 {
 	/* Framing must not matter (VIRTIO_F_VERSION_1 implies ANY_LAYOUT). */
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 128);
 	struct ffe_vq *vq = &fe->vq[0];
 	uint8_t w[4096], r[4096];
 	static const uint32_t hdr_1byte[] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
@@ -643,20 +453,20 @@ Test(io, odd_cuts)
 	cr_expect_eq(s, 0, "OUT with the header in 16 one-byte descriptors: status %d", s);
 	s = run_cuts(vq, FFE_BLK_T_IN, 700, NULL, 0, r, 4096, hdr_12_4, 2, data_then_status_split, 2, false);
 	cr_expect_eq(s, 0, "IN with header 12+4 and status sharing a descriptor: status %d", s);
-	check_pattern(r, 4096, 300, "odd cuts read-back");
+	fx_check_pattern(r, 4096, 300, "odd cuts read-back");
 
 	ffe_pattern(w, sizeof(w), 301);
 	s = run_cuts(vq, FFE_BLK_T_OUT, 708, w, 4096, NULL, 0, hdr_20, 2, NULL, 0, false);
 	cr_expect_eq(s, 0, "OUT with header+4 data bytes in one descriptor: status %d", s);
 	memset(r, 0, sizeof(r));
-	read_ok(vq, 708, r, 4096, NULL);
-	check_pattern(r, 4096, 301, "OUT header+4 bytes");
-	close_and_wait(DEV_A, fe);
+	fx_read_ok(vq, 708, r, 4096, NULL);
+	fx_check_pattern(r, 4096, 301, "OUT header+4 bytes");
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(io, flush_and_get_id)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 128);
 	char id[FFE_BLK_ID_BYTES], want[FFE_BLK_ID_BYTES] = { 0 };
 	int s;
 
@@ -677,20 +487,20 @@ Test(io, flush_and_get_id)
 		cr_expect_eq(s, 0, "GET_ID in 7-byte pieces: %d", s);
 		cr_expect(memcmp(id, want, sizeof(want)) == 0, "GET_ID in pieces: \"%.20s\"", id);
 	}
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 
-	fe = ready(DEV_B, NULL, 0, 1, 128);
+	fe = fx_ready(DEV_B, NULL, 0, 1, 128);
 	memset(id, 0x55, sizeof(id));
 	s = ffe_blk_get_id(&fe->vq[0], id);
 	cr_expect_eq(s, FFE_BLK_S_OK, "GET_ID B: status %d", s);
 	cr_expect(memcmp(id, B_SERIAL, 20) == 0, "GET_ID of B returned \"%.20s\", want \"%s\"", id, B_SERIAL);
-	close_and_wait(DEV_B, fe);
+	fx_close_wait(DEV_B, fe, VDEV_LISTENING);
 }
 
 Test(io, used_len_exact)
 {
 	/* virtio 2.7.8.2: len SHOULD be the bytes written into the buffer */
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 128);
 	uint8_t b[8192];
 	char id[20];
 	uint32_t ul = 0;
@@ -707,35 +517,35 @@ Test(io, used_len_exact)
 	cr_expect_eq(ul, 21u, "GET_ID: used len %u, expected 21", ul);
 	s = ffe_blk_req(&fe->vq[0], FFE_BLK_T_FLUSH, 0, NULL, 0, NULL, 0, NULL, &ul);
 	cr_expect_eq(ul, 1u, "FLUSH: used len %u, expected 1", ul);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(io, discard_then_read_zeros)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 128);
 	struct ffe_vq *vq = &fe->vq[0];
 	uint8_t *w = malloc(65536), *r = malloc(65536);
 	int s;
 
 	cr_assert(fe->features & FFE_BIT(FFE_F_BLK_DISCARD), "DISCARD not negotiated");
 	ffe_pattern(w, 65536, 400);
-	write_ok(vq, 10000, w, 65536, NULL);
+	fx_write_ok(vq, 10000, w, 65536, NULL);
 	s = ffe_blk_discard(vq, 10000 + 16, 32);
 	cr_expect_eq(s, FFE_BLK_S_OK, "DISCARD 32 sectors: status %d", s);
-	read_ok(vq, 10000, r, 65536, NULL);
+	fx_read_ok(vq, 10000, r, 65536, NULL);
 	cr_expect(memcmp(r, w, 8192) == 0, "DISCARD changed the bytes before its range");
-	check_zero(r + 8192, 16384, "discarded range on the ram backend");
+	fx_check_zero(r + 8192, 16384, "discarded range on the ram backend");
 	cr_expect(memcmp(r + 24576, w + 24576, 65536 - 24576) == 0,
 		  "DISCARD changed the bytes after its range");
 	free(w);
 	free(r);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 /* the pattern after an offset: compare against the same seed's tail */
 Test(io, write_zeroes_with_and_without_unmap)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 128);
 	struct ffe_vq *vq = &fe->vq[0];
 	uint8_t *w = malloc(65536), *r = malloc(65536), *ref = malloc(65536);
 	int s;
@@ -745,10 +555,10 @@ Test(io, write_zeroes_with_and_without_unmap)
 		uint64_t base = 12000 + unmap * 200;
 
 		ffe_pattern(w, 65536, 500 + unmap);
-		write_ok(vq, base, w, 65536, NULL);
+		fx_write_ok(vq, base, w, 65536, NULL);
 		s = ffe_blk_write_zeroes(vq, base + 8, 24, unmap);
 		cr_expect_eq(s, FFE_BLK_S_OK, "WRITE_ZEROES unmap=%d: status %d", unmap, s);
-		read_ok(vq, base, r, 65536, NULL);
+		fx_read_ok(vq, base, r, 65536, NULL);
 		memcpy(ref, w, 65536);
 		memset(ref + 4096, 0, 24 * 512);
 		if (memcmp(r, ref, 65536) != 0) {
@@ -763,12 +573,12 @@ Test(io, write_zeroes_with_and_without_unmap)
 	free(w);
 	free(r);
 	free(ref);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(io, discard_write_zeroes_bad_flags_and_ranges)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 128);
 	struct ffe_vq *vq = &fe->vq[0];
 	uint64_t cap = fe->cfg.capacity;
 	struct ffe_blk_dwz_seg sg;
@@ -811,12 +621,12 @@ Test(io, discard_write_zeroes_bad_flags_and_ranges)
 		free(v);
 	}
 	check_golden(vq);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(io, unknown_type_and_out_of_range)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 128);
 	struct ffe_vq *vq = &fe->vq[0];
 	uint64_t cap = fe->cfg.capacity;
 	uint8_t b[4096], last[512];
@@ -829,7 +639,7 @@ Test(io, unknown_type_and_out_of_range)
 		s = ffe_blk_req(vq, types[i], 0, NULL, 0, b, 512, NULL, NULL);
 		cr_expect_eq(s, FFE_BLK_S_UNSUPP, "request type %#x: status %d, expected UNSUPP (2)", types[i], s);
 	}
-	read_ok(vq, cap - 1, last, 512, NULL);
+	fx_read_ok(vq, cap - 1, last, 512, NULL);
 	s = ffe_blk_read(vq, cap, b, 512, NULL);
 	cr_expect_eq(s, FFE_BLK_S_IOERR, "IN at sector == capacity: status %d", s);
 	s = ffe_blk_read(vq, cap - 1, b, 1024, NULL);
@@ -844,7 +654,7 @@ Test(io, unknown_type_and_out_of_range)
 	s = ffe_blk_read(vq, (UINT64_MAX >> 9) + 1, b, 512, NULL);
 	cr_expect_eq(s, FFE_BLK_S_IOERR, "IN whose byte offset wraps to 0: status %d", s);
 	/* the last sector was not touched by the failed write */
-	read_ok(vq, cap - 1, b, 512, NULL);
+	fx_read_ok(vq, cap - 1, b, 512, NULL);
 	cr_expect(memcmp(b, last, 512) == 0, "failed OUT crossing the end modified the last sector");
 	/* lengths that are not a multiple of 512 */
 	s = ffe_blk_read(vq, 0, b, 100, NULL);
@@ -863,7 +673,7 @@ Test(io, unknown_type_and_out_of_range)
 			  "request with an 8-byte header: status %d, expected IOERR", b[0]);
 	}
 	check_golden(vq);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(io, readonly_device)
@@ -874,10 +684,10 @@ Test(io, readonly_device)
 	uint8_t b[4096];
 	int s;
 
-	params(&p, 4 * MiB, 1, "ro");
+	fx_params(&p, 4 * MiB, 1, "ro");
 	p.readonly = true;
-	d = add_dev("vbro", &p);
-	fe = ready(d, NULL, 0, 1, 128);
+	d = fx_add("vbro", &p);
+	fe = fx_ready(d, NULL, 0, 1, 128);
 	cr_expect(fe->features & FFE_BIT(FFE_F_BLK_RO), "RO not negotiated");
 	memset(b, 0x33, sizeof(b));
 	s = ffe_blk_write(&fe->vq[0], 8, b, 4096, NULL);
@@ -886,9 +696,9 @@ Test(io, readonly_device)
 	cr_expect(s == FFE_BLK_S_IOERR || s == FFE_BLK_S_UNSUPP, "WRITE_ZEROES on read-only: %d", s);
 	s = ffe_blk_discard(&fe->vq[0], 8, 8);
 	cr_expect(s == FFE_BLK_S_IOERR || s == FFE_BLK_S_UNSUPP, "DISCARD on read-only: %d", s);
-	read_ok(&fe->vq[0], 8, b, 4096, NULL);
-	check_zero(b, 4096, "read-only device after refused writes");
-	close_and_wait(d, fe);
+	fx_read_ok(&fe->vq[0], 8, b, 4096, NULL);
+	fx_check_zero(b, 4096, "read-only device after refused writes");
+	fx_close_wait(d, fe, VDEV_LISTENING);
 }
 
 Test(io, block_size_4096_and_null_backend)
@@ -899,18 +709,18 @@ Test(io, block_size_4096_and_null_backend)
 	uint8_t b[8192];
 	int s;
 
-	params(&p, 16 * MiB, 1, "bs4k");
+	fx_params(&p, 16 * MiB, 1, "bs4k");
 	p.block_size = 4096;
-	d4k = add_dev("vb4k", &p);
-	fe = ready(d4k, NULL, 0, 1, 128);
-	rw_verify(&fe->vq[0], 8, 8192, 600, NULL);
-	rw_verify(&fe->vq[0], 16 * MiB / 512 - 8, 4096, 601, NULL);
-	close_and_wait(d4k, fe);
+	d4k = fx_add("vb4k", &p);
+	fe = fx_ready(d4k, NULL, 0, 1, 128);
+	fx_rw_verify(&fe->vq[0], 8, 8192, 600, NULL);
+	fx_rw_verify(&fe->vq[0], 16 * MiB / 512 - 8, 4096, 601, NULL);
+	fx_close_wait(d4k, fe, VDEV_LISTENING);
 
-	params(&p, 64 * MiB, 2, "null");
+	fx_params(&p, 64 * MiB, 2, "null");
 	p.backing = BE_NULL;
-	dnull = add_dev("vbnull", &p);
-	fe = ready(dnull, NULL, 0, 2, 128);
+	dnull = fx_add("vbnull", &p);
+	fe = fx_ready(dnull, NULL, 0, 2, 128);
 	memset(b, 1, sizeof(b));
 	s = ffe_blk_write(&fe->vq[1], 0, b, sizeof(b), NULL);
 	cr_expect_eq(s, FFE_BLK_S_OK, "null backend OUT: %d", s);
@@ -920,12 +730,12 @@ Test(io, block_size_4096_and_null_backend)
 	cr_expect_eq(s, FFE_BLK_S_OK, "null backend FLUSH: %d", s);
 	s = ffe_blk_read(&fe->vq[0], 64 * MiB / 512, b, 512, NULL);
 	cr_expect_eq(s, FFE_BLK_S_IOERR, "null backend IN past the end: %d", s);
-	close_and_wait(dnull, fe);
+	fx_close_wait(dnull, fe, VDEV_LISTENING);
 }
 
 Test(io, stats_counters)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 2, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 128);
 	struct vdev_stats s0, s1;
 	struct ffe_deadline dl;
 	uint8_t b[8192];
@@ -934,9 +744,9 @@ Test(io, stats_counters)
 	vdev_get_stats(fx.dev[DEV_A], &s0);
 	memset(b, 9, sizeof(b));
 	for (int i = 0; i < 3; i++)
-		write_ok(&fe->vq[i % 2], 100 + i * 8, b, 4096, NULL);
+		fx_write_ok(&fe->vq[i % 2], 100 + i * 8, b, 4096, NULL);
 	for (int i = 0; i < 2; i++)
-		read_ok(&fe->vq[0], 100, b, 8192, NULL);
+		fx_read_ok(&fe->vq[0], 100, b, 8192, NULL);
 	cr_assert_eq(ffe_blk_flush(&fe->vq[1]), 0);
 	cr_assert_eq(ffe_blk_discard(&fe->vq[0], 200, 8), 0);
 	cr_assert_eq(ffe_blk_write_zeroes(&fe->vq[0], 300, 8, false), 0);
@@ -967,7 +777,7 @@ Test(io, stats_counters)
 	} while (s1.errors - s0.errors < 2 && ffe_deadline_left(&dl) && !usleep(5000));
 	cr_expect_eq(D(errors), 2u, "errors moved by %" PRIu64 " after UNSUPP + IOERR", D(errors));
 #undef D
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	/* B untouched */
 	vdev_get_stats(fx.dev[DEV_B], &s1);
 	cr_expect_eq(s1.reads + s1.writes, 0u, "B's counters moved (%" PRIu64 " reads, %" PRIu64 " writes)",
@@ -1037,8 +847,8 @@ static void *qworker(void *arg)
 
 Test(queues, concurrent_queues_two_devices)
 {
-	struct ffe *fa = ready(DEV_A, NULL, ffe_default_features(true), A_QUEUES, 128);
-	struct ffe *fb = ready(DEV_B, NULL, 0, B_QUEUES, 64);
+	struct ffe *fa = fx_ready(DEV_A, NULL, ffe_default_features(true), A_QUEUES, 128);
+	struct ffe *fb = fx_ready(DEV_B, NULL, 0, B_QUEUES, 64);
 	struct qjob jobs[A_QUEUES + B_QUEUES];
 	pthread_t th[A_QUEUES + B_QUEUES];
 	unsigned n = 0;
@@ -1056,26 +866,26 @@ Test(queues, concurrent_queues_two_devices)
 	for (unsigned i = 0; i < n; i++)
 		cr_expect(!jobs[i].err[0], "%s %s", i < A_QUEUES ? "A" : "B", jobs[i].err);
 	check_golden(&fa->vq[0]);
-	close_and_wait(DEV_A, fa);
-	close_and_wait(DEV_B, fb);
+	fx_close_wait(DEV_A, fa, VDEV_LISTENING);
+	fx_close_wait(DEV_B, fb, VDEV_LISTENING);
 }
 
 Test(queues, deep_queue_one_kick)
 {
 	/* 120 requests published, one kick: the device must drain them all
 	 * (more than one batch of 32) */
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 1024);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 1024);
 	struct qjob j = { .vq = &fe->vq[0], .base = 5000, .rounds = 3, .depth = 60, .seed = 77 };
 
 	qworker(&j);
 	cr_expect(!j.err[0], "%s", j.err);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(queues, queue_sizes)
 {
 	static const unsigned sizes[] = { 1, 2, 8, 1024 };
-	struct ffe *fe = ready(DEV_A, NULL, 0, 0, 0);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 0, 0);
 
 	for (unsigned i = 0; i < 4; i++) {
 		int r = ffe_vq_start(fe, i, sizes[i]);
@@ -1084,29 +894,29 @@ Test(queues, queue_sizes)
 		cr_assert_eq(r, 0, "queue %u with %u entries: %s", i, sizes[i], fe->err);
 		/* a size-1 ring only fits an indirect request */
 		for (int k = 0; k < 3; k++)
-			rw_verify(&fe->vq[i], 600 + i * 40 + k * 8, 4096, 700 + i * 10 + k,
+			fx_rw_verify(&fe->vq[i], 600 + i * 40 + k * 8, 4096, 700 + i * 10 + k,
 				  sizes[i] < 4 ? &ind : NULL);
 	}
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(queues, only_last_queue_started)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 0, 0);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 0, 0);
 
 	cr_assert_eq(ffe_vq_start(fe, A_QUEUES - 1, 64), 0, "%s", fe->err);
-	rw_verify(&fe->vq[A_QUEUES - 1], 900, 8192, 800, NULL);
-	close_and_wait(DEV_A, fe);
+	fx_rw_verify(&fe->vq[A_QUEUES - 1], 900, 8192, 800, NULL);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(queues, get_vring_base_and_restart)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 2, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 64);
 	uint32_t base = 0;
 	int r;
 
 	for (int i = 0; i < 37; i++)
-		rw_verify(&fe->vq[1], 1000 + (i % 4) * 8, 4096, 900 + i, NULL);    /* 74 requests */
+		fx_rw_verify(&fe->vq[1], 1000 + (i % 4) * 8, 4096, 900 + i, NULL);    /* 74 requests */
 	r = ffe_vq_stop(fe, 1, &base);
 	cr_assert_eq(r, 0, "GET_VRING_BASE: %s", fe->err);
 	cr_expect_eq(base, 74u, "GET_VRING_BASE after 74 requests returned %u", base);
@@ -1135,30 +945,30 @@ Test(queues, get_vring_base_and_restart)
 		cr_expect_eq(ffe_blk_status(&io), 0);
 		ffe_blk_io_release(&fe->vq[1], &io);
 	}
-	rw_verify(&fe->vq[1], 1100, 4096, 990, NULL);
+	fx_rw_verify(&fe->vq[1], 1100, 4096, 990, NULL);
 	cr_expect_eq(ffe_vq_used_idx(&fe->vq[1]), 77, "used idx %u after restart", ffe_vq_used_idx(&fe->vq[1]));
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(queues, index_wraps_at_65536)
 {
-	struct ffe *fe = ready(DEV_A, NULL, ffe_default_features(true), 0, 0);
+	struct ffe *fe = fx_ready(DEV_A, NULL, ffe_default_features(true), 0, 0);
 	uint32_t base = 0;
 
 	cr_assert_eq(ffe_vq_start_at(fe, 0, 16, 65530), 0, "%s", fe->err);
 	for (int i = 0; i < 6; i++)
-		rw_verify(&fe->vq[0], 1200 + i * 8, 4096, 1000 + i, NULL);     /* 12 requests */
+		fx_rw_verify(&fe->vq[0], 1200 + i * 8, 4096, 1000 + i, NULL);     /* 12 requests */
 	cr_assert_eq(ffe_vq_stop(fe, 0, &base), 0, "%s", fe->err);
 	cr_expect_eq(base, 6u, "GET_VRING_BASE after wrapping: %u, expected 6", base);
 	cr_expect_eq(ffe_vq_used_idx(&fe->vq[0]), 6, "used idx %u", ffe_vq_used_idx(&fe->vq[0]));
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 /* ---- notifications (core in interrupt mode: it sleeps on kicks) ------------ */
 
 static void strict_run(bool event_idx, unsigned n, unsigned batch)
 {
-	struct ffe *fe = ready(DEV_A, NULL, ffe_default_features(event_idx), 2, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, ffe_default_features(event_idx), 2, 64);
 	struct ffe_vq *vq = &fe->vq[1];
 	struct ffe_blk_io *io = calloc(batch, sizeof(*io));
 	uint8_t buf[4096];
@@ -1188,7 +998,7 @@ static void strict_run(bool event_idx, unsigned n, unsigned batch)
 	cr_log_info("event_idx=%d: %u requests, %" PRIu64 " kicks, %" PRIu64 " calls", event_idx, n,
 		    vq->kicks, vq->calls);
 	free(io);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(notify, calls_without_event_idx) { strict_run(false, 200, 1); }
@@ -1198,20 +1008,20 @@ Test(notify, batches_with_event_idx) { strict_run(true, 320, 16); }
 
 Test(notify, no_interrupt_flag_polling)
 {
-	struct ffe *fe = ready(DEV_A, NULL, ffe_default_features(false), 0, 0);
+	struct ffe *fe = fx_ready(DEV_A, NULL, ffe_default_features(false), 0, 0);
 	struct ffe_vq *vq = &fe->vq[0];
 
 	vq->no_interrupt = true;
 	cr_assert_eq(ffe_vq_start(fe, 0, 64), 0);
 	for (int i = 0; i < 20; i++)
-		rw_verify(vq, 3000 + i * 8, 4096, 1100 + i, NULL);
+		fx_rw_verify(vq, 3000 + i * 8, 4096, 1100 + i, NULL);
 	cr_log_info("NO_INTERRUPT set: %" PRIu64 " calls for 40 requests", vq->calls);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(notify, multiqueue_interrupt_mode)
 {
-	struct ffe *fa = ready(DEV_A, NULL, ffe_default_features(true), A_QUEUES, 128);
+	struct ffe *fa = fx_ready(DEV_A, NULL, ffe_default_features(true), A_QUEUES, 128);
 	struct qjob jobs[A_QUEUES];
 	pthread_t th[A_QUEUES];
 
@@ -1225,16 +1035,16 @@ Test(notify, multiqueue_interrupt_mode)
 		pthread_join(th[q], NULL);
 	for (unsigned q = 0; q < A_QUEUES; q++)
 		cr_expect(!jobs[q].err[0], "%s", jobs[q].err);
-	close_and_wait(DEV_A, fa);
+	fx_close_wait(DEV_A, fa, VDEV_LISTENING);
 }
 
 Test(busy, io_in_always_poll_mode)
 {
-	struct ffe *fe = ready(DEV_A, NULL, ffe_default_features(true), A_QUEUES, 128);
+	struct ffe *fe = fx_ready(DEV_A, NULL, ffe_default_features(true), A_QUEUES, 128);
 
 	for (unsigned q = 0; q < A_QUEUES; q++)
-		rw_verify(&fe->vq[q], 14000 + q * 64, 16384, 1200 + q, NULL);
-	close_and_wait(DEV_A, fe);
+		fx_rw_verify(&fe->vq[q], 14000 + q * 64, 16384, 1200 + q, NULL);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	healthy();
 }
 
@@ -1246,12 +1056,12 @@ Test(conn, states_and_reconnect_keeps_data)
 	uint8_t b[8192];
 
 	cr_expect_eq(vdev_get_state(fx.dev[DEV_A]), VDEV_LISTENING);
-	fe = ready(DEV_A, NULL, 0, 1, 128);
-	cr_expect(wait_state(DEV_A, VDEV_CONNECTED, 1000), "state '%s' with a front-end set up",
+	fe = fx_ready(DEV_A, NULL, 0, 1, 128);
+	cr_expect(fx_wait_state(DEV_A, VDEV_CONNECTED, 1000), "state '%s' with a front-end set up",
 		  vdev_state_name(vdev_get_state(fx.dev[DEV_A])));
 	ffe_pattern(b, sizeof(b), 1300);
-	write_ok(&fe->vq[0], 5000, b, sizeof(b), NULL);
-	close_and_wait(DEV_A, fe);
+	fx_write_ok(&fe->vq[0], 5000, b, sizeof(b), NULL);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 
 	/* new front-end, different memory layout */
 	{
@@ -1259,36 +1069,36 @@ Test(conn, states_and_reconnect_keeps_data)
 
 		ffe_opts_init(&o);
 		o.nregions = 3;
-		fe = ready(DEV_A, &o, 0, 2, 128);
+		fe = fx_ready(DEV_A, &o, 0, 2, 128);
 	}
 	memset(b, 0, sizeof(b));
-	read_ok(&fe->vq[1], 5000, b, sizeof(b), NULL);
-	check_pattern(b, sizeof(b), 1300, "data written by the previous connection");
+	fx_read_ok(&fe->vq[1], 5000, b, sizeof(b), NULL);
+	fx_check_pattern(b, sizeof(b), 1300, "data written by the previous connection");
 	check_golden(&fe->vq[0]);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(conn, fast_reconnect_loop)
 {
 	/* QEMU reconnecting: close and connect again at once, many times */
 	for (int i = 0; i < 25; i++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, 1 + i % A_QUEUES, 64);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1 + i % A_QUEUES, 64);
 
-		rw_verify(&fe->vq[i % A_QUEUES], 6000 + (i % 8) * 8, 4096, 1400 + i, NULL);
+		fx_rw_verify(&fe->vq[i % A_QUEUES], 6000 + (i % 8) * 8, 4096, 1400 + i, NULL);
 		ffe_close(fe);
 	}
-	cr_expect(wait_state(DEV_A, VDEV_LISTENING, 3000));
+	cr_expect(fx_wait_state(DEV_A, VDEV_LISTENING, 3000));
 	healthy();
 }
 
 Test(conn, resume_rings_on_new_connection)
 {
 	/* stop the rings, reconnect, SET_VRING_BASE to where we were, go on */
-	struct ffe *fe = ready(DEV_A, NULL, ffe_default_features(true), 2, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, ffe_default_features(true), 2, 64);
 	uint32_t base = 0;
 
 	for (int i = 0; i < 10; i++)
-		rw_verify(&fe->vq[0], 6100 + i * 8, 4096, 1500 + i, NULL);
+		fx_rw_verify(&fe->vq[0], 6100 + i * 8, 4096, 1500 + i, NULL);
 	cr_assert_eq(ffe_vq_stop(fe, 0, &base), 0, "%s", fe->err);
 	cr_expect_eq(base, 20u);
 	cr_assert_eq(ffe_reconnect(fe), 0);
@@ -1296,21 +1106,21 @@ Test(conn, resume_rings_on_new_connection)
 	cr_assert_eq(ffe_set_mem_table(fe), 0, "%s", fe->err);
 	cr_assert_eq(ffe_vq_resume(fe, 0), 0, "%s", fe->err);
 	for (int i = 0; i < 10; i++)
-		rw_verify(&fe->vq[0], 6200 + i * 8, 4096, 1600 + i, NULL);
+		fx_rw_verify(&fe->vq[0], 6200 + i * 8, 4096, 1600 + i, NULL);
 	cr_expect_eq(ffe_vq_used_idx(&fe->vq[0]), 40, "used idx %u after resuming at 20 + 20 requests",
 		     ffe_vq_used_idx(&fe->vq[0]));
 	uint8_t b[4096];
-	read_ok(&fe->vq[0], 6100, b, 4096, NULL);
-	check_pattern(b, 4096, 1500, "data from before the reconnect");
-	close_and_wait(DEV_A, fe);
+	fx_read_ok(&fe->vq[0], 6100, b, 4096, NULL);
+	fx_check_pattern(b, 4096, 1500, "data from before the reconnect");
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(conn, second_front_end_does_not_disturb_first)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 2, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 64);
 	struct ffe *fe2 = ffe_open(fx.sock[DEV_A], NULL);
 
-	rw_verify(&fe->vq[0], 6300, 4096, 1700, NULL);
+	fx_rw_verify(&fe->vq[0], 6300, 4096, 1700, NULL);
 	if (fe2) {
 		/* it may be refused, closed, or left waiting; not served alongside */
 		int p = ffe_probe(fe2);
@@ -1318,26 +1128,26 @@ Test(conn, second_front_end_does_not_disturb_first)
 		cr_log_info("second front-end while one is connected: probe=%d", p);
 		ffe_close(fe2);
 	}
-	rw_verify(&fe->vq[1], 6310, 4096, 1701, NULL);
+	fx_rw_verify(&fe->vq[1], 6310, 4096, 1701, NULL);
 	cr_expect_eq(vdev_get_state(fx.dev[DEV_A]), VDEV_CONNECTED);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	healthy();
 }
 
 Test(conn, busy_while_connected_and_forced_destroy)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 	struct vdev_params p;
 	char err[VDEV_ERR_MAX];
 	struct stat st;
 	int r;
 
-	params(&p, A_SIZE * 2, A_QUEUES, A_SERIAL);
+	fx_params(&p, A_SIZE * 2, A_QUEUES, A_SERIAL);
 	r = vdev_set_params(fx.dev[DEV_A], &p, err, sizeof(err));
 	cr_expect_eq(r, -EBUSY, "vdev_set_params while connected: %d", r);
 	r = vdev_destroy(fx.dev[DEV_A], false);
 	cr_expect_eq(r, -EBUSY, "vdev_destroy(force=false) while connected: %d", r);
-	rw_verify(&fe->vq[0], 6400, 4096, 1800, NULL);
+	fx_rw_verify(&fe->vq[0], 6400, 4096, 1800, NULL);
 
 	r = vdev_destroy(fx.dev[DEV_A], true);
 	cr_expect_eq(r, 0, "vdev_destroy(force=true): %d", r);
@@ -1346,9 +1156,9 @@ Test(conn, busy_while_connected_and_forced_destroy)
 	cr_expect(stat(fx.sock[DEV_A], &st) < 0 && errno == ENOENT, "socket file left behind");
 	ffe_close(fe);
 	/* B unaffected */
-	fe = ready(DEV_B, NULL, 0, B_QUEUES, 64);
-	rw_verify(&fe->vq[1], 100, 4096, 1801, NULL);
-	close_and_wait(DEV_B, fe);
+	fe = fx_ready(DEV_B, NULL, 0, B_QUEUES, 64);
+	fx_rw_verify(&fe->vq[1], 100, 4096, 1801, NULL);
+	fx_close_wait(DEV_B, fe, VDEV_LISTENING);
 }
 
 Test(conn, no_fd_leak)
@@ -1369,15 +1179,15 @@ Test(conn, no_fd_leak)
 		closedir(d);
 	}
 	for (int round = 0; round < 3; round++) {
-		fe = ready(DEV_A, NULL, 0, 2, 64);
+		fe = fx_ready(DEV_A, NULL, 0, 2, 64);
 		for (int k = 0; k < 3; k++)
 			efd[k] = eventfd(0, EFD_CLOEXEC);
 		/* stray fds on messages that take none (dropping is fine too) */
 		f = fe->features;
 		if (ffe_call(fe, FFE_SET_FEATURES, &f, 8, efd, 3) < 0 || ffe_probe(fe) != 1) {
 			ffe_close(fe);
-			cr_assert(wait_state(DEV_A, VDEV_LISTENING, 3000));
-			fe = ready(DEV_A, NULL, 0, 2, 64);
+			cr_assert(fx_wait_state(DEV_A, VDEV_LISTENING, 3000));
+			fe = fx_ready(DEV_A, NULL, 0, 2, 64);
 		}
 		/* table and call fds replaced */
 		cr_expect_eq(ffe_set_mem_table(fe), 0, "SET_MEM_TABLE again: %s", fe->err);
@@ -1385,8 +1195,8 @@ Test(conn, no_fd_leak)
 		for (int k = 0; k < 3; k++)
 			close(efd[k]);
 		if (ffe_probe(fe) == 1)
-			rw_verify(&fe->vq[0], 6500, 4096, 1900 + round, NULL);
-		close_and_wait(DEV_A, fe);
+			fx_rw_verify(&fe->vq[0], 6500, 4096, 1900 + round, NULL);
+		fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	}
 	ffe_deadline_start(&dl, 2000);
 	do {
@@ -1414,12 +1224,12 @@ static void multi_region_io(unsigned nregions, bool fd_per_region)
 	ffe_opts_init(&o);
 	o.nregions = nregions;
 	o.fd_per_region = fd_per_region;
-	fe = ready(DEV_A, &o, 0, A_QUEUES, 128);
+	fe = fx_ready(DEV_A, &o, 0, A_QUEUES, 128);
 	for (unsigned q = 0; q < A_QUEUES; q++)
 		for (unsigned l = 0; l < 4; l++)
-			rw_verify(&fe->vq[q], 7000 + q * 512 + l * 64, 32768, 2000 + q * 10 + l, &lays[l]);
+			fx_rw_verify(&fe->vq[q], 7000 + q * 512 + l * 64, 32768, 2000 + q * 10 + l, &lays[l]);
 	check_golden(&fe->vq[1]);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(mem, two_regions) { multi_region_io(2, false); }
@@ -1444,7 +1254,7 @@ Test(mem, buffer_straddles_contiguous_regions)
 	o.nregions = 2;
 	o.fd_per_region = true;
 	o.contiguous_gpa = true;
-	fe = open_fe(DEV_A, &o);
+	fe = fx_open(DEV_A, &o);
 	/* keep the rings away from the bytes around the boundary */
 	cr_assert_eq(ffe_alloc(fe, 65536, 4096, 1, &h), 0);
 	cr_assert_eq(ffe_setup(fe, 0, 2, 64), 0, "%s", fe->err);
@@ -1488,31 +1298,31 @@ Test(mem, buffer_straddles_contiguous_regions)
 		if (dir == 0) {
 			uint8_t b[4096];
 
-			read_ok(&fe->vq[0], 7900, b, 4096, NULL);
-			check_pattern(b, 4096, 2100, "data written from a buffer straddling two regions");
+			fx_read_ok(&fe->vq[0], 7900, b, 4096, NULL);
+			fx_check_pattern(b, 4096, 2100, "data written from a buffer straddling two regions");
 		} else {
 			cr_expect(memcmp(lo, ref, 2048) == 0 && memcmp(hi, ref + 2048, 2048) == 0,
 				  "data read into a buffer straddling two regions is wrong");
 		}
 	}
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	healthy();
 }
 
 Test(mem, mem_table_replaced_while_running)
 {
-	struct ffe *fe = ready(DEV_A, NULL, 0, A_QUEUES, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, A_QUEUES, 64);
 
 	for (unsigned q = 0; q < A_QUEUES; q++)
-		rw_verify(&fe->vq[q], 8000 + q * 64, 8192, 2200 + q, NULL);
+		fx_rw_verify(&fe->vq[q], 8000 + q * 64, 8192, 2200 + q, NULL);
 	for (int i = 0; i < 3; i++) {
 		int r = ffe_set_mem_table(fe);
 
 		cr_assert_eq(r, 0, "SET_MEM_TABLE #%d while rings run: %d (%s)", i + 2, r, fe->err);
 		for (unsigned q = 0; q < A_QUEUES; q++)
-			rw_verify(&fe->vq[q], 8300 + q * 64, 8192, 2300 + q + i * 10, NULL);
+			fx_rw_verify(&fe->vq[q], 8300 + q * 64, 8192, 2300 + q + i * 10, NULL);
 	}
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 /* ==== hostile front-end suite ================================================
@@ -1667,7 +1477,7 @@ struct mcase {
 static void run_mcases(const struct mcase *c, unsigned n, bool with_rings)
 {
 	for (unsigned i = 0; i < n; i++) {
-		struct ffe *fe = with_rings ? ready(DEV_A, NULL, 0, 2, 64) : negotiated(DEV_A);
+		struct ffe *fe = with_rings ? fx_ready(DEV_A, NULL, 0, 2, 64) : fx_negotiated(DEV_A);
 		enum outcome o = xmit(fe, c[i].req, 0, c[i].size, c[i].payload, c[i].plen, NULL, 0, NULL);
 
 		cr_log_info("%s: backend %s", c[i].what, oname(o));
@@ -1706,7 +1516,7 @@ Test(badmsg, size_field_huge)
 	static const uint32_t sizes[] = { 0xffffffffu, 0x80000000u, 16u << 20 };
 
 	for (unsigned i = 0; i < 3; i++) {
-		struct ffe *fe = negotiated(DEV_A);
+		struct ffe *fe = fx_negotiated(DEV_A);
 		uint64_t f = fe->features;
 		enum outcome o = xmit(fe, FFE_SET_FEATURES, 0, sizes[i], &f, 8, NULL, 0, NULL);
 
@@ -1722,7 +1532,7 @@ Test(badmsg, payload_larger_than_allowed)
 	static const uint32_t sizes[] = { 4097, 8192, 65536, 1u << 20 };
 
 	for (unsigned i = 0; i < 4; i++) {
-		struct ffe *fe = negotiated(DEV_A);
+		struct ffe *fe = fx_negotiated(DEV_A);
 		uint8_t *p = calloc(1, sizes[i]);
 		enum outcome o;
 
@@ -1766,7 +1576,7 @@ Test(badmsg, vring_index_out_of_range)
 						 FFE_GET_VRING_BASE };
 
 		for (unsigned k = 0; k < sizeof(reqs) / sizeof(reqs[0]); k++) {
-			struct ffe *fe = ready(DEV_A, NULL, 0, 1, 64);
+			struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 			bool isaddr = reqs[k] == FFE_SET_VRING_ADDR;
 			char what[96];
 			enum outcome o;
@@ -1789,7 +1599,7 @@ Test(badmsg, vring_index_out_of_range)
 		static const uint32_t reqs[] = { FFE_SET_VRING_KICK, FFE_SET_VRING_CALL, FFE_SET_VRING_ERR };
 
 		for (unsigned k = 0; k < 3; k++) {
-			struct ffe *fe = ready(DEV_A, NULL, 0, 1, 64);
+			struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 			int efd = eventfd(0, EFD_CLOEXEC);
 			char what[96];
 			enum outcome o = xmit(fe, reqs[k], 0, 8, &vals[v], 8, &efd, 1, NULL);
@@ -1806,7 +1616,7 @@ Test(badmsg, vring_index_out_of_range)
 Test(badmsg, vring_index_beyond_queue_num)
 {
 	/* device A has 4 queues: vring 4 does not exist */
-	struct ffe *fe = ready(DEV_A, NULL, 0, 1, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 	uint32_t st[2] = { A_QUEUES, 64 };
 	enum outcome o = xmit(fe, FFE_SET_VRING_NUM, 0, 8, st, 8, NULL, 0, NULL);
 
@@ -1821,7 +1631,7 @@ Test(badmsg, vring_num_invalid)
 	static const uint32_t good[] = { 1, 2, 1024 };
 
 	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, 1, 64);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 		uint32_t st[2] = { 1, bad[i] };
 		enum outcome o = xmit(fe, FFE_SET_VRING_NUM, 0, 8, st, 8, NULL, 0, NULL);
 		char what[64];
@@ -1832,7 +1642,7 @@ Test(badmsg, vring_num_invalid)
 		finish(fe, o, what);
 	}
 	for (unsigned i = 0; i < 3; i++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, 1, 64);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 		uint32_t st[2] = { 1, good[i] };
 		enum outcome o = xmit(fe, FFE_SET_VRING_NUM, 0, 8, st, 8, NULL, 0, NULL);
 
@@ -1848,7 +1658,7 @@ Test(badmsg, bad_version_flags)
 					  0x3 | FFE_FLAG_NEED_REPLY };
 
 	for (unsigned i = 0; i < 3; i++) {
-		struct ffe *fe = negotiated(DEV_A);
+		struct ffe *fe = fx_negotiated(DEV_A);
 		uint64_t f = fe->features;
 		enum outcome o = xmit(fe, FFE_SET_FEATURES, flags[i], 8, &f, 8, NULL, 0, NULL);
 
@@ -1861,7 +1671,7 @@ Test(badmsg, bad_version_flags)
 
 Test(badmsg, truncated_messages)
 {
-	struct ffe *fe = negotiated(DEV_A);
+	struct ffe *fe = fx_negotiated(DEV_A);
 	uint8_t hdr[12] = { U32LE(FFE_SET_FEATURES), U32LE(FFE_FLAG_VERSION), U32LE(8) };
 
 	/* 5 bytes of a header, then gone */
@@ -1869,19 +1679,19 @@ Test(badmsg, truncated_messages)
 	ffe_close(fe);
 	healthy();
 	/* header and half the payload, then gone */
-	fe = negotiated(DEV_A);
+	fe = fx_negotiated(DEV_A);
 	cr_assert_eq(send(fe->sock, hdr, 12, MSG_NOSIGNAL), 12);
 	cr_assert_eq(send(fe->sock, hdr, 4, MSG_NOSIGNAL), 4);
 	ffe_close(fe);
 	healthy();
 	/* half a header, then silence while B is used: must not block B */
-	fe = negotiated(DEV_A);
+	fe = fx_negotiated(DEV_A);
 	cr_assert_eq(send(fe->sock, hdr, 6, MSG_NOSIGNAL), 6);
 	{
-		struct ffe *fb = ready(DEV_B, NULL, 0, 1, 64);
+		struct ffe *fb = fx_ready(DEV_B, NULL, 0, 1, 64);
 
-		rw_verify(&fb->vq[0], 300, 4096, 2400, NULL);
-		close_and_wait(DEV_B, fb);
+		fx_rw_verify(&fb->vq[0], 300, 4096, 2400, NULL);
+		fx_close_wait(DEV_B, fb, VDEV_LISTENING);
 	}
 	ffe_close(fe);
 	healthy();
@@ -1891,7 +1701,7 @@ Test(badmsg, slow_reader_does_not_block_other_devices)
 {
 	/* flood GET_FEATURES without reading a single reply: the replies fill
 	 * the socket; the back-end must not stall its control thread on it */
-	struct ffe *fe = negotiated(DEV_A);
+	struct ffe *fe = fx_negotiated(DEV_A);
 	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 };
 	int sent = 0;
 
@@ -1910,11 +1720,11 @@ Test(badmsg, slow_reader_does_not_block_other_devices)
 
 		ffe_opts_init(&o);
 		o.timeout_ms = 2000;
-		fb = ready(DEV_B, &o, 0, 1, 64);
-		rw_verify(&fb->vq[0], 400, 4096, 2500, NULL);
+		fb = fx_ready(DEV_B, &o, 0, 1, 64);
+		fx_rw_verify(&fb->vq[0], 400, 4096, 2500, NULL);
 		cr_log_info("device B served in %" PRId64 " ms while A's front-end did not read",
 			    ffe_now_ms() - t0);
-		close_and_wait(DEV_B, fb);
+		fx_close_wait(DEV_B, fb, VDEV_LISTENING);
 	}
 	ffe_close(fe);
 	healthy();
@@ -1925,7 +1735,7 @@ Test(badmsg, kick_and_call_without_fd)
 	static const uint32_t reqs[] = { FFE_SET_VRING_KICK, FFE_SET_VRING_CALL };
 
 	for (unsigned k = 0; k < 2; k++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, 1, 64);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 		uint64_t v = 0;         /* vring 0, NOFD flag clear, no fd attached */
 		enum outcome o = xmit(fe, reqs[k], 0, 8, &v, 8, NULL, 0, NULL);
 
@@ -1936,7 +1746,7 @@ Test(badmsg, kick_and_call_without_fd)
 	}
 	/* two fds where one is expected */
 	{
-		struct ffe *fe = ready(DEV_A, NULL, 0, 1, 64);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 		int fds[2] = { eventfd(0, EFD_CLOEXEC), eventfd(0, EFD_CLOEXEC) };
 		uint64_t v = 0;
 		enum outcome o = xmit(fe, FFE_SET_VRING_CALL, 0, 8, &v, 8, fds, 2, NULL);
@@ -1954,7 +1764,7 @@ Test(badmsg, get_config_out_of_range)
 					     { 0xfffffff0u, 32 }, { 250, 16 } };
 
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct ffe *fe = negotiated(DEV_A);
+		struct ffe *fe = fx_negotiated(DEV_A);
 		struct ffe_msg *m = malloc(sizeof(*m));
 		uint32_t p[3 + 80] = { cases[i][0], cases[i][1], 0 };
 		uint32_t plen = 12 + (cases[i][1] <= 256 ? cases[i][1] : 256);
@@ -1983,7 +1793,7 @@ Test(badmsg, ring_setup_out_of_order_and_bad_addresses)
 {
 	/* rings programmed before any memory table */
 	{
-		struct ffe *fe = negotiated(DEV_A);
+		struct ffe *fe = fx_negotiated(DEV_A);
 		uint32_t st[2] = { 0, 64 };
 		struct ffe_vring_addr a = { .index = 0, .desc = 0x100000, .used = 0x200000, .avail = 0x300000 };
 		int efd = eventfd(0, EFD_CLOEXEC);
@@ -2006,7 +1816,7 @@ Test(badmsg, ring_setup_out_of_order_and_bad_addresses)
 	}
 	/* ring addresses that are not in any region, or run off its end */
 	for (int variant = 0; variant < 4; variant++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, 2, 64);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 64);
 		struct ffe_vq *vq = &fe->vq[1];
 		struct ffe_vring_addr a = { .index = 1, .desc = vq->desc_uva, .used = vq->used_uva,
 					    .avail = vq->avail_uva };
@@ -2097,7 +1907,7 @@ Test(badmsg, mem_table_region_beyond_fd)
 	};
 
 	for (unsigned i = 0; i < 3; i++) {
-		struct ffe *fe = negotiated(DEV_A);
+		struct ffe *fe = fx_negotiated(DEV_A);
 		struct ffe_mem_region r = { .gpa = 0, .size = v[i].size,
 					    .uva = fe->r[0].uva, .mmap_offset = v[i].off };
 		enum outcome o = send_table(fe, 1, &r, 1, &fe->r[0].fd, 1, 0);
@@ -2122,7 +1932,7 @@ Test(badmsg, mem_table_overflowing_fields)
 	};
 
 	for (unsigned i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-		struct ffe *fe = negotiated(DEV_A);
+		struct ffe *fe = fx_negotiated(DEV_A);
 		struct ffe_mem_region r = { v[i].gpa, v[i].size, v[i].uva ? v[i].uva : fe->r[0].uva, v[i].off };
 		enum outcome o = send_table(fe, 1, &r, 1, &fe->r[0].fd, 1, 0);
 
@@ -2137,7 +1947,7 @@ Test(badmsg, mem_table_overflowing_fields)
 
 Test(badmsg, mem_table_overlapping_regions)
 {
-	struct ffe *fe = negotiated(DEV_A);
+	struct ffe *fe = fx_negotiated(DEV_A);
 	struct ffe_mem_region r[2] = {
 		{ 0, 32 * MiB, fe->r[0].uva, 0 },
 		{ 16 * MiB, 32 * MiB, fe->r[0].uva + 64 * MiB, 0 },
@@ -2172,7 +1982,7 @@ Test(badmsg, mem_table_lying_count_and_missing_fds)
 	};
 
 	for (unsigned i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-		struct ffe *fe = negotiated(DEV_A);
+		struct ffe *fe = fx_negotiated(DEV_A);
 		struct ffe_mem_region r[10];
 		int fds[10];
 		enum outcome o;
@@ -2193,7 +2003,7 @@ Test(badmsg, mem_table_lying_count_and_missing_fds)
 
 Test(badmsg, mem_table_fd_not_mappable)
 {
-	struct ffe *fe = negotiated(DEV_A);
+	struct ffe *fe = fx_negotiated(DEV_A);
 	int efd = eventfd(0, EFD_CLOEXEC);
 	struct ffe_mem_region r = { 0, 64 * MiB, fe->r[0].uva, 0 };
 	enum outcome o = send_table(fe, 1, &r, 1, &efd, 1, 0);
@@ -2205,7 +2015,7 @@ Test(badmsg, mem_table_fd_not_mappable)
 
 Test(badmsg, stray_fds_and_unoffered_features)
 {
-	struct ffe *fe = negotiated(DEV_A);
+	struct ffe *fe = fx_negotiated(DEV_A);
 	int efd[4];
 	uint64_t f = fe->features | (1ull << 60);
 	enum outcome o;
@@ -2241,7 +2051,7 @@ static void hr_open(struct hr *h, uint32_t type, uint64_t sector)
 
 	ffe_opts_init(&o);
 	o.nregions = 2;
-	h->fe = ready(DEV_A, &o, 0, 2, 128);
+	h->fe = fx_ready(DEV_A, &o, 0, 2, 128);
 	h->vq = &h->fe->vq[1];
 	cr_assert_eq(ffe_alloc(h->fe, 16, 16, 0, &h->hdr), 0);
 	cr_assert_eq(ffe_alloc(h->fe, 4096, 512, 1, &h->data), 0);
@@ -2305,7 +2115,7 @@ static void hr_finish(struct hr *h, bool ok_allowed, const char *what)
 	cr_expect_neq(p, -ETIMEDOUT, "%s: control connection stopped answering", what);
 	if (p == 1) {
 		/* the connection lives: its other queue must still work */
-		rw_verify(&h->fe->vq[0], 9000, 8192, 3000, NULL);
+		fx_rw_verify(&h->fe->vq[0], 9000, 8192, 3000, NULL);
 	} else {
 		cr_log_info("%s: connection dropped", what);
 	}
@@ -2571,8 +2381,8 @@ Test(badring, valid_request_before_a_bad_one_completes)
 		int p = ffe_probe(h.fe);
 
 		if (p == 1) {
-			read_ok(&h.fe->vq[0], SCRATCH_SECTOR + 64, r, 4096, NULL);
-			check_pattern(r, 4096, 3100, "valid request issued before a bad one");
+			fx_read_ok(&h.fe->vq[0], SCRATCH_SECTOR + 64, r, 4096, NULL);
+			fx_check_pattern(r, 4096, 3100, "valid request issued before a bad one");
 		}
 	}
 	ffe_close(h.fe);
@@ -2636,7 +2446,7 @@ Test(queues, get_vring_base_under_io)
 	 * ring is stopped (used idx frozen) and every request the device took
 	 * (base) has completed (used idx == base): nothing in flight is lost. */
 	for (int round = 0; round < 5; round++) {
-		struct ffe *fe = ready(DEV_A, NULL, ffe_default_features(round % 2), 2, 128);
+		struct ffe *fe = fx_ready(DEV_A, NULL, ffe_default_features(round % 2), 2, 128);
 		struct stopper s = { .vq = &fe->vq[1] };
 		pthread_t th;
 		uint32_t base = 0;
@@ -2662,8 +2472,8 @@ Test(queues, get_vring_base_under_io)
 		cr_expect_eq((uint16_t)base, u1, "GET_VRING_BASE returned %u but only %u requests were "
 			     "completed: requests taken before the stop were lost", base, u1);
 		/* the connection goes on with queue 0 */
-		rw_verify(&fe->vq[0], 9100, 4096, 3200 + round, NULL);
-		close_and_wait(DEV_A, fe);
+		fx_rw_verify(&fe->vq[0], 9100, 4096, 3200 + round, NULL);
+		fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	}
 	healthy();
 }
@@ -2673,7 +2483,7 @@ Test(conn, close_with_requests_in_flight)
 	/* the front-end vanishes with the rings full: the back-end must stop
 	 * touching guest memory before it lets go of it */
 	for (int round = 0; round < 10; round++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, A_QUEUES, 256);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, A_QUEUES, 256);
 		struct ffe_blk_io *io = calloc(64, sizeof(*io));
 		struct ffe_layout ind = { FFE_L_NATURAL, 4096, true };
 		static uint8_t big[65536];
@@ -2696,7 +2506,7 @@ Test(conn, close_with_requests_in_flight)
 		}
 		free(io);
 	}
-	cr_assert(wait_state(DEV_A, VDEV_LISTENING, 3000));
+	cr_assert(fx_wait_state(DEV_A, VDEV_LISTENING, 3000));
 	healthy();
 }
 
@@ -2744,7 +2554,7 @@ Test(mem, mem_table_swaps_under_io)
 
 	ffe_opts_init(&o);
 	o.nregions = 3;
-	fe = ready(DEV_A, &o, 0, A_QUEUES, 64);
+	fe = fx_ready(DEV_A, &o, 0, A_QUEUES, 64);
 	for (unsigned q = 0; q < A_QUEUES; q++) {
 		l[q] = (struct ioloop){ .vq = &fe->vq[q], .base = 24000 + q * 512, .seed = 10000000ull * (q + 1) };
 		pthread_create(&th[q], NULL, ioloop_worker, &l[q]);
@@ -2761,14 +2571,14 @@ Test(mem, mem_table_swaps_under_io)
 		cr_expect(!l[q].err[0], "%s", l[q].err);
 		cr_log_info("q%u: %u write+read cycles during 20 table swaps", q, l[q].done);
 	}
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	healthy();
 }
 
 Test(conn, create_destroy_devices_while_io)
 {
 	/* the control path adds and removes devices while A's rings run */
-	struct ffe *fe = ready(DEV_A, NULL, 0, 2, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 64);
 	struct ioloop l = { .vq = &fe->vq[1], .base = 26000, .seed = 777 };
 	pthread_t th;
 
@@ -2779,7 +2589,7 @@ Test(conn, create_destroy_devices_while_io)
 		struct vdev *d;
 		int r;
 
-		params(&p, 4 * MiB, 1 + i % 3, "tmp");
+		fx_params(&p, 4 * MiB, 1 + i % 3, "tmp");
 		snprintf(name, sizeof(name), "vbtmp%d", i);
 		snprintf(sock, sizeof(sock), "%s/%s.sock", fx.dir, name);
 		r = vdev_create(fx.core, name, sock, &p, &d, err, sizeof(err));
@@ -2789,7 +2599,7 @@ Test(conn, create_destroy_devices_while_io)
 
 			cr_assert_not_null(ft);
 			cr_assert_eq(ffe_setup(ft, 0, 1, 32), 0, "%s", ft->err);
-			rw_verify(&ft->vq[0], 0, 4096, 4000 + i, NULL);
+			fx_rw_verify(&ft->vq[0], 0, 4096, 4000 + i, NULL);
 			ffe_close(ft);
 		}
 		r = vdev_destroy(d, true);
@@ -2799,7 +2609,7 @@ Test(conn, create_destroy_devices_while_io)
 	pthread_join(th, NULL);
 	cr_expect(!l.err[0], "%s", l.err);
 	cr_log_info("%u cycles on A while 15 devices came and went", l.done);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	healthy();
 }
 
@@ -2811,17 +2621,17 @@ Test(conn, set_params_resize_keeps_data)
 	uint8_t b[GOLD_LEN];
 	int r;
 
-	params(&p, A_SIZE * 2, A_QUEUES, A_SERIAL);
+	fx_params(&p, A_SIZE * 2, A_QUEUES, A_SERIAL);
 	r = vdev_set_params(fx.dev[DEV_A], &p, err, sizeof(err));
 	cr_assert_eq(r, 0, "vdev_set_params (grow to 64 MiB) while idle: %d %s", r, err);
-	fe = ready(DEV_A, NULL, 0, 1, 64);
+	fe = fx_ready(DEV_A, NULL, 0, 1, 64);
 	cr_expect_eq(fe->cfg.capacity, A_SIZE * 2 / 512, "capacity %" PRIu64 " after growing",
 		     fe->cfg.capacity);
 	check_golden(&fe->vq[0]);
-	read_ok(&fe->vq[0], A_SIZE / 512, b, 4096, NULL);
-	check_zero(b, 4096, "grown part of a ram device");
-	rw_verify(&fe->vq[0], A_SIZE * 2 / 512 - 8, 4096, 4100, NULL);
-	close_and_wait(DEV_A, fe);
+	fx_read_ok(&fe->vq[0], A_SIZE / 512, b, 4096, NULL);
+	fx_check_zero(b, 4096, "grown part of a ram device");
+	fx_rw_verify(&fe->vq[0], A_SIZE * 2 / 512 - 8, 4096, 4100, NULL);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 /* ---- lost wake-ups: the engine going to sleep while requests arrive --------- */
@@ -2877,7 +2687,7 @@ static void *nap_worker(void *arg)
 
 static void nap_run(bool event_idx, unsigned nq)
 {
-	struct ffe *fe = ready(DEV_A, NULL, ffe_default_features(event_idx), nq, 64);
+	struct ffe *fe = fx_ready(DEV_A, NULL, ffe_default_features(event_idx), nq, 64);
 	struct napjob j[A_QUEUES];
 	pthread_t th[A_QUEUES];
 
@@ -2891,7 +2701,7 @@ static void nap_run(bool event_idx, unsigned nq)
 		cr_log_info("event_idx=%d q%u: worst latency %" PRId64 " ms, %" PRIu64 " kicks for %u requests",
 			    event_idx, q, j[q].worst_ms, fe->vq[q].kicks, j[q].n);
 	}
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
 Test(wakeup, one_queue_no_event_idx) { nap_run(false, 1); }
@@ -2956,7 +2766,7 @@ Test(nego, inflight_fd_offered_and_sized)
 	/* offered, and set up as QEMU does: GET_INFLIGHT_FD, SET_INFLIGHT_FD */
 	ffe_opts_init(&o);
 	o.inflight = true;
-	fe = ready(DEV_A, &o, 0, A_QUEUES, 128);
+	fe = fx_ready(DEV_A, &o, 0, A_QUEUES, 128);
 	cr_expect(fe->dev_protocol_features & FFE_BIT(FFE_PF_INFLIGHT_SHMFD),
 		  "protocol features %#" PRIx64 " lack INFLIGHT_SHMFD", fe->dev_protocol_features);
 	cr_expect_eq(fe->inflight_size, A_QUEUES * ffe_inflight_queue_size(128),
@@ -2969,7 +2779,7 @@ Test(nego, inflight_fd_offered_and_sized)
 		struct ffe_inflight_queue *iq = ffe_inflight_q(fe, q);
 		unsigned marks = 0, counted = 0;
 
-		rw_verify(&fe->vq[q], 7000 + q * 64, 8192, 7100 + q, NULL);
+		fx_rw_verify(&fe->vq[q], 7000 + q * 64, 8192, 7100 + q, NULL);
 		cr_assert_not_null(iq);
 		cr_expect_eq(iq->version, 1);
 		cr_expect_eq(iq->desc_num, 128);
@@ -2983,7 +2793,7 @@ Test(nego, inflight_fd_offered_and_sized)
 		cr_expect_eq(iq->used_idx, ffe_vq_used_idx(&fe->vq[q]), "q%u: region used_idx %u, "
 			     "ring used idx %u", q, iq->used_idx, ffe_vq_used_idx(&fe->vq[q]));
 	}
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 
 	/* sizes: num_queues x the queue's size aligned to 64 */
 	for (unsigned i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
@@ -2993,7 +2803,7 @@ Test(nego, inflight_fd_offered_and_sized)
 		enum outcome oc;
 		int fd;
 
-		fe = negotiated(DEV_A);
+		fe = fx_negotiated(DEV_A);
 		oc = get_inflight_raw(fe, sizeof(in), &in, false, &fd, &msize);
 		cr_expect_eq(oc, O_REPLY, "GET_INFLIGHT_FD for %u queues of %u: %s", shapes[i][0],
 			     shapes[i][1], oname(oc));
@@ -3005,7 +2815,7 @@ Test(nego, inflight_fd_offered_and_sized)
 				  shapes[i][0], shapes[i][1], (long long)st.st_size, msize);
 			close(fd);
 		}
-		close_and_wait(DEV_A, fe);
+		fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	}
 }
 
@@ -3031,7 +2841,7 @@ Test(badmsg, inflight_bad_shape)
 		for (int nr = 0; nr < 2; nr++) {
 			uint8_t p[64] = { 0 };
 			struct ffe_inflight_msg in = { .num_queues = v[i].nq, .queue_size = v[i].qs };
-			struct ffe *fe = negotiated(DEV_A);
+			struct ffe *fe = fx_negotiated(DEV_A);
 			uint64_t msize;
 			enum outcome o;
 			char what[96];
@@ -3083,7 +2893,7 @@ Test(badmsg, inflight_region_lies)
 	};
 
 	for (unsigned c = 0; c < NCASES; c++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, 2, 128);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 128);
 		int fds[2] = { -1, -1 }, nfds = 1;
 		uint64_t msize = need, moff = 0;
 		uint16_t nq = 2, qs = 128;
@@ -3120,7 +2930,7 @@ Test(badmsg, inflight_region_lies)
 		EXPECT_REFUSED(o, "SET_INFLIGHT_FD with %s: backend %s", what[c], oname(o));
 		if (o == O_NACK) {
 			/* the connection goes on with its rings untouched */
-			rw_verify(&fe->vq[1], 7300, 4096, 7300 + c, NULL);
+			fx_rw_verify(&fe->vq[1], 7300, 4096, 7300 + c, NULL);
 		}
 		finish(fe, o, what[c]);
 	}
@@ -3148,7 +2958,7 @@ Test(badring, inflight_region_contents_lie)
 		int fd, r;
 
 		ffe_opts_init(&o);
-		fe = open_fe(DEV_A, &o);
+		fe = fx_open(DEV_A, &o);
 		/* negotiate with INFLIGHT_SHMFD, then set a region of our own */
 		fe->opts.inflight = true;
 		cr_assert_eq(ffe_negotiate(fe, 0), 0, "%s", fe->err);
@@ -3213,7 +3023,7 @@ Test(badring, inflight_region_contents_lie)
 				    ffe_vq_used_idx(&fe->vq[1]), fe->vq[1].bogus_used);
 			usleep(100000);
 			if (ffe_probe(fe) == 1)
-				rw_verify(&fe->vq[0], 7400, 4096, 7400 + v, NULL);
+				fx_rw_verify(&fe->vq[0], 7400, 4096, 7400 + v, NULL);
 			else
 				cr_log_info("%s: connection dropped", what[v]);
 		}
@@ -3278,7 +3088,7 @@ Test(badmsg, get_inflight_fd_while_rings_run)
 
 	ffe_opts_init(&o);
 	o.inflight = true;
-	fe = ready(DEV_A, &o, 0, A_QUEUES, 128);
+	fe = fx_ready(DEV_A, &o, 0, A_QUEUES, 128);
 	for (unsigned q = 0; q < A_QUEUES; q++) {
 		p[q] = (struct pusher){ .vq = &fe->vq[q] };
 		pthread_create(&th[q], NULL, pusher_worker, &p[q]);
@@ -3313,7 +3123,7 @@ Test(badmsg, get_inflight_fd_while_rings_run)
 	}
 	cr_log_info("slowest call: %s, %" PRId64 " ms; the writers stopped %" PRId64 " ms after "
 		    "the last call", slow_what, slowest, ffe_now_ms() - t_end);
-	close_and_wait(DEV_A, fe);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	healthy();
 }
 
@@ -3332,7 +3142,7 @@ static void truncate_after_set(bool inflight)
 		uint8_t *map;
 
 		/* our own (unsealed) region instead of the back-end's sealed one */
-		fe = open_fe(DEV_A, &o);
+		fe = fx_open(DEV_A, &o);
 		cr_assert_eq(ffe_negotiate(fe, 0), 0, "%s", fe->err);
 		cr_assert_eq(ffe_set_mem_table(fe), 0, "%s", fe->err);
 		fd = memfd_of(2 * per);
@@ -3345,7 +3155,7 @@ static void truncate_after_set(bool inflight)
 		fe->inflight_qs = 128;
 		cr_assert_eq(ffe_set_inflight_fd(fe), 0, "%s", fe->err);
 		cr_assert_eq(ffe_vq_start(fe, 0, 128), 0, "%s", fe->err);
-		rw_verify(&fe->vq[0], 7600, 4096, 7600, NULL);
+		fx_rw_verify(&fe->vq[0], 7600, 4096, 7600, NULL);
 		/* shrink it, then start a ring (the back-end reads the region) */
 		munmap(map, 2 * per);
 		fe->inflight_map = NULL;
@@ -3354,8 +3164,8 @@ static void truncate_after_set(bool inflight)
 		ffe_vq_start(fe, 1, 128);
 		usleep(200000);
 	} else {
-		fe = ready(DEV_A, &o, 0, 2, 128);
-		rw_verify(&fe->vq[1], 7610, 4096, 7610, NULL);
+		fe = fx_ready(DEV_A, &o, 0, 2, 128);
+		fx_rw_verify(&fe->vq[1], 7610, 4096, 7610, NULL);
 		/* shrink guest memory under the back-end, then kick: it reads the
 		 * avail ring (we no longer touch that memory ourselves) */
 		cr_assert_eq(ftruncate(fe->r[0].fd, 0), 0);
@@ -3485,7 +3295,7 @@ Test(badring, short_header)
 			cr_expect_eq(wait_used_or_hangup(h.fe, h.vq, 2000), 0, "%s: no completion", what[v]);
 			cr_expect_eq(*(uint8_t *)h.st.hva, FFE_BLK_S_OK, "%s: status %#x", what[v],
 				     *(uint8_t *)h.st.hva);
-			read_ok(&h.fe->vq[0], SCRATCH_SECTOR + 8, r, sizeof(r), NULL);
+			fx_read_ok(&h.fe->vq[0], SCRATCH_SECTOR + 8, r, sizeof(r), NULL);
 			for (int k = 0; k < 4096; k++)
 				if (r[k] != 0x5a) {
 					cr_expect_fail("%s: byte %d on disk is %#x", what[v], k, r[k]);
@@ -3543,7 +3353,7 @@ Test(badring, length_wraparound)
 	};
 
 	for (int v = 0; v < 5; v++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, 2, 128);    /* one 64 MiB region */
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, 2, 128);    /* one 64 MiB region */
 		struct ffe_vq *vq = &fe->vq[1];
 		struct ffe_blk_hdr bh = { .type = v == 1 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
 					  .sector = GOLD_SECTOR };
@@ -3613,7 +3423,7 @@ Test(badring, ring_addr_outside_memory_then_kick)
 	};
 
 	for (int v = 0; v < 5; v++) {
-		struct ffe *fe = ready(DEV_A, NULL, 0, v == 0 ? 1 : 2, 128);
+		struct ffe *fe = fx_ready(DEV_A, NULL, 0, v == 0 ? 1 : 2, 128);
 		struct ffe_vq *vq = &fe->vq[1];
 		enum outcome o = O_ACK0;
 		uint64_t one = 1;
@@ -3712,7 +3522,7 @@ Test(badmsg, get_config_size_over_256)
 			static uint8_t p[12 + 4096];
 			uint32_t body = lie ? 16 : (sizes[i] <= 4084 ? sizes[i] : 4084);
 			uint32_t hsize = lie ? 12 + 16 : 12 + sizes[i];
-			struct ffe *fe = negotiated(DEV_A);
+			struct ffe *fe = fx_negotiated(DEV_A);
 			struct ffe_msg *m = malloc(sizeof(*m));
 			enum outcome o;
 			char what[96];
@@ -3781,7 +3591,7 @@ static void *bystander_worker(void *arg)
 static void bystander_start(struct bystander *b)
 {
 	memset(b, 0, sizeof(*b));
-	b->fe = ready(DEV_B, NULL, 0, 1, 64);
+	b->fe = fx_ready(DEV_B, NULL, 0, 1, 64);
 	pthread_create(&b->th, NULL, bystander_worker, b);
 }
 
@@ -3796,7 +3606,7 @@ static void bystander_stop(struct bystander *b, const char *during)
 	 * for seconds as a whole) */
 	cr_log_info("device B: %u write+read cycles during %s, worst %" PRId64 " ms", b->done,
 		    during, b->worst_ms);
-	close_and_wait(DEV_B, b->fe);
+	fx_close_wait(DEV_B, b->fe, VDEV_LISTENING);
 }
 
 Test(badmsg, messages_split_byte_by_byte)
@@ -3815,7 +3625,7 @@ Test(badmsg, messages_split_byte_by_byte)
 
 		ffe_opts_init(&o);
 		o.nregions = 1 + i;     /* 1 to 3 fds on SET_MEM_TABLE */
-		fe = open_fe(DEV_A, &o);
+		fe = fx_open(DEV_A, &o);
 		fe->send_chunk = chunks[i];
 		fe->send_gap_us = 30;
 		r = ffe_setup(fe, 0, 2, 64);
@@ -3823,8 +3633,8 @@ Test(badmsg, messages_split_byte_by_byte)
 			     strerror(-r), fe->err);
 		cr_expect_eq(ffe_get_config(fe, 0, cfg, sizeof(cfg)), 0, "%s", fe->err);
 		for (unsigned q = 0; q < 2; q++)
-			rw_verify(&fe->vq[q], 7700 + q * 64, 8192, 7700 + i * 10 + q, NULL);
-		close_and_wait(DEV_A, fe);
+			fx_rw_verify(&fe->vq[q], 7700 + q * 64, 8192, 7700 + i * 10 + q, NULL);
+		fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	}
 	bystander_stop(&b, "set-ups sent byte by byte");
 	healthy();
@@ -3945,7 +3755,7 @@ Test(badmsg, flood_of_10k_messages)
 	healthy();
 	base = count_fds();
 	bystander_start(&b);
-	fe = ready(DEV_A, NULL, 0, 2, 64);
+	fe = fx_ready(DEV_A, NULL, 0, 2, 64);
 	l = (struct ioloop){ .vq = &fe->vq[0], .base = 26000, .seed = 7800 };
 	pthread_create(&lt, NULL, ioloop_worker, &l);
 	f = (struct flood){ .fe = fe, .n = 10000 };
@@ -3982,8 +3792,8 @@ Test(badmsg, flood_of_10k_messages)
 	cr_expect_eq(bad, 0u, "%u replies out of order or failed", bad);
 	cr_expect(!l.err[0], "A's queue 0 during the flood: %s", l.err);
 	free(m);
-	rw_verify(&fe->vq[1], 7800, 4096, 7801, NULL);
-	close_and_wait(DEV_A, fe);
+	fx_rw_verify(&fe->vq[1], 7800, 4096, 7801, NULL);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 	bystander_stop(&b, "a flood of 10k messages on A");
 	expect_fds_back_to(base, "a flood of 10k messages with 500 eventfds");
 	healthy();
@@ -4008,7 +3818,7 @@ Test(conn, connect_disconnect_100_while_other_serves)
 		int r = 0;
 
 		for (int attempt = 0; attempt < 20; attempt++) {
-			fe = open_fe(DEV_A, NULL);
+			fe = fx_open(DEV_A, NULL);
 			switch (i % 5) {
 			case 0:
 				break;                          /* connect, close */
@@ -4033,13 +3843,13 @@ Test(conn, connect_disconnect_100_while_other_serves)
 			refused++;
 			ffe_close(fe);
 			fe = NULL;
-			cr_assert(wait_state(DEV_A, VDEV_LISTENING, 3000));
+			cr_assert(fx_wait_state(DEV_A, VDEV_LISTENING, 3000));
 			usleep(2000);
 		}
 		cr_assert_not_null(fe, "cycle %d: refused 20 times", i);
 		cr_assert_eq(r, 0, "cycle %d: %s (%s)", i, strerror(-r), fe->err);
 		if (i % 5 == 3) {
-			rw_verify(&fe->vq[0], 7900 + (i % 8) * 8, 4096, 7900 + i, NULL);
+			fx_rw_verify(&fe->vq[0], 7900 + (i % 8) * 8, 4096, 7900 + i, NULL);
 		} else if (i % 5 == 4) {
 			/* requests in flight on every queue when the socket closes */
 			static struct ffe_blk_io io[A_QUEUES][8];
@@ -4063,7 +3873,7 @@ Test(conn, connect_disconnect_100_while_other_serves)
 		}
 		if (fe)
 			ffe_close(fe);
-		cr_assert(wait_state(DEV_A, VDEV_LISTENING, 3000), "cycle %d: A still '%s' 3 s after "
+		cr_assert(fx_wait_state(DEV_A, VDEV_LISTENING, 3000), "cycle %d: A still '%s' 3 s after "
 			  "its front-end left", i, vdev_state_name(vdev_get_state(fx.dev[DEV_A])));
 	}
 	cr_log_info("%u connections refused because the previous one was still held", refused);
