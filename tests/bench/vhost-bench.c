@@ -351,24 +351,11 @@ static void vu_send(struct bdev *d, uint32_t req, bool need_reply, const void *p
 {
 	struct ffe_hdr h = { req, FFE_FLAG_VERSION | (need_reply ? FFE_FLAG_NEED_REPLY : 0), size };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-		struct cmsghdr align;
-	} u;
+	union ffe_fd_ctl u;
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
 	ssize_t n;
 
-	if (nfds) {
-		struct cmsghdr *c;
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
+	ffe_attach_fds(&mh, &u, fds, nfds);
 	do
 		n = sendmsg(d->sock, &mh, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);

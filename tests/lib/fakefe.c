@@ -385,27 +385,14 @@ static int send_chunked(struct ffe *fe, const struct ffe_hdr *hdr, const void *p
 	if (payload_len)
 		memcpy(buf + sizeof(*hdr), payload, payload_len);
 	while (off < total) {
-		union {
-			char b[CMSG_SPACE(sizeof(int) * FFE_MAX_FDS)];
-			struct cmsghdr align;
-		} cm;
+		union ffe_fd_ctl cm;
 		size_t n = total - off < fe->send_chunk ? total - off : fe->send_chunk;
 		struct iovec iov = { .iov_base = buf + off, .iov_len = n };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 		ssize_t r;
 
-		if (off == 0 && nfds) {
-			struct cmsghdr *c;
-
-			memset(&cm, 0, sizeof(cm));
-			mh.msg_control = cm.b;
-			mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-			c = CMSG_FIRSTHDR(&mh);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-			memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-		}
+		if (off == 0)
+			ffe_attach_fds(&mh, &cm, fds, nfds);
 		r = sendmsg(fe->sock, &mh, MSG_NOSIGNAL);
 		if (r < 0) {
 			if (errno == EINTR)
@@ -428,10 +415,7 @@ int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
 		 const int *fds, unsigned nfds)
 {
 	struct ffe_hdr hdr = { .request = request, .flags = flags, .size = size };
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * FFE_MAX_FDS)];
-		struct cmsghdr align;
-	} cm;
+	union ffe_fd_ctl cm;
 	struct iovec iov[2] = {
 		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
 		{ .iov_base = (void *)payload, .iov_len = payload_len },
@@ -445,18 +429,7 @@ int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
 		return -EINVAL;
 	if (fe->send_chunk)
 		return send_chunked(fe, &hdr, payload, payload_len, fds, nfds);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
+	ffe_attach_fds(&mh, &cm, fds, nfds);
 	while (sent < total) {
 		ssize_t n = sendmsg(fe->sock, &mh, MSG_NOSIGNAL);
 

@@ -30,7 +30,7 @@
 #define FFE_MAX_QUEUES          16
 #define FFE_MAX_QSIZE           1024
 #define FFE_MAX_DESCS           512     /* per request (direct or indirect) */
-#define FFE_MAX_FDS             16
+#define FFE_MAX_FDS             FFE_MSG_FDS_MAX
 #define FFE_MSG_MAX             (64 * 1024)
 
 /* ---- deadlines ---------------------------------------------------------- */

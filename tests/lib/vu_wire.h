@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
 
 /* ---- vhost-user messages ------------------------------------------------ */
 
@@ -274,6 +276,36 @@ _Static_assert(sizeof(struct ffe_vring_avail) == 4, "vring_avail header");
 _Static_assert(sizeof(struct ffe_vring_used) == 4, "vring_used header");
 _Static_assert(sizeof(struct ffe_blk_hdr) == 16, "virtio_blk_outhdr");
 _Static_assert(sizeof(struct ffe_blk_dwz_seg) == 16, "virtio_blk_discard_write_zeroes");
+
+/* ---- fds ------------------------------------------------------------------- */
+
+/* A message's fds travel as one SCM_RIGHTS control message with its first
+ * byte.  At most FFE_MSG_FDS_MAX (more than any request carries: the
+ * memory table's 8). */
+#define FFE_MSG_FDS_MAX         16
+
+union ffe_fd_ctl {
+	char buf[CMSG_SPACE(sizeof(int) * FFE_MSG_FDS_MAX)];
+	struct cmsghdr align;
+};
+
+/* Attach fds[0..nfds) to mh, in ctl (nothing when nfds is 0). */
+static inline void ffe_attach_fds(struct msghdr *mh, union ffe_fd_ctl *ctl, const int *fds,
+				  unsigned nfds)
+{
+	struct cmsghdr *c;
+
+	if (!nfds)
+		return;
+	memset(ctl, 0, sizeof(*ctl));
+	mh->msg_control = ctl->buf;
+	mh->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+	c = CMSG_FIRSTHDR(mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+	memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+}
 
 /* The request's name, "UNKNOWN" for a code not listed. */
 static inline const char *ffe_req_name(uint32_t request)
