@@ -1,7 +1,7 @@
 /* Backend tests: real storage behind the devices — regular files (on ext4
  * under /var/tmp, and on tmpfs) and block devices (loop devices) through the
  * io_uring file backend, driven over vhost-user by the fake front-end
- * (tests/integration/fakefe.c) with the core started in-process (vdev.h).
+ * (tests/lib/fakefe.c) with the core started in-process (vdev.h).
  *
  * Every test gets its own core and a temporary directory; loop devices,
  * tmpfs mounts and files are released in the fixture teardown, and once more
@@ -39,26 +39,19 @@
 #define MiB             (1024ull * 1024)
 #define KiB             1024ull
 #define SECT            512ull
-#define MAXDEV          8
-#define MAXFE           8
 #define MAXLOOP         4
 #define TMPFS_MAGIC_    0x01021994
 
+/* The core, devices, front-ends and directory: fx (coretest.h); here what
+ * this program adds to them. */
 static struct {
-	struct core *core;
-	struct vdev *dev[MAXDEV];
-	char name[MAXDEV][32];
-	char sock[MAXDEV][160];
-	unsigned ndev;
-	struct ffe *fe[MAXFE];
-	char dir[128];                  /* /var/tmp/vhostd-be-RUN-XXXXXX */
 	char shm[128];                  /* /dev/shm/vhostd-be-RUN-XXXXXX ("" if unused) */
 	char loop[MAXLOOP][32];         /* /dev/loopN ("" once released) */
 	char loopfile[MAXLOOP][200];
 	unsigned nloop;
 	char mnt[200];                  /* tmpfs mount point */
 	bool mounted;
-} fx;
+} bx;
 
 /* ---- small host helpers ---------------------------------------------------- */
 
@@ -135,37 +128,6 @@ static void host_write(const char *path, uint64_t off, size_t len, uint64_t seed
 	free(b);
 }
 
-static size_t first_diff(const uint8_t *buf, size_t len, uint64_t seed)
-{
-	uint8_t *ref = malloc(len);
-	size_t i;
-
-	ffe_pattern(ref, len, seed);
-	for (i = 0; i < len && buf[i] == ref[i]; i++)
-		;
-	free(ref);
-	return i;
-}
-
-static void check_pattern(const uint8_t *buf, size_t len, uint64_t seed, const char *what)
-{
-	if (!ffe_pattern_ok(buf, len, seed)) {
-		size_t d = first_diff(buf, len, seed);
-
-		cr_assert_fail("%s: data differs from the pattern at byte %zu of %zu "
-			       "(got %02x %02x %02x %02x)", what, d, len, buf[d],
-			       d + 1 < len ? buf[d + 1] : 0, d + 2 < len ? buf[d + 2] : 0,
-			       d + 3 < len ? buf[d + 3] : 0);
-	}
-}
-
-static void check_zero(const uint8_t *buf, size_t len, const char *what)
-{
-	for (size_t i = 0; i < len; i++)
-		if (buf[i])
-			cr_assert_fail("%s: byte %zu is %#x, expected 0", what, i, buf[i]);
-}
-
 /* pread on the host and compare with the pattern (seed) or zeros (seed 0) */
 static void host_check(const char *path, uint64_t off, size_t len, uint64_t seed,
 		       const char *what)
@@ -180,9 +142,9 @@ static void host_check(const char *path, uint64_t off, size_t len, uint64_t seed
 	close(fd);
 	snprintf(w, sizeof(w), "%s (host pread of %s at %" PRIu64 ")", what, path, off);
 	if (seed)
-		check_pattern(b, len, seed, w);
+		fx_check_pattern(b, len, seed, w);
 	else
-		check_zero(b, len, w);
+		fx_check_zero(b, len, w);
 	free(b);
 }
 
@@ -223,10 +185,11 @@ static off_t seek_of(const char *path, uint64_t off, int whence)
 
 static void setup(void)
 {
-	signal(SIGPIPE, SIG_IGN);
-	memset(&fx, 0, sizeof(fx));
-	snprintf(fx.dir, sizeof(fx.dir), "/var/tmp/vhostd-be-%s-XXXXXX", crmain_run_id());
-	cr_assert_not_null(mkdtemp(fx.dir), "mkdtemp %s: %s", fx.dir, strerror(errno));
+	char prefix[64];
+
+	snprintf(prefix, sizeof(prefix), "/var/tmp/vhostd-be-%s", crmain_run_id());
+	fx_begin(prefix);
+	memset(&bx, 0, sizeof(bx));
 }
 
 static bool loop_is_ours(unsigned i)
@@ -234,49 +197,40 @@ static bool loop_is_ours(unsigned i)
 	char p[128], bf[256] = "";
 	FILE *f;
 
-	if (!fx.loop[i][0])
+	if (!bx.loop[i][0])
 		return false;
-	snprintf(p, sizeof(p), "/sys/block/%s/loop/backing_file", fx.loop[i] + 5);
+	snprintf(p, sizeof(p), "/sys/block/%s/loop/backing_file", bx.loop[i] + 5);
 	f = fopen(p, "r");
 	if (!f)
 		return false;
 	if (!fgets(bf, sizeof(bf), f))
 		bf[0] = '\0';
 	fclose(f);
-	return strncmp(bf, fx.loopfile[i], strlen(fx.loopfile[i])) == 0;
+	return strncmp(bf, bx.loopfile[i], strlen(bx.loopfile[i])) == 0;
 }
 
 static void teardown(void)
 {
-	for (unsigned i = 0; i < MAXFE; i++)
-		if (fx.fe[i])
-			ffe_close(fx.fe[i]);
-	for (unsigned i = fx.ndev; i-- > 0;)
-		if (fx.dev[i])
-			vdev_destroy(fx.dev[i], true);
-	if (fx.core)
-		core_destroy(fx.core);
-	fx.core = NULL;
-	for (unsigned i = 0; i < fx.nloop; i++)
+	fx_stop();
+	for (unsigned i = 0; i < bx.nloop; i++)
 		if (loop_is_ours(i))
-			sh(NULL, 0, "losetup -d %s 2>/dev/null", fx.loop[i]);
-	if (fx.mounted && sh(NULL, 0, "umount %s 2>/dev/null", fx.mnt) != 0)
-		sh(NULL, 0, "umount -l %s 2>/dev/null", fx.mnt);
+			sh(NULL, 0, "losetup -d %s 2>/dev/null", bx.loop[i]);
+	if (bx.mounted && sh(NULL, 0, "umount %s 2>/dev/null", bx.mnt) != 0)
+		sh(NULL, 0, "umount -l %s 2>/dev/null", bx.mnt);
 	if (fx.dir[0])
 		sh(NULL, 0, "rm -rf '%s'", fx.dir);
-	if (fx.shm[0])
-		sh(NULL, 0, "rm -rf '%s'", fx.shm);
+	if (bx.shm[0])
+		sh(NULL, 0, "rm -rf '%s'", bx.shm);
+	fx_leak_check();
 }
 
 static void core_up(unsigned nthreads, unsigned uring_entries)
 {
 	struct core_opts o = { .nthreads = nthreads, .poll_mode = CORE_POLL_ADAPTIVE,
 			       .uring_entries = uring_entries };
-	int r;
 
 	need_uring();
-	r = core_create(&o, &fx.core);
-	cr_assert_eq(r, 0, "core_create: %s", strerror(-r));
+	fx_core_up(&o);
 }
 
 static void file_params(struct vdev_params *p, const char *path, uint64_t size,
@@ -290,139 +244,10 @@ static void file_params(struct vdev_params *p, const char *path, uint64_t size,
 	p->queues = (uint16_t)queues;
 }
 
-static int try_add(const char *name, const struct vdev_params *p, char *err, size_t errlen,
-		   unsigned *idx)
-{
-	unsigned i = fx.ndev;
-	int r;
-
-	cr_assert_lt(i, MAXDEV);
-	snprintf(fx.name[i], sizeof(fx.name[i]), "%s", name);
-	snprintf(fx.sock[i], sizeof(fx.sock[i]), "%s/%s.sock", fx.dir, name);
-	r = vdev_create(fx.core, name, fx.sock[i], p, &fx.dev[i], err, errlen);
-	if (r == 0) {
-		fx.ndev++;
-		if (idx)
-			*idx = i;
-	} else {
-		fx.dev[i] = NULL;
-	}
-	return r;
-}
-
-static unsigned add(const char *name, const struct vdev_params *p)
-{
-	char err[VDEV_ERR_MAX] = "";
-	unsigned i = 0;
-	int r = try_add(name, p, err, sizeof(err), &i);
-
-	cr_assert_eq(r, 0, "vdev_create(%s, backing %s): %s: %s", name,
-		     p->backing == BE_FILE ? p->path : be_kind_name(p->backing), strerror(-r), err);
-	return i;
-}
-
-static void drop(unsigned i)
-{
-	int r = vdev_destroy(fx.dev[i], false);
-
-	cr_assert_eq(r, 0, "vdev_destroy(%s): %s", fx.name[i], strerror(-r));
-	fx.dev[i] = NULL;
-}
-
+/* A set-up front-end on dev, closed by the teardown unless fx_close'd. */
 static struct ffe *fe_ready(unsigned dev, unsigned nq, unsigned qsize, const struct ffe_opts *o)
 {
-	struct ffe *fe = ffe_open(fx.sock[dev], o);
-	unsigned slot;
-	int r;
-
-	cr_assert_not_null(fe, "connect to %s: %s", fx.sock[dev], strerror(errno));
-	for (slot = 0; slot < MAXFE && fx.fe[slot]; slot++)
-		;
-	cr_assert_lt(slot, MAXFE);
-	fx.fe[slot] = fe;
-	r = ffe_setup(fe, 0, nq, qsize);
-	cr_assert_eq(r, 0, "set-up of a front-end on %s: %s (%s)", fx.name[dev], strerror(-r),
-		     fe->err);
-	return fe;
-}
-
-static void fe_close(struct ffe *fe)
-{
-	for (unsigned i = 0; i < MAXFE; i++)
-		if (fx.fe[i] == fe)
-			fx.fe[i] = NULL;
-	ffe_close(fe);
-}
-
-static bool wait_state(unsigned dev, enum vdev_state st, int ms)
-{
-	return vdev_wait_state(fx.dev[dev], st, ms);
-}
-
-static void fe_close_wait(unsigned dev, struct ffe *fe, enum vdev_state want)
-{
-	fe_close(fe);
-	cr_assert(wait_state(dev, want, 3000), "%s is '%s' 3 s after its front-end left, "
-		  "expected '%s'", fx.name[dev], vdev_state_name(vdev_get_state(fx.dev[dev])),
-		  vdev_state_name(want));
-}
-
-static const char *lay_str(const struct ffe_layout *l)
-{
-	static char buf[64];
-
-	if (!l)
-		return "natural";
-	snprintf(buf, sizeof(buf), "%s seg=%u%s",
-		 l->kind == FFE_L_NATURAL ? "natural" : l->kind == FFE_L_MERGED ? "merged" : "chopped",
-		 l->seg, l->indirect ? " indirect" : "");
-	return buf;
-}
-
-static void write_ok(struct ffe_vq *vq, uint64_t sector, const void *buf, size_t len,
-		     const struct ffe_layout *lay)
-{
-	int s = ffe_blk_write(vq, sector, buf, len, lay);
-
-	cr_assert_eq(s, FFE_BLK_S_OK, "q%u OUT sector %" PRIu64 " len %zu (%s): status %d %s",
-		     vq->index, sector, len, lay_str(lay), s, s < 0 ? vq->fe->err : "");
-}
-
-static void read_ok(struct ffe_vq *vq, uint64_t sector, void *buf, size_t len,
-		    const struct ffe_layout *lay)
-{
-	int s = ffe_blk_read(vq, sector, buf, len, lay);
-
-	cr_assert_eq(s, FFE_BLK_S_OK, "q%u IN sector %" PRIu64 " len %zu (%s): status %d %s",
-		     vq->index, sector, len, lay_str(lay), s, s < 0 ? vq->fe->err : "");
-}
-
-static void write_pat(struct ffe_vq *vq, uint64_t sector, size_t len, uint64_t seed,
-		      const struct ffe_layout *lay)
-{
-	uint8_t *w = malloc(len);
-
-	ffe_pattern(w, len, seed);
-	write_ok(vq, sector, w, len, lay);
-	free(w);
-}
-
-/* read through the front-end and compare with the pattern (seed) or zeros (0) */
-static void read_check(struct ffe_vq *vq, uint64_t sector, size_t len, uint64_t seed,
-		       const struct ffe_layout *lay, const char *what)
-{
-	uint8_t *r = malloc(len);
-	char w[300];
-
-	memset(r, 0x5c, len);
-	read_ok(vq, sector, r, len, lay);
-	snprintf(w, sizeof(w), "%s (front-end IN q%u sector %" PRIu64 " len %zu, %s)", what,
-		 vq->index, sector, len, lay_str(lay));
-	if (seed)
-		check_pattern(r, len, seed, w);
-	else
-		check_zero(r, len, w);
-	free(r);
+	return fx_keep(fx_ready(dev, o, 0, nq, qsize));
 }
 
 static void flush_ok(struct ffe_vq *vq)
@@ -512,7 +337,7 @@ static void raw_read_check(struct ffe_vq *vq, struct raw *rw, uint64_t sector, s
 	cr_assert_eq(s, FFE_BLK_S_OK, "%s: aligned IN sector %" PRIu64 " len %zu: status %d",
 		     what, sector, len, s);
 	cr_expect_eq(ul, len + 1, "%s: used len %u for an IN of %zu bytes", what, ul, len);
-	check_pattern(rw->data.hva, len, seed, what);
+	fx_check_pattern(rw->data.hva, len, seed, what);
 }
 
 /* ---- loop devices and tmpfs -------------------------------------------------- */
@@ -520,7 +345,7 @@ static void raw_read_check(struct ffe_vq *vq, struct raw *rw, uint64_t sector, s
 static unsigned loop_attach(const char *file, unsigned sector_size)
 {
 	char out[64] = "", ss[32] = "";
-	unsigned i = fx.nloop;
+	unsigned i = bx.nloop;
 	int r;
 
 	cr_assert_lt(i, MAXLOOP);
@@ -530,10 +355,10 @@ static unsigned loop_attach(const char *file, unsigned sector_size)
 	if (r != 0 || strncmp(out, "/dev/loop", 9) != 0)
 		cr_skip_test("cannot attach a loop device (losetup -f --show %s %s: %s)", ss, file,
 			     out);
-	snprintf(fx.loop[i], sizeof(fx.loop[i]), "%s", out);
-	snprintf(fx.loopfile[i], sizeof(fx.loopfile[i]), "%s", file);
-	fx.nloop++;
-	cr_log_info("attached %s to %s%s%s", fx.loop[i], file, ss[0] ? " " : "", ss);
+	snprintf(bx.loop[i], sizeof(bx.loop[i]), "%s", out);
+	snprintf(bx.loopfile[i], sizeof(bx.loopfile[i]), "%s", file);
+	bx.nloop++;
+	cr_log_info("attached %s to %s%s%s", bx.loop[i], file, ss[0] ? " " : "", ss);
 	return i;
 }
 
@@ -553,12 +378,12 @@ static void mount_tmpfs(const char *opts)
 	int r;
 
 	need_root("mounting a tmpfs");
-	snprintf(fx.mnt, sizeof(fx.mnt), "%s/mnt", fx.dir);
-	cr_assert_eq(mkdir(fx.mnt, 0700), 0);
-	r = sh(out, sizeof(out), "mount -t tmpfs -o %s vhostd-be-test '%s' 2>&1", opts, fx.mnt);
+	snprintf(bx.mnt, sizeof(bx.mnt), "%s/mnt", fx.dir);
+	cr_assert_eq(mkdir(bx.mnt, 0700), 0);
+	r = sh(out, sizeof(out), "mount -t tmpfs -o %s vhostd-be-test '%s' 2>&1", opts, bx.mnt);
 	if (r != 0)
 		cr_skip_test("cannot mount a tmpfs (%s): %s", opts, out);
-	fx.mounted = true;
+	bx.mounted = true;
 }
 
 /* Compare buf with bytes [off, off+len) of the pattern of seed. */
@@ -722,7 +547,7 @@ static unsigned batch_check(struct batch *b, const char *what)
 			snprintf(w, sizeof(w), "%s: q%u IN sector %" PRIu64 " len %zu", what,
 				 vq->index, b->sector[i], b->len[i]);
 			if (b->seed[i] == 0)
-				check_zero(ffe_blk_in(io), b->len[i], w);
+				fx_check_zero(ffe_blk_in(io), b->len[i], w);
 			else if (b->seed[i] != 1)
 				check_slice(ffe_blk_in(io), b->len[i], b->seed[i], b->seed_off[i], w);
 		} else if (b->type[i] != FFE_BLK_T_GET_ID) {
@@ -747,9 +572,9 @@ static void shm_dir(void)
 
 	if (statfs("/dev/shm", &sfs) != 0 || sfs.f_type != TMPFS_MAGIC_)
 		cr_skip_test("/dev/shm is not a tmpfs here");
-	snprintf(fx.shm, sizeof(fx.shm), "/dev/shm/vhostd-be-%s-XXXXXX", crmain_run_id());
-	if (!mkdtemp(fx.shm)) {
-		fx.shm[0] = '\0';
+	snprintf(bx.shm, sizeof(bx.shm), "/dev/shm/vhostd-be-%s-XXXXXX", crmain_run_id());
+	if (!mkdtemp(bx.shm)) {
+		bx.shm[0] = '\0';
 		cr_skip_test("cannot make a directory in /dev/shm: %s", strerror(errno));
 	}
 }
@@ -773,7 +598,7 @@ Test(file, nonexistent_file_is_created_sparse)
 	core_up(1, 0);
 	snprintf(path, sizeof(path), "%s/new.img", fx.dir);
 	file_params(&p, path, 64 * MiB, 512, 1);
-	d = add("vbnew", &p);
+	d = fx_add("vbnew", &p);
 	st = stat_of(path);
 	cr_expect(S_ISREG(st.st_mode));
 	cr_expect_eq(st.st_size, (off_t)(64 * MiB), "created file has size %jd, asked 64 MiB",
@@ -784,8 +609,8 @@ Test(file, nonexistent_file_is_created_sparse)
 	cr_expect_eq(got.size, 64 * MiB, "params size %" PRIu64, got.size);
 	fe = fe_ready(d, 1, 128, NULL);
 	cr_expect_eq(fe->cfg.capacity, 64 * MiB / SECT, "capacity %" PRIu64, fe->cfg.capacity);
-	read_check(&fe->vq[0], 12345, 8192, 0, NULL, "never written area of a new file");
-	write_pat(&fe->vq[0], 64 * MiB / SECT - 8, 4096, 901, NULL);
+	fx_read_check(&fe->vq[0], 12345, 8192, 0, NULL, "never written area of a new file");
+	fx_write_pattern(&fe->vq[0], 64 * MiB / SECT - 8, 4096, 901, NULL);
 	host_check(path, 64 * MiB - 4096, 4096, 901, "last 4 KiB written by the front-end");
 	st = stat_of(path);
 	cr_expect_eq(st.st_size, (off_t)(64 * MiB), "I/O changed the file size to %jd",
@@ -809,7 +634,7 @@ Test(file, size_omitted_uses_the_file_size)
 	mkfile(path, fsize);
 	host_write(path, 0, 10 * MiB, 77, false);       /* host -> front-end */
 	file_params(&p, path, 0, 512, 1);
-	d = add("vbsz", &p);
+	d = fx_add("vbsz", &p);
 	vdev_get_params(fx.dev[d], &got);
 	cr_expect_eq(got.size, 10 * MiB, "size of a %" PRIu64 "-byte file: %" PRIu64
 		     " (expected it rounded down to the block size)", fsize, got.size);
@@ -818,10 +643,10 @@ Test(file, size_omitted_uses_the_file_size)
 
 	all = malloc(10 * MiB);
 	for (unsigned i = 0; i < 10; i++)
-		read_ok(&fe->vq[0], i * MiB / SECT, all + i * MiB, MiB, NULL);
-	check_pattern(all, 10 * MiB, 77, "file written on the host, read by the front-end");
+		fx_read_ok(&fe->vq[0], i * MiB / SECT, all + i * MiB, MiB, NULL);
+	fx_check_pattern(all, 10 * MiB, 77, "file written on the host, read by the front-end");
 	free(all);
-	read_ok(&fe->vq[0], 10 * MiB / SECT - 1, last, 512, NULL);
+	fx_read_ok(&fe->vq[0], 10 * MiB / SECT - 1, last, 512, NULL);
 	check_slice(last, 512, 77, 10 * MiB - 512, "last sector");
 	s = ffe_blk_read(&fe->vq[0], 10 * MiB / SECT, last, 512, NULL);
 	cr_expect_eq(s, FFE_BLK_S_IOERR, "IN one sector past the end: status %d", s);
@@ -836,20 +661,20 @@ Test(file, size_omitted_uses_the_file_size)
 	snprintf(other, sizeof(other), "%s/empty.img", fx.dir);
 	mkfile(other, 0);
 	file_params(&p, other, 0, 512, 1);
-	r = try_add("vbempty", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbempty", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EINVAL, "empty file without size: %d (%s)", r, err);
 	cr_expect_neq(err[0], '\0', "no reason given for refusing an empty file");
 	snprintf(other, sizeof(other), "%s/missing.img", fx.dir);
 	file_params(&p, other, 0, 512, 1);
-	r = try_add("vbmiss", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbmiss", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EINVAL, "missing file without size: %d (%s)", r, err);
 	cr_expect_neq(err[0], '\0');
 	cr_expect_neq(access(other, F_OK), 0, "a missing file without size was created");
 	file_params(&p, fx.dir, 0, 512, 1);
-	r = try_add("vbdir", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbdir", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EINVAL, "directory as backing: %d (%s)", r, err);
 	file_params(&p, "relative.img", 1 * MiB, 512, 1);
-	r = try_add("vbrel", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbrel", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EINVAL, "relative path: %d (%s)", r, err);
 	cr_log_info("refusals: %s", err);
 }
@@ -886,7 +711,7 @@ Test(file, every_request_type_multi_segment)
 	snprintf(path, sizeof(path), "%s/types.img", fx.dir);
 	file_params(&p, path, 32 * MiB, 512, 2);
 	snprintf(p.serial, sizeof(p.serial), "be-serial-01");
-	d = add("vbtypes", &p);
+	d = fx_add("vbtypes", &p);
 	fe = fe_ready(d, 2, 256, NULL);
 	cr_expect(fe->dev_features & FFE_BIT(FFE_F_BLK_FLUSH), "FLUSH not offered");
 	cr_expect(fe->dev_features & FFE_BIT(FFE_F_BLK_DISCARD), "DISCARD not offered on a file");
@@ -901,9 +726,9 @@ Test(file, every_request_type_multi_segment)
 		size_t len = l1 < l2 ? l1 : l2;
 		char w[120];
 
-		write_pat(&fe->vq[k % 2], sector, len, 100 + k, &lays[k]);
-		snprintf(w, sizeof(w), "written with layout %s", lay_str(&lays[k]));
-		read_check(&fe->vq[(k + 1) % 2], sector, len, 100 + k, &lays[(k + 1) % nl], w);
+		fx_write_pattern(&fe->vq[k % 2], sector, len, 100 + k, &lays[k]);
+		snprintf(w, sizeof(w), "written with layout %s", fx_layout_name(&lays[k]));
+		fx_read_check(&fe->vq[(k + 1) % 2], sector, len, 100 + k, &lays[(k + 1) % nl], w);
 		host_check(path, sector * SECT, len, 100 + k, w);
 	}
 	flush_ok(&fe->vq[0]);
@@ -943,10 +768,10 @@ Test(file, discard_punches_a_hole)
 	core_up(1, 0);
 	snprintf(path, sizeof(path), "%s/discard.img", fx.dir);
 	file_params(&p, path, 32 * MiB, 512, 1);
-	d = add("vbdisc", &p);
+	d = fx_add("vbdisc", &p);
 	fe = fe_ready(d, 1, 128, NULL);
 	for (unsigned i = 0; i < 4; i++)
-		write_pat(&fe->vq[0], (4 + i) * MiB / SECT, MiB, 200 + i, NULL);
+		fx_write_pattern(&fe->vq[0], (4 + i) * MiB / SECT, MiB, 200 + i, NULL);
 	flush_ok(&fe->vq[0]);
 	s0 = stat_of(path);
 	cr_assert_eq(seek_of(path, 4 * MiB, SEEK_DATA), (off_t)(4 * MiB));
@@ -964,9 +789,9 @@ Test(file, discard_punches_a_hole)
 		      "st_blocks %jd -> %jd: the discard freed less than 1 MiB",
 		      (intmax_t)s0.st_blocks, (intmax_t)s1.st_blocks);
 	cr_expect_eq(s1.st_size, s0.st_size, "DISCARD changed the file size");
-	read_check(&fe->vq[0], 4 * MiB / SECT, MiB, 200, NULL, "before the discarded range");
-	read_check(&fe->vq[0], 5 * MiB / SECT, MiB, 0, NULL, "discarded range");
-	read_check(&fe->vq[0], 6 * MiB / SECT, MiB, 202, NULL, "after the discarded range");
+	fx_read_check(&fe->vq[0], 4 * MiB / SECT, MiB, 200, NULL, "before the discarded range");
+	fx_read_check(&fe->vq[0], 5 * MiB / SECT, MiB, 0, NULL, "discarded range");
+	fx_read_check(&fe->vq[0], 6 * MiB / SECT, MiB, 202, NULL, "after the discarded range");
 	host_check(path, 5 * MiB, MiB, 0, "discarded range");
 
 	/* three segments in one request, one of them over never-written space */
@@ -982,9 +807,9 @@ Test(file, discard_punches_a_hole)
 		cr_assert_eq(s, FFE_BLK_S_OK, "DISCARD of 3 segments: status %d", s);
 		cr_expect_eq(seek_of(path, 6 * MiB, SEEK_HOLE), (off_t)(6 * MiB));
 		cr_expect_eq(seek_of(path, 7 * MiB, SEEK_HOLE), (off_t)(7 * MiB));
-		read_check(&fe->vq[0], 6 * MiB / SECT, 256 * KiB, 0, NULL, "segment 1");
-		read_check(&fe->vq[0], 7 * MiB / SECT, 256 * KiB, 0, NULL, "segment 2");
-		read_ok(&fe->vq[0], (6 * MiB + 256 * KiB) / SECT, r, 768 * KiB, NULL);
+		fx_read_check(&fe->vq[0], 6 * MiB / SECT, 256 * KiB, 0, NULL, "segment 1");
+		fx_read_check(&fe->vq[0], 7 * MiB / SECT, 256 * KiB, 0, NULL, "segment 2");
+		fx_read_ok(&fe->vq[0], (6 * MiB + 256 * KiB) / SECT, r, 768 * KiB, NULL);
 		check_slice(r, 768 * KiB, 202, 256 * KiB, "between segments 1 and 2");
 		free(r);
 	}
@@ -997,7 +822,7 @@ Test(file, discard_punches_a_hole)
 
 		s = dwz(&fe->vq[0], FFE_BLK_T_DISCARD, seg, 2);
 		cr_expect_eq(s, FFE_BLK_S_IOERR, "DISCARD with a segment past the end: %d", s);
-		read_check(&fe->vq[0], 4 * MiB / SECT, 4096, 200, NULL,
+		fx_read_check(&fe->vq[0], 4 * MiB / SECT, 4096, 200, NULL,
 			   "first segment of a refused DISCARD");
 	}
 	st = stats_of(d);
@@ -1017,17 +842,17 @@ Test(file, write_zeroes_with_and_without_unmap)
 	core_up(1, 0);
 	snprintf(path, sizeof(path), "%s/wz.img", fx.dir);
 	file_params(&p, path, 32 * MiB, 512, 1);
-	d = add("vbwz", &p);
+	d = fx_add("vbwz", &p);
 	fe = fe_ready(d, 1, 128, NULL);
 	cr_assert_eq(fe->cfg.write_zeroes_may_unmap, 1);
 	for (unsigned i = 0; i < 4; i++)
-		write_pat(&fe->vq[0], (12 + i) * MiB / SECT, MiB, 300 + i, NULL);
+		fx_write_pattern(&fe->vq[0], (12 + i) * MiB / SECT, MiB, 300 + i, NULL);
 	flush_ok(&fe->vq[0]);
 	s0 = stat_of(path);
 
 	s = ffe_blk_write_zeroes(&fe->vq[0], 12 * MiB / SECT, MiB / SECT, false);
 	cr_assert_eq(s, FFE_BLK_S_OK, "WRITE_ZEROES (no unmap) 1 MiB at 12 MiB: status %d", s);
-	read_check(&fe->vq[0], 12 * MiB / SECT, MiB, 0, NULL, "WRITE_ZEROES without UNMAP");
+	fx_read_check(&fe->vq[0], 12 * MiB / SECT, MiB, 0, NULL, "WRITE_ZEROES without UNMAP");
 	host_check(path, 12 * MiB, MiB, 0, "WRITE_ZEROES without UNMAP");
 	s1 = stat_of(path);
 	cr_expect_geq(s1.st_blocks, s0.st_blocks - 256, "WRITE_ZEROES without UNMAP deallocated "
@@ -1035,7 +860,7 @@ Test(file, write_zeroes_with_and_without_unmap)
 
 	s = ffe_blk_write_zeroes(&fe->vq[0], 13 * MiB / SECT, MiB / SECT, true);
 	cr_assert_eq(s, FFE_BLK_S_OK, "WRITE_ZEROES (unmap) 1 MiB at 13 MiB: status %d", s);
-	read_check(&fe->vq[0], 13 * MiB / SECT, MiB, 0, NULL, "WRITE_ZEROES with UNMAP");
+	fx_read_check(&fe->vq[0], 13 * MiB / SECT, MiB, 0, NULL, "WRITE_ZEROES with UNMAP");
 	host_check(path, 13 * MiB, MiB, 0, "WRITE_ZEROES with UNMAP");
 	s2 = stat_of(path);
 	cr_expect_eq(seek_of(path, 13 * MiB, SEEK_HOLE), (off_t)(13 * MiB),
@@ -1044,8 +869,8 @@ Test(file, write_zeroes_with_and_without_unmap)
 	cr_expect_leq(s2.st_blocks, s1.st_blocks - (blkcnt_t)(MiB / 512),
 		      "WRITE_ZEROES with UNMAP: st_blocks %jd -> %jd", (intmax_t)s1.st_blocks,
 		      (intmax_t)s2.st_blocks);
-	read_check(&fe->vq[0], 11 * MiB / SECT, MiB, 0, NULL, "never written before the range");
-	read_check(&fe->vq[0], 14 * MiB / SECT, MiB, 302, NULL, "after the zeroed ranges");
+	fx_read_check(&fe->vq[0], 11 * MiB / SECT, MiB, 0, NULL, "never written before the range");
+	fx_read_check(&fe->vq[0], 14 * MiB / SECT, MiB, 302, NULL, "after the zeroed ranges");
 
 	/* two segments, one of each kind, in one request; unaligned sub-page ranges */
 	{
@@ -1057,11 +882,11 @@ Test(file, write_zeroes_with_and_without_unmap)
 
 		s = dwz(&fe->vq[0], FFE_BLK_T_WRITE_ZEROES, seg, 2);
 		cr_assert_eq(s, FFE_BLK_S_OK, "WRITE_ZEROES of 2 sub-page segments: status %d", s);
-		read_ok(&fe->vq[0], 15 * MiB / SECT, r, 16 * SECT, NULL);
+		fx_read_ok(&fe->vq[0], 15 * MiB / SECT, r, 16 * SECT, NULL);
 		check_slice(r, SECT, 303, 0, "sector 0 before the first zeroed segment");
-		check_zero(r + SECT, 3 * SECT, "first sub-page segment");
+		fx_check_zero(r + SECT, 3 * SECT, "first sub-page segment");
 		check_slice(r + 4 * SECT, 5 * SECT, 303, 4 * SECT, "sectors between the segments");
-		check_zero(r + 9 * SECT, 7 * SECT, "second sub-page segment (UNMAP)");
+		fx_check_zero(r + 9 * SECT, 7 * SECT, "second sub-page segment (UNMAP)");
 		free(r);
 	}
 	st = stats_of(d);
@@ -1080,9 +905,9 @@ Test(file, second_device_on_the_same_file_is_busy)
 	snprintf(path, sizeof(path), "%s/shared.img", fx.dir);
 	mkfile(path, 16 * MiB);
 	file_params(&p, path, 0, 512, 1);
-	a = add("vbfirst", &p);
+	a = fx_add("vbfirst", &p);
 
-	r = try_add("vbsecond", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbsecond", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EBUSY, "second device on %s: %d (%s)", path, r, err);
 	cr_expect_neq(err[0], '\0', "no reason for EBUSY");
 	cr_log_info("second device on the same file: %s", err);
@@ -1090,21 +915,21 @@ Test(file, second_device_on_the_same_file_is_busy)
 	snprintf(alias, sizeof(alias), "%s/symlink.img", fx.dir);
 	cr_assert_eq(symlink(path, alias), 0);
 	file_params(&p, alias, 0, 512, 1);
-	r = try_add("vbsym", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbsym", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EBUSY, "device on a symlink to a used file: %d (%s)", r, err);
 
 	snprintf(alias, sizeof(alias), "%s/hardlink.img", fx.dir);
 	cr_assert_eq(link(path, alias), 0);
 	file_params(&p, alias, 8 * MiB, 512, 1);
-	r = try_add("vbhard", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbhard", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EBUSY, "device on a hard link to a used file: %d (%s)", r, err);
 	cr_expect_eq(stat_of(path).st_size, (off_t)(16 * MiB), "the refused device changed "
 		     "the file size");
 
 	/* once the first device is gone, the file is free */
-	drop(a);
+	fx_drop(a);
 	file_params(&p, path, 0, 512, 1);
-	r = try_add("vbsecond", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbsecond", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, 0, "device on a released file: %d (%s)", r, err);
 }
 
@@ -1122,14 +947,14 @@ Test(file, direct_io_and_page_cache_coherence)
 	snprintf(path, sizeof(path), "%s/direct.img", fx.dir);
 	mkfile(path, 16 * MiB);
 	file_params(&p, path, 0, 4096, 1);
-	d = add("vbdirect", &p);
+	d = fx_add("vbdirect", &p);
 	st = stats_of(d);
 	cr_log_info("4 KiB block file device: %s", st.detail);
 	cr_assert(strstr(st.detail, "io_mode direct") != NULL, "a 4K-block device on an ext4 "
 		  "file reports '%s', expected io_mode direct", st.detail);
 	snprintf(path2, sizeof(path2), "%s/direct512.img", fx.dir);
 	file_params(&p, path2, 4 * MiB, 512, 1);
-	d2 = add("vbdirect512", &p);
+	d2 = fx_add("vbdirect512", &p);
 	st = stats_of(d2);
 	cr_expect(strstr(st.detail, "io_mode direct") != NULL, "a 512-byte block device on an "
 		  "ext4 file reports '%s'", st.detail);
@@ -1152,13 +977,13 @@ Test(file, direct_io_and_page_cache_coherence)
 		       "direct read of data the host wrote to the page cache");
 
 	/* unaligned buffers (buffered path) -> direct read */
-	write_pat(&fe->vq[0], 3 * MiB / SECT, 8192, 33, &chopped);
+	fx_write_pattern(&fe->vq[0], 3 * MiB / SECT, 8192, 33, &chopped);
 	raw_read_check(&fe->vq[0], &rw, 3 * MiB / SECT, 8192, 33,
 		       "direct read after a write through unaligned buffers");
 	/* direct write -> buffered read must not see stale cached pages */
-	read_check(&fe->vq[0], 3 * MiB / SECT, 8192, 33, &chopped, "buffered read (warms cache)");
+	fx_read_check(&fe->vq[0], 3 * MiB / SECT, 8192, 33, &chopped, "buffered read (warms cache)");
 	raw_write_pat(&fe->vq[0], &rw, 3 * MiB / SECT, 8192, 34);
-	read_check(&fe->vq[0], 3 * MiB / SECT, 8192, 34, &chopped,
+	fx_read_check(&fe->vq[0], 3 * MiB / SECT, 8192, 34, &chopped,
 		   "buffered read after a direct write over cached pages");
 	host_check(path, 3 * MiB, 8192, 34, "direct write over cached pages");
 	flush_ok(&fe->vq[0]);
@@ -1177,7 +1002,7 @@ Test(file, tmpfs_backing)
 
 	need_uring();
 	shm_dir();
-	snprintf(probe, sizeof(probe), "%s/probe", fx.shm);
+	snprintf(probe, sizeof(probe), "%s/probe", bx.shm);
 	fd = open(probe, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
 	direct_ok = fd >= 0;
 	cr_log_info("O_DIRECT open on tmpfs: %s", direct_ok ? "works" : strerror(errno));
@@ -1185,9 +1010,9 @@ Test(file, tmpfs_backing)
 		close(fd);
 
 	core_up(1, 0);
-	snprintf(path, sizeof(path), "%s/tmpfs.img", fx.shm);
+	snprintf(path, sizeof(path), "%s/tmpfs.img", bx.shm);
 	file_params(&p, path, 16 * MiB, 512, 1);
-	d = add("vbtmpfs", &p);
+	d = fx_add("vbtmpfs", &p);
 	st = stats_of(d);
 	cr_log_info("file on tmpfs: %s", st.detail);
 	cr_expect(strstr(st.detail, direct_ok ? "io_mode direct" : "io_mode buffered") != NULL,
@@ -1197,8 +1022,8 @@ Test(file, tmpfs_backing)
 
 	fe = fe_ready(d, 1, 128, NULL);
 	raw_init(fe, &rw, 64 * KiB);
-	write_pat(&fe->vq[0], 0, 64 * KiB, 41, NULL);
-	read_check(&fe->vq[0], 0, 64 * KiB, 41, NULL, "tmpfs");
+	fx_write_pattern(&fe->vq[0], 0, 64 * KiB, 41, NULL);
+	fx_read_check(&fe->vq[0], 0, 64 * KiB, 41, NULL, "tmpfs");
 	raw_write_pat(&fe->vq[0], &rw, MiB / SECT, 64 * KiB, 42);
 	raw_read_check(&fe->vq[0], &rw, MiB / SECT, 64 * KiB, 42, "tmpfs aligned");
 	host_check(path, 0, 64 * KiB, 41, "tmpfs");
@@ -1207,21 +1032,21 @@ Test(file, tmpfs_backing)
 
 	/* tmpfs has no FALLOC_FL_ZERO_RANGE: WRITE_ZEROES runs on a worker */
 	for (unsigned i = 0; i < 3; i++)
-		write_pat(&fe->vq[0], (4 + i) * MiB / SECT, MiB, 43 + i, NULL);
+		fx_write_pattern(&fe->vq[0], (4 + i) * MiB / SECT, MiB, 43 + i, NULL);
 	s = ffe_blk_write_zeroes(&fe->vq[0], 4 * MiB / SECT, MiB / SECT, false);
 	cr_assert_eq(s, FFE_BLK_S_OK, "tmpfs WRITE_ZEROES without UNMAP: status %d", s);
-	read_check(&fe->vq[0], 4 * MiB / SECT, MiB, 0, NULL, "tmpfs WRITE_ZEROES without UNMAP");
+	fx_read_check(&fe->vq[0], 4 * MiB / SECT, MiB, 0, NULL, "tmpfs WRITE_ZEROES without UNMAP");
 	host_check(path, 4 * MiB, MiB, 0, "tmpfs WRITE_ZEROES without UNMAP");
 	s = ffe_blk_write_zeroes(&fe->vq[0], 5 * MiB / SECT, MiB / SECT, true);
 	cr_assert_eq(s, FFE_BLK_S_OK, "tmpfs WRITE_ZEROES with UNMAP: status %d", s);
-	read_check(&fe->vq[0], 5 * MiB / SECT, MiB, 0, NULL, "tmpfs WRITE_ZEROES with UNMAP");
+	fx_read_check(&fe->vq[0], 5 * MiB / SECT, MiB, 0, NULL, "tmpfs WRITE_ZEROES with UNMAP");
 	cr_expect_eq(seek_of(path, 5 * MiB, SEEK_HOLE), (off_t)(5 * MiB),
 		     "tmpfs WRITE_ZEROES with UNMAP left no hole");
 	s = ffe_blk_discard(&fe->vq[0], 6 * MiB / SECT, MiB / SECT);
 	cr_assert_eq(s, FFE_BLK_S_OK, "tmpfs DISCARD: status %d", s);
 	cr_expect_eq(seek_of(path, 6 * MiB, SEEK_HOLE), (off_t)(6 * MiB), "tmpfs DISCARD left no hole");
-	read_check(&fe->vq[0], 6 * MiB / SECT, MiB, 0, NULL, "tmpfs discarded range");
-	read_check(&fe->vq[0], 0, 64 * KiB, 41, NULL, "tmpfs data outside the zeroed ranges");
+	fx_read_check(&fe->vq[0], 6 * MiB / SECT, MiB, 0, NULL, "tmpfs discarded range");
+	fx_read_check(&fe->vq[0], 0, 64 * KiB, 41, NULL, "tmpfs data outside the zeroed ranges");
 	st = stats_of(d);
 	cr_expect_eq(st.errors, 0);
 }
@@ -1236,26 +1061,26 @@ Test(file, data_survives_destroy_and_recreate)
 	core_up(1, 0);
 	snprintf(path, sizeof(path), "%s/persist.img", fx.dir);
 	file_params(&p, path, 16 * MiB, 512, 1);
-	d = add("vbpersist", &p);
+	d = fx_add("vbpersist", &p);
 	fe = fe_ready(d, 1, 128, NULL);
-	write_pat(&fe->vq[0], 100, 256 * KiB, 51, NULL);
-	write_pat(&fe->vq[0], 16 * MiB / SECT - 8, 4096, 52, NULL);
+	fx_write_pattern(&fe->vq[0], 100, 256 * KiB, 51, NULL);
+	fx_write_pattern(&fe->vq[0], 16 * MiB / SECT - 8, 4096, 52, NULL);
 	flush_ok(&fe->vq[0]);
-	fe_close_wait(d, fe, VDEV_LISTENING);
-	drop(d);
+	fx_close_wait(d, fe, VDEV_LISTENING);
+	fx_drop(d);
 
 	host_check(path, 100 * SECT, 256 * KiB, 51, "written through vhost-user");
 	host_check(path, 16 * MiB - 4096, 4096, 52, "written through vhost-user");
 	host_write(path, 8 * MiB, 64 * KiB, 53, true);
 
 	file_params(&p, path, 0, 512, 1);
-	d = add("vbpersist", &p);
+	d = fx_add("vbpersist", &p);
 	vdev_get_params(fx.dev[d], &got);
 	cr_expect_eq(got.size, 16 * MiB, "re-created device has size %" PRIu64, got.size);
 	fe = fe_ready(d, 1, 128, NULL);
-	read_check(&fe->vq[0], 100, 256 * KiB, 51, NULL, "after destroy + create");
-	read_check(&fe->vq[0], 16 * MiB / SECT - 8, 4096, 52, NULL, "after destroy + create");
-	read_check(&fe->vq[0], 8 * MiB / SECT, 64 * KiB, 53, NULL, "written by the host meanwhile");
+	fx_read_check(&fe->vq[0], 100, 256 * KiB, 51, NULL, "after destroy + create");
+	fx_read_check(&fe->vq[0], 16 * MiB / SECT - 8, 4096, 52, NULL, "after destroy + create");
+	fx_read_check(&fe->vq[0], 8 * MiB / SECT, 64 * KiB, 53, NULL, "written by the host meanwhile");
 }
 
 Test(file, readonly_file)
@@ -1272,18 +1097,18 @@ Test(file, readonly_file)
 	host_write(path, 0, MiB, 61, false);
 	file_params(&p, path, 0, 512, 1);
 	p.readonly = true;
-	d = add("vbro", &p);
+	d = fx_add("vbro", &p);
 	fe = fe_ready(d, 1, 128, NULL);
 	cr_expect(fe->dev_features & FFE_BIT(FFE_F_BLK_RO), "read-only file device without BLK_F_RO");
 	cr_expect(!(fe->dev_features & FFE_BIT(FFE_F_BLK_DISCARD)), "read-only offers DISCARD");
-	read_check(&fe->vq[0], 0, MiB, 61, NULL, "read-only file");
+	fx_read_check(&fe->vq[0], 0, MiB, 61, NULL, "read-only file");
 	s = ffe_blk_write(&fe->vq[0], 0, (uint8_t[512]){ 1 }, 512, NULL);
 	cr_expect_eq(s, FFE_BLK_S_IOERR, "OUT on a read-only device: status %d", s);
 	host_check(path, 0, MiB, 61, "read-only file after a refused write");
 
 	file_params(&p, path, 16 * MiB, 512, 1);
 	p.readonly = true;
-	r = try_add("vbro2", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbro2", &p, err, sizeof(err), NULL);
 	cr_expect_neq(r, 0, "read-only device larger than its file was created");
 }
 
@@ -1299,7 +1124,7 @@ Test(file, set_params_on_an_idle_file_device)
 	snprintf(path, sizeof(path), "%s/setp.img", fx.dir);
 	mkfile(path, 16 * MiB);
 	file_params(&p, path, 0, 512, 1);
-	d = add("vbsetp", &p);
+	d = fx_add("vbsetp", &p);
 
 	/* what the manager passes for a controller configured without size:
 	 * size 0 = "the file's size", with only the serial changed */
@@ -1324,8 +1149,8 @@ Test(file, set_params_on_an_idle_file_device)
 	/* the device still works, with whatever parameters are in force */
 	fe = fe_ready(d, 1, 128, NULL);
 	cr_expect_eq(fe->cfg.capacity, got.size / SECT);
-	write_pat(&fe->vq[0], 0, 4096, 71, NULL);
-	read_check(&fe->vq[0], 0, 4096, 71, NULL, "after set_params");
+	fx_write_pattern(&fe->vq[0], 0, 4096, 71, NULL);
+	fx_read_check(&fe->vq[0], 0, 4096, 71, NULL, "after set_params");
 	cr_assert_eq(ffe_blk_get_id(&fe->vq[0], id), FFE_BLK_S_OK);
 	cr_expect(strncmp(id, got.serial, FFE_BLK_ID_BYTES) == 0, "GET_ID '%.20s', params '%s'",
 		  id, got.serial);
@@ -1335,7 +1160,7 @@ Test(file, set_params_on_an_idle_file_device)
 
 static const char *loopdev(unsigned l)
 {
-	return fx.loop[l];
+	return bx.loop[l];
 }
 
 static unsigned loop_dev(const char *name, unsigned l, uint64_t size, unsigned bs, unsigned q)
@@ -1343,7 +1168,7 @@ static unsigned loop_dev(const char *name, unsigned l, uint64_t size, unsigned b
 	struct vdev_params p;
 
 	file_params(&p, loopdev(l), size, bs, q);
-	return add(name, &p);
+	return fx_add(name, &p);
 }
 
 static unsigned sysfs_uint(unsigned l, const char *attr)
@@ -1376,8 +1201,8 @@ Test(loop, io_on_a_loop_device)
 	cr_expect_eq(fe->cfg.blk_size, 512u, "blk_size %u", fe->cfg.blk_size);
 	raw_init(fe, &rw, 128 * KiB);
 
-	write_pat(&fe->vq[0], 100, 64 * KiB, 81, NULL);
-	read_check(&fe->vq[0], 100, 64 * KiB, 81, NULL, "loop device");
+	fx_write_pattern(&fe->vq[0], 100, 64 * KiB, 81, NULL);
+	fx_read_check(&fe->vq[0], 100, 64 * KiB, 81, NULL, "loop device");
 	host_check(loopdev(l), 100 * SECT, 64 * KiB, 81, "loop device");
 	raw_write_pat(&fe->vq[0], &rw, MiB / SECT, 128 * KiB, 82);
 	raw_read_check(&fe->vq[0], &rw, MiB / SECT, 128 * KiB, 82, "loop device aligned");
@@ -1385,9 +1210,9 @@ Test(loop, io_on_a_loop_device)
 	flush_ok(&fe->vq[0]);
 	/* host -> front-end */
 	host_write(loopdev(l), 4 * MiB, 64 * KiB, 83, true);
-	read_check(&fe->vq[0], 4 * MiB / SECT, 64 * KiB, 83, NULL, "written on the host");
+	fx_read_check(&fe->vq[0], 4 * MiB / SECT, 64 * KiB, 83, NULL, "written on the host");
 	raw_read_check(&fe->vq[0], &rw, 4 * MiB / SECT, 64 * KiB, 83, "written on the host");
-	read_check(&fe->vq[0], 32 * MiB / SECT - 8, 4096, 0, NULL, "end of the device");
+	fx_read_check(&fe->vq[0], 32 * MiB / SECT - 8, 4096, 0, NULL, "end of the device");
 }
 
 Test(loop, sector_size_4096_is_advertised)
@@ -1414,16 +1239,16 @@ Test(loop, sector_size_4096_is_advertised)
 	fea = fe_ready(da, 1, 128, NULL);
 	cr_expect_eq(fea->cfg.blk_size, 4096u, "blk_size %u on a 4K loop device", fea->cfg.blk_size);
 	cr_expect_geq(fea->cfg.discard_sector_alignment, 8u);
-	write_pat(&fea->vq[0], 8, 64 * KiB, 91, NULL);
-	read_check(&fea->vq[0], 8, 64 * KiB, 91, NULL, "4K device, block_size 512");
+	fx_write_pattern(&fea->vq[0], 8, 64 * KiB, 91, NULL);
+	fx_read_check(&fea->vq[0], 8, 64 * KiB, 91, NULL, "4K device, block_size 512");
 	host_check(loopdev(la), 8 * SECT, 64 * KiB, 91, "4K device, block_size 512");
 	/* a single 512-byte sector inside a 4K block */
 	ffe_pattern(sec, sizeof(sec), 92);
-	write_ok(&fea->vq[0], 8 + 3, sec, 512, NULL);
+	fx_write_ok(&fea->vq[0], 8 + 3, sec, 512, NULL);
 	r = malloc(4096);
-	read_ok(&fea->vq[0], 8, r, 4096, NULL);
+	fx_read_ok(&fea->vq[0], 8, r, 4096, NULL);
 	check_slice(r, 3 * SECT, 91, 0, "sectors before a 512-byte write on a 4K device");
-	check_pattern(r + 3 * SECT, SECT, 92, "512-byte write on a 4K device");
+	fx_check_pattern(r + 3 * SECT, SECT, 92, "512-byte write on a 4K device");
 	check_slice(r + 4 * SECT, 4 * SECT, 91, 4 * SECT, "sectors after a 512-byte write");
 	free(r);
 
@@ -1445,9 +1270,9 @@ Test(loop, sector_size_4096_is_advertised)
 	cr_expect_eq(s, FFE_BLK_S_OK, "512-byte OUT on a 4K O_DIRECT device: status %d", s);
 	if (s == FFE_BLK_S_OK) {
 		r = malloc(4096);
-		read_ok(&feb->vq[0], MiB / SECT, r, 4096, NULL);
+		fx_read_ok(&feb->vq[0], MiB / SECT, r, 4096, NULL);
 		check_slice(r, SECT, 93, 0, "sector before a 512-byte write (direct 4K device)");
-		check_pattern(r + SECT, SECT, 94, "512-byte write on a direct 4K device");
+		fx_check_pattern(r + SECT, SECT, 94, "512-byte write on a direct 4K device");
 		check_slice(r + 2 * SECT, 6 * SECT, 93, 2 * SECT, "sectors after it");
 		free(r);
 	}
@@ -1492,7 +1317,7 @@ static void check_geometry(unsigned l, unsigned block_size)
 				      "%s: max_discard_sectors %u above the device's %" PRIu64
 				      " bytes", loopdev(l), c->max_discard_sectors, dmax);
 	}
-	fe_close(fe);
+	fx_close(fe);
 }
 
 Test(loop, config_reflects_device_geometry)
@@ -1517,18 +1342,18 @@ Test(loop, size_larger_than_the_device_is_refused)
 	core_up(1, 0);
 	l = loop_new("small.img", 16 * MiB, 0);
 	file_params(&p, loopdev(l), 32 * MiB, 512, 1);
-	r = try_add("vbbig", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbbig", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EINVAL, "size 32 MiB on a 16 MiB device: %d (%s)", r, err);
 	cr_expect(strstr(err, "larger") != NULL || strstr(err, "size") != NULL,
 		  "reason does not say why: '%s'", err);
 	cr_log_info("refused: %s", err);
 	/* nothing is left holding the device: a smaller size works */
 	file_params(&p, loopdev(l), 8 * MiB, 512, 1);
-	r = try_add("vbsmall", &p, err, sizeof(err), &d);
+	r = fx_try_add("vbsmall", &p, err, sizeof(err), &d);
 	cr_assert_eq(r, 0, "size 8 MiB on a 16 MiB device after a refusal: %d (%s)", r, err);
 	fe = fe_ready(d, 1, 64, NULL);
 	cr_expect_eq(fe->cfg.capacity, 8 * MiB / SECT);
-	write_pat(&fe->vq[0], 8 * MiB / SECT - 8, 4096, 95, NULL);
+	fx_write_pattern(&fe->vq[0], 8 * MiB / SECT - 8, 4096, 95, NULL);
 	cr_expect_eq(ffe_blk_read(&fe->vq[0], 8 * MiB / SECT, (uint8_t[512]){ 0 }, 512, NULL),
 		     FFE_BLK_S_IOERR, "IN past the configured size of a larger device");
 }
@@ -1544,7 +1369,7 @@ Test(loop, device_in_use_is_busy)
 	l = loop_new("busy.img", 16 * MiB, 0);
 	loop_dev("vbbusy", l, 0, 512, 1);
 	file_params(&p, loopdev(l), 0, 512, 1);
-	r = try_add("vbbusy2", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbbusy2", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EBUSY, "second device on %s: %d (%s)", loopdev(l), r, err);
 	cr_expect_neq(err[0], '\0');
 	cr_log_info("second device on a loop device: %s", err);
@@ -1554,10 +1379,10 @@ Test(loop, device_in_use_is_busy)
 	fd = open(loopdev(l2), O_RDONLY | O_EXCL | O_CLOEXEC);
 	cr_assert_geq(fd, 0, "open %s O_EXCL: %s", loopdev(l2), strerror(errno));
 	file_params(&p, loopdev(l2), 0, 512, 1);
-	r = try_add("vbheld", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbheld", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, -EBUSY, "device held O_EXCL elsewhere: %d (%s)", r, err);
 	close(fd);
-	r = try_add("vbheld", &p, err, sizeof(err), NULL);
+	r = fx_try_add("vbheld", &p, err, sizeof(err), NULL);
 	cr_expect_eq(r, 0, "after the holder let go: %d (%s)", r, err);
 }
 
@@ -1581,19 +1406,19 @@ Test(loop, discard_and_write_zeroes)
 	cr_assert(fe->dev_features & FFE_BIT(FFE_F_BLK_DISCARD), "DISCARD not offered on a loop "
 		  "device with discard_max_bytes %u", sysfs_uint(l, "queue/discard_max_bytes"));
 	for (unsigned i = 0; i < 4; i++)
-		write_pat(&fe->vq[0], (4 + i) * MiB / SECT, MiB, 110 + i, NULL);
+		fx_write_pattern(&fe->vq[0], (4 + i) * MiB / SECT, MiB, 110 + i, NULL);
 	flush_ok(&fe->vq[0]);
 
 	s = ffe_blk_discard(&fe->vq[0], 5 * MiB / SECT, MiB / SECT);
 	cr_assert_eq(s, FFE_BLK_S_OK, "DISCARD (BLKDISCARD on a worker) 1 MiB: status %d", s);
 	r = malloc(MiB);
-	read_ok(&fe->vq[0], 5 * MiB / SECT, r, MiB, NULL);
+	fx_read_ok(&fe->vq[0], 5 * MiB / SECT, r, MiB, NULL);
 	for (size_t i = 0; i < MiB && zeros; i++)
 		zeros = r[i] == 0;
 	free(r);
 	cr_log_info("discarded range of %s reads back %s", loopdev(l), zeros ? "zeros" : "old data");
-	read_check(&fe->vq[0], 4 * MiB / SECT, MiB, 110, NULL, "before the discarded range");
-	read_check(&fe->vq[0], 6 * MiB / SECT, MiB, 112, NULL, "after the discarded range");
+	fx_read_check(&fe->vq[0], 4 * MiB / SECT, MiB, 110, NULL, "before the discarded range");
+	fx_read_check(&fe->vq[0], 6 * MiB / SECT, MiB, 112, NULL, "after the discarded range");
 	{
 		struct ffe_blk_dwz_seg seg[3] = {
 			{ 6 * MiB / SECT, 128, 0 }, { 6 * MiB / SECT + 1024, 256, 0 },
@@ -1603,7 +1428,7 @@ Test(loop, discard_and_write_zeroes)
 		s = dwz(&fe->vq[0], FFE_BLK_T_DISCARD, seg, 3);
 		cr_expect_eq(s, FFE_BLK_S_OK, "DISCARD of 3 segments on a loop device: status %d", s);
 		r = malloc(448 * KiB);
-		read_ok(&fe->vq[0], 6 * MiB / SECT + 128, r, 448 * KiB, NULL);
+		fx_read_ok(&fe->vq[0], 6 * MiB / SECT + 128, r, 448 * KiB, NULL);
 		check_slice(r, 448 * KiB, 112, 64 * KiB, "between two discarded segments");
 		free(r);
 	}
@@ -1611,11 +1436,11 @@ Test(loop, discard_and_write_zeroes)
 	s = ffe_blk_write_zeroes(&fe->vq[0], 4 * MiB / SECT, MiB / SECT, false);
 	cr_expect_eq(s, FFE_BLK_S_OK, "WRITE_ZEROES (no unmap) on a loop device: status %d", s);
 	if (s == FFE_BLK_S_OK)
-		read_check(&fe->vq[0], 4 * MiB / SECT, MiB, 0, NULL, "loop WRITE_ZEROES no unmap");
+		fx_read_check(&fe->vq[0], 4 * MiB / SECT, MiB, 0, NULL, "loop WRITE_ZEROES no unmap");
 	s = ffe_blk_write_zeroes(&fe->vq[0], 7 * MiB / SECT, MiB / SECT, true);
 	cr_expect_eq(s, FFE_BLK_S_OK, "WRITE_ZEROES (unmap) on a loop device: status %d", s);
 	if (s == FFE_BLK_S_OK)
-		read_check(&fe->vq[0], 7 * MiB / SECT, MiB, 0, NULL, "loop WRITE_ZEROES unmap");
+		fx_read_check(&fe->vq[0], 7 * MiB / SECT, MiB, 0, NULL, "loop WRITE_ZEROES unmap");
 	host_check(loopdev(l), 4 * MiB, MiB, 0, "loop WRITE_ZEROES no unmap");
 	host_check(loopdev(l), 7 * MiB, MiB, 0, "loop WRITE_ZEROES unmap");
 	st = stats_of(d);
@@ -1643,7 +1468,7 @@ Test(pressure, sq_full_every_request_completes_once)
 	core_up(1, 16);                 /* the smallest ring: SQ 16, CQ 64 */
 	snprintf(path, sizeof(path), "%s/pressure.img", fx.dir);
 	file_params(&p, path, 64 * MiB, 512, NQ);
-	d = add("vbpress", &p);
+	d = fx_add("vbpress", &p);
 	ffe_opts_init(&o);
 	o.mem_size = 128 * MiB;
 	o.scratch_per_queue = 8 * MiB;
@@ -1737,11 +1562,11 @@ Test(pressure, sq_full_every_request_completes_once)
 		char w[64];
 
 		snprintf(w, sizeof(w), "host pread of slot %u", slot);
-		check_pattern(all + (size_t)slot * SLOT_SECTORS * SECT, 4096 * (1 + slot % PER % 4),
+		fx_check_pattern(all + (size_t)slot * SLOT_SECTORS * SECT, 4096 * (1 + slot % PER % 4),
 			      1000 + slot, w);
 	}
 	free(all);
-	read_check(&fe->vq[0], 56 * MiB / SECT, 64 * KiB, 0, NULL, "written-zeroes area");
+	fx_read_check(&fe->vq[0], 56 * MiB / SECT, 64 * KiB, 0, NULL, "written-zeroes area");
 
 	st = stats_of(d);
 	cr_log_info("stats: reads %" PRIu64 " writes %" PRIu64 " flushes %" PRIu64 " discards %"
@@ -1771,7 +1596,7 @@ Test(pressure, out_of_order_completions_match_posted_heads)
 	core_up(1, 0);
 	snprintf(path, sizeof(path), "%s/ooo.img", fx.dir);
 	file_params(&p, path, 64 * MiB, 512, 1);
-	d = add("vbooo", &p);
+	d = fx_add("vbooo", &p);
 	ffe_opts_init(&o);
 	o.mem_size = 128 * MiB;
 	o.scratch_per_queue = 64 * MiB;
@@ -1779,7 +1604,7 @@ Test(pressure, out_of_order_completions_match_posted_heads)
 	buf = malloc(AREA);
 	ffe_pattern(buf, AREA, 500);
 	for (unsigned i = 0; i < AREA / MiB; i++)
-		write_ok(&fe->vq[0], i * MiB / SECT, buf + i * MiB, MiB, NULL);
+		fx_write_ok(&fe->vq[0], i * MiB / SECT, buf + i * MiB, MiB, NULL);
 	free(buf);
 
 	for (round = 0; round < 6 && (round < 2 || total == 0); round++) {
@@ -1844,13 +1669,13 @@ Test(pressure, worker_jobs_complete_once)
 	core_up(1, 16);
 	shm_dir();
 	/* tmpfs has no FALLOC_FL_ZERO_RANGE: every WRITE_ZEROES is a worker job */
-	snprintf(path, sizeof(path), "%s/jobs.img", fx.shm);
+	snprintf(path, sizeof(path), "%s/jobs.img", bx.shm);
 	file_params(&p, path, 32 * MiB, 512, NQ);
-	d = add("vbjobs", &p);
+	d = fx_add("vbjobs", &p);
 	fe = fe_ready(d, NQ, 256, NULL);
 	for (unsigned q = 0; q < NQ; q++)
 		for (unsigned i = 0; i < PER; i += 2)
-			write_pat(&fe->vq[q], 16 * MiB / SECT + (uint64_t)(q * PER + i) * 8, 4096,
+			fx_write_pattern(&fe->vq[q], 16 * MiB / SECT + (uint64_t)(q * PER + i) * 8, 4096,
 				  1, NULL);
 	for (unsigned q = 0; q < NQ; q++) {
 		b[q] = batch_new(&fe->vq[q]);
@@ -1900,9 +1725,9 @@ Test(fault, full_filesystem_gives_ioerr_and_keeps_serving)
 
 	core_up(1, 0);
 	mount_tmpfs("size=1M,mode=0700");
-	snprintf(path, sizeof(path), "%s/full.img", fx.mnt);
+	snprintf(path, sizeof(path), "%s/full.img", bx.mnt);
 	file_params(&p, path, 64 * MiB, 512, 1);
-	d = add("vbfull", &p);
+	d = fx_add("vbfull", &p);
 	fe = fe_ready(d, 1, 128, NULL);
 	st0 = stats_of(d);
 	cr_log_info("64 MiB device on a 1 MiB tmpfs: %s", st0.detail);
@@ -1934,14 +1759,14 @@ Test(fault, full_filesystem_gives_ioerr_and_keeps_serving)
 
 	/* the device keeps serving: reads of what fitted, flush */
 	for (int i = 0; i < first_fail; i++)
-		read_check(&fe->vq[0], (uint64_t)i * CHUNK / SECT, CHUNK, 600 + i, NULL,
+		fx_read_check(&fe->vq[0], (uint64_t)i * CHUNK / SECT, CHUNK, 600 + i, NULL,
 			   "data written before the filesystem filled up");
 	/* freeing space (DISCARD punches tmpfs holes) lets writes succeed again */
 	s = ffe_blk_discard(&fe->vq[0], 0, (uint32_t)(first_fail * CHUNK / SECT));
 	cr_expect_eq(s, FFE_BLK_S_OK, "DISCARD on the full tmpfs: status %d", s);
 	if (s == FFE_BLK_S_OK) {
-		write_pat(&fe->vq[0], (uint64_t)first_fail * CHUNK / SECT, CHUNK, 700, NULL);
-		read_check(&fe->vq[0], (uint64_t)first_fail * CHUNK / SECT, CHUNK, 700, NULL,
+		fx_write_pattern(&fe->vq[0], (uint64_t)first_fail * CHUNK / SECT, CHUNK, 700, NULL);
+		fx_read_check(&fe->vq[0], (uint64_t)first_fail * CHUNK / SECT, CHUNK, 700, NULL,
 			   "write after space was freed");
 	}
 }
@@ -1960,10 +1785,10 @@ Test(fault, file_truncated_underneath)
 	snprintf(path, sizeof(path), "%s/trunc.img", fx.dir);
 	mkfile(path, 16 * MiB);
 	file_params(&p, path, 0, 512, 1);
-	d = add("vbtrunc", &p);
+	d = fx_add("vbtrunc", &p);
 	fe = fe_ready(d, 1, 128, NULL);
-	write_pat(&fe->vq[0], 12 * MiB / SECT, 64 * KiB, 911, NULL);
-	write_pat(&fe->vq[0], 0, 64 * KiB, 912, NULL);
+	fx_write_pattern(&fe->vq[0], 12 * MiB / SECT, 64 * KiB, 911, NULL);
+	fx_write_pattern(&fe->vq[0], 0, 64 * KiB, 912, NULL);
 	flush_ok(&fe->vq[0]);
 	st0 = stats_of(d);
 	cr_assert_eq(truncate(path, 8 * MiB), 0);
@@ -1975,18 +1800,18 @@ Test(fault, file_truncated_underneath)
 	cr_assert(s == FFE_BLK_S_IOERR || s == FFE_BLK_S_OK, "IN past the end of a truncated "
 		  "file: status %d %s", s, s < 0 ? fe->err : "");
 	if (s == FFE_BLK_S_OK)
-		check_zero(r, 64 * KiB, "IN past the end of a truncated file, status OK");
+		fx_check_zero(r, 64 * KiB, "IN past the end of a truncated file, status OK");
 	memset(r, 0x5c, 64 * KiB);
 	s = ffe_blk_read(&fe->vq[0], 8 * MiB / SECT - 8, r, 8192, NULL);
 	cr_assert(s == FFE_BLK_S_IOERR || s == FFE_BLK_S_OK, "IN across the end of a truncated "
 		  "file: status %d", s);
 	if (s == FFE_BLK_S_OK)
-		check_zero(r, 8192, "IN across the end of a truncated file, status OK");
+		fx_check_zero(r, 8192, "IN across the end of a truncated file, status OK");
 	cr_log_info("reads past the end of a truncated file: status %d", s);
 	st = stats_of(d);
 	if (s == FFE_BLK_S_IOERR)
 		cr_expect_geq(st.errors, st0.errors + 2);
-	read_check(&fe->vq[0], 0, 64 * KiB, 912, NULL, "start of a truncated file");
+	fx_read_check(&fe->vq[0], 0, 64 * KiB, 912, NULL, "start of a truncated file");
 	free(r);
 }
 
@@ -2008,12 +1833,12 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	vdev_params_init(&p);
 	p.size = 8 * MiB;
 	p.queues = 1;
-	b = add("vbhpB", &p);
+	b = fx_add("vbhpB", &p);
 	fea = fe_ready(a, 1, 128, NULL);
 	feb = fe_ready(b, 1, 128, NULL);
-	write_pat(&fea->vq[0], 0, 64 * KiB, 801, NULL);
-	read_check(&fea->vq[0], 0, 64 * KiB, 801, NULL, "A before unplug");
-	write_pat(&feb->vq[0], 0, 64 * KiB, 802, NULL);
+	fx_write_pattern(&fea->vq[0], 0, 64 * KiB, 801, NULL);
+	fx_read_check(&fea->vq[0], 0, 64 * KiB, 801, NULL, "A before unplug");
+	fx_write_pattern(&feb->vq[0], 0, 64 * KiB, 802, NULL);
 	cr_assert_eq(vdev_get_state(fx.dev[a]), VDEV_CONNECTED);
 	st0 = stats_of(a);
 
@@ -2023,7 +1848,7 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	r = sh(out, sizeof(out), "echo remove > %s 2>&1", ev);
 	cr_assert_eq(r, 0, "echo remove > %s: %s", ev, out);
 	t0 = ffe_now_ms();
-	cr_assert(wait_state(a, VDEV_ERROR, 2000), "%s is still '%s' 2 s after the remove event "
+	cr_assert(fx_wait_state(a, VDEV_ERROR, 2000), "%s is still '%s' 2 s after the remove event "
 		  "of its backing %s", fx.name[a], vdev_state_name(vdev_get_state(fx.dev[a])),
 		  loopdev(l));
 	cr_log_info("state error %" PRId64 " ms after the remove event", ffe_now_ms() - t0);
@@ -2053,21 +1878,21 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 
 	/* the other device is untouched */
 	cr_expect_eq(vdev_get_state(fx.dev[b]), VDEV_CONNECTED);
-	read_check(&feb->vq[0], 0, 64 * KiB, 802, NULL, "B after A's backing went away");
-	write_pat(&feb->vq[0], 256, 64 * KiB, 803, NULL);
-	read_check(&feb->vq[0], 256, 64 * KiB, 803, NULL, "B after A's backing went away");
+	fx_read_check(&feb->vq[0], 0, 64 * KiB, 802, NULL, "B after A's backing went away");
+	fx_write_pattern(&feb->vq[0], 256, 64 * KiB, 803, NULL);
+	fx_read_check(&feb->vq[0], 256, 64 * KiB, 803, NULL, "B after A's backing went away");
 
 	/* A stays in error without its front-end; destroying it lets the loop go */
-	fe_close_wait(a, fea, VDEV_ERROR);
-	drop(a);
+	fx_close_wait(a, fea, VDEV_ERROR);
+	fx_drop(a);
 	t0 = ffe_now_ms();
 	while (loop_is_ours(l) && ffe_now_ms() - t0 < 3000)
 		usleep(10000);
 	cr_expect(!loop_is_ours(l), "%s still attached to its file 3 s after vdev_destroy: "
 		  "the backend kept it open", loopdev(l));
 	if (!loop_is_ours(l))
-		fx.loop[l][0] = '\0';
-	read_check(&feb->vq[0], 256, 64 * KiB, 803, NULL, "B after A was destroyed");
+		bx.loop[l][0] = '\0';
+	fx_read_check(&feb->vq[0], 256, 64 * KiB, 803, NULL, "B after A was destroyed");
 }
 
 /* ---- runner: safety net and exit status ---------------------------------------- */

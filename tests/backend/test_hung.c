@@ -235,26 +235,24 @@ static void fs_unmount(const char *mnt)
 
 /* ---- helpers ----------------------------------------------------------------- */
 
+/* The core, the device, its front-ends and the directory: fx (coretest.h);
+ * here what this test adds to them. */
 static struct {
-	char dir[128];                  /* /tmp/vhostd-hung-RUN-XXXXXX */
-	char mnt[160], disk[180], sock[160], log[160];
+	char mnt[160], disk[180], log[160];     /* in fx.dir */
 	int saved_stderr;               /* -1: stderr is not redirected */
-	struct core *core;
-	struct vdev *dev;
-	struct ffe *fe[2];
 	struct ffe_blk_io held_io;      /* the read that hangs ... */
 	struct ffe *held_fe;            /* ... posted on this front-end's queue 0 */
-} fx;
+} hx;
 
-/* From here on what vhostd logs lands in fx.log. */
+/* From here on what vhostd logs lands in hx.log. */
 static void capture_stderr(void)
 {
-	int fd = open(fx.log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+	int fd = open(hx.log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
 
-	cr_assert_geq(fd, 0, "create %s: %s", fx.log, strerror(errno));
+	cr_assert_geq(fd, 0, "create %s: %s", hx.log, strerror(errno));
 	fflush(stderr);
-	fx.saved_stderr = dup(STDERR_FILENO);
-	cr_assert_geq(fx.saved_stderr, 0, "dup stderr: %s", strerror(errno));
+	hx.saved_stderr = dup(STDERR_FILENO);
+	cr_assert_geq(hx.saved_stderr, 0, "dup stderr: %s", strerror(errno));
 	cr_assert_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO, "dup2: %s", strerror(errno));
 	close(fd);
 }
@@ -262,11 +260,11 @@ static void capture_stderr(void)
 /* Everything logged so far (malloc'd, NUL-terminated). */
 static char *log_text(void)
 {
-	FILE *f = fopen(fx.log, "r");
+	FILE *f = fopen(hx.log, "r");
 	size_t len = 0, cap = 4096, n;
 	char *buf = malloc(cap);
 
-	cr_assert_not_null(f, "open %s: %s", fx.log, strerror(errno));
+	cr_assert_not_null(f, "open %s: %s", hx.log, strerror(errno));
 	while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
 		len += n;
 		if (cap - len == 1)
@@ -293,16 +291,10 @@ static bool log_line(const char *needle, char *line, size_t len)
 	return at != NULL;
 }
 
-static struct ffe *fe_ready(unsigned slot)
+/* A set-up front-end (one queue), closed by the teardown. */
+static struct ffe *fe_ready(void)
 {
-	struct ffe *fe = ffe_open(fx.sock, NULL);
-	int r;
-
-	cr_assert_not_null(fe, "connect to %s: %s", fx.sock, strerror(errno));
-	fx.fe[slot] = fe;
-	r = ffe_setup(fe, 0, 1, 128);
-	cr_assert_eq(r, 0, "set-up of a front-end: %s (%s)", strerror(-r), fe->err);
-	return fe;
+	return fx_keep(fx_ready(0, NULL, 0, 1, 128));
 }
 
 static void check_disk(const uint8_t *buf, uint64_t off, size_t len, const char *what)
@@ -332,15 +324,15 @@ static void read_check(struct ffe *fe, uint64_t off, size_t len, const char *wha
 
 static void setup(void)
 {
-	signal(SIGPIPE, SIG_IGN);
-	fx.saved_stderr = -1;
-	snprintf(fx.dir, sizeof(fx.dir), "/tmp/vhostd-hung-%s-XXXXXX", crmain_run_id());
-	cr_assert_not_null(mkdtemp(fx.dir), "mkdtemp %s: %s", fx.dir, strerror(errno));
-	snprintf(fx.mnt, sizeof(fx.mnt), "%s/mnt", fx.dir);
-	snprintf(fx.disk, sizeof(fx.disk), "%s/disk", fx.mnt);
-	snprintf(fx.sock, sizeof(fx.sock), "%s/%s.sock", fx.dir, DEV_NAME);
-	snprintf(fx.log, sizeof(fx.log), "%s/vhostd.log", fx.dir);
-	cr_assert_eq(mkdir(fx.mnt, 0700), 0, "mkdir %s: %s", fx.mnt, strerror(errno));
+	char prefix[64];
+
+	snprintf(prefix, sizeof(prefix), "/tmp/vhostd-hung-%s", crmain_run_id());
+	fx_begin(prefix);
+	hx.saved_stderr = -1;
+	snprintf(hx.mnt, sizeof(hx.mnt), "%s/mnt", fx.dir);
+	snprintf(hx.disk, sizeof(hx.disk), "%s/disk", hx.mnt);
+	snprintf(hx.log, sizeof(hx.log), "%s/vhostd.log", fx.dir);
+	cr_assert_eq(mkdir(hx.mnt, 0700), 0, "mkdir %s: %s", hx.mnt, strerror(errno));
 }
 
 /* Leave nothing behind, whatever point the test failed at: a parked read
@@ -348,27 +340,23 @@ static void setup(void)
 static void teardown(void)
 {
 	release_held();
-	if (fx.held_fe)
-		ffe_blk_io_release(&fx.held_fe->vq[0], &fx.held_io);
-	for (unsigned i = 0; i < 2; i++)
-		ffe_close(fx.fe[i]);
-	if (fx.dev)
-		vdev_destroy(fx.dev, true);
-	if (fx.core)
-		core_destroy(fx.core);
-	fs_unmount(fx.mnt);
-	if (fx.saved_stderr >= 0) {
+	if (hx.held_fe)
+		ffe_blk_io_release(&hx.held_fe->vq[0], &hx.held_io);
+	fx_stop();
+	fs_unmount(hx.mnt);
+	if (hx.saved_stderr >= 0) {
 		char *text = log_text();
 
-		dup2(fx.saved_stderr, STDERR_FILENO);
-		close(fx.saved_stderr);
+		dup2(hx.saved_stderr, STDERR_FILENO);
+		close(hx.saved_stderr);
 		/* into the test's output: what to read when it fails */
 		fprintf(stderr, "---- vhostd log of the test ----\n%s----\n", text);
 		free(text);
 	}
-	unlink(fx.log);
-	rmdir(fx.mnt);
+	unlink(hx.log);
+	rmdir(hx.mnt);
 	rmdir(fx.dir);
+	fx_leak_check();
 }
 
 /* ---- the test ------------------------------------------------------------- */
@@ -379,7 +367,7 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 {
 	struct core_opts o = { .nthreads = 1, .poll_mode = CORE_POLL_ADAPTIVE };
 	const uint64_t held_off = 500 * KiB;
-	char err[VDEV_ERR_MAX] = "", line[1024] = "", want[64];
+	char line[1024] = "", want[64];
 	struct vdev_params p;
 	struct ffe *fe;
 	struct ffe_deadline dl;
@@ -391,30 +379,28 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	if (access("/dev/fuse", R_OK | W_OK) != 0)
 		cr_skip_test("no usable /dev/fuse: %s", strerror(errno));
 	need_uring();
-	fs_mount(fx.mnt);
+	fs_mount(hx.mnt);
 	capture_stderr();
 
-	r = core_create(&o, &fx.core);
-	cr_assert_eq(r, 0, "core_create: %s", strerror(-r));
+	fx_core_up(&o);
 	vdev_params_init(&p);
 	p.backing = BE_FILE;
-	snprintf(p.path, sizeof(p.path), "%s", fx.disk);
+	snprintf(p.path, sizeof(p.path), "%s", hx.disk);
 	p.size = 0;
 	p.queues = 1;
-	r = vdev_create(fx.core, DEV_NAME, fx.sock, &p, &fx.dev, err, sizeof(err));
-	cr_assert_eq(r, 0, "vdev_create on %s: %s: %s", fx.disk, strerror(-r), err);
+	fx_add(DEV_NAME, &p);
 
 	/* the path works while the storage answers */
-	fe = fe_ready(0);
+	fe = fe_ready();
 	cr_assert_eq(fe->cfg.capacity, DISK_SIZE / SECT, "capacity %" PRIu64, fe->cfg.capacity);
 	read_check(fe, 0, 64 * KiB, "read before the storage hangs");
 
 	/* the storage stops answering: one 4 KiB read goes in and stays */
 	set_hold(true);
-	r = ffe_blk_prep(&fx.held_io, FFE_BLK_T_IN, held_off / SECT, NULL, 0, 4 * KiB, NULL);
+	r = ffe_blk_prep(&hx.held_io, FFE_BLK_T_IN, held_off / SECT, NULL, 0, 4 * KiB, NULL);
 	cr_assert_eq(r, 0, "ffe_blk_prep: %s", strerror(-r));
-	fx.held_fe = fe;
-	r = ffe_submit(&fe->vq[0], &fx.held_io.req);
+	hx.held_fe = fe;
+	r = ffe_submit(&fe->vq[0], &hx.held_io.req);
 	cr_assert_geq(r, 0, "submit: %s (%s)", strerror(-r), fe->err);
 	r = ffe_kick(&fe->vq[0]);
 	cr_assert_geq(r, 0, "kick: %s (%s)", strerror(-r), fe->err);
@@ -433,7 +419,7 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	while (!log_line(SLOW_WARNING, line, sizeof(line)) && ffe_deadline_left(&dl))
 		usleep(50000);
 	cr_log_info("after %" PRId64 " ms, state '%s': %s", ffe_now_ms() - t0,
-		    vdev_state_name(vdev_get_state(fx.dev)), line[0] ? line : "(no warning)");
+		    vdev_state_name(vdev_get_state(fx.dev[0])), line[0] ? line : "(no warning)");
 	cr_assert_neq(line[0], '\0', "no '%s' warning in the log 14 s after the front-end left "
 		      "with a read hung in the backend", SLOW_WARNING);
 	cr_expect_geq(ffe_now_ms() - t0, 9000, "the warning came before 10 s had passed");
@@ -446,26 +432,26 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	/* the storage answers: the detach completes and the device listens again */
 	cr_assert_eq(release_held(), 1);
 	t0 = ffe_now_ms();
-	cr_assert(vdev_wait_state(fx.dev, VDEV_LISTENING, 5000),
+	cr_assert(vdev_wait_state(fx.dev[0], VDEV_LISTENING, 5000),
 		  "%s is '%s' 5 s after the hung read was answered, expected 'listening'",
-		  DEV_NAME, vdev_state_name(vdev_get_state(fx.dev)));
+		  DEV_NAME, vdev_state_name(vdev_get_state(fx.dev[0])));
 	cr_log_info("listening %" PRId64 " ms after the read was answered", ffe_now_ms() - t0);
 
 	/* The read completed into the old front-end's memory, with the data:
 	 * what a front-end that reconnects finds in its used ring. */
-	r = ffe_wait(&fe->vq[0], &fx.held_io.req, 2000);
+	r = ffe_wait(&fe->vq[0], &hx.held_io.req, 2000);
 	cr_expect_eq(r, 0, "the hung read is not in the used ring after it was answered: %s",
 		     fe->err);
 	if (r == 0) {
-		cr_expect_eq(ffe_blk_status(&fx.held_io), FFE_BLK_S_OK, "hung read: status %d",
-			     ffe_blk_status(&fx.held_io));
-		check_disk(ffe_blk_in(&fx.held_io), held_off, 4 * KiB, "the read that hung");
+		cr_expect_eq(ffe_blk_status(&hx.held_io), FFE_BLK_S_OK, "hung read: status %d",
+			     ffe_blk_status(&hx.held_io));
+		check_disk(ffe_blk_in(&hx.held_io), held_off, 4 * KiB, "the read that hung");
 	}
-	ffe_blk_io_release(&fe->vq[0], &fx.held_io);
-	fx.held_fe = NULL;
+	ffe_blk_io_release(&fe->vq[0], &hx.held_io);
+	hx.held_fe = NULL;
 
 	/* a new front-end is served as before */
-	fe = fe_ready(1);
+	fe = fe_ready();
 	read_check(fe, held_off, 4 * KiB, "new front-end, the block whose read hung");
 	read_check(fe, DISK_SIZE - 64 * KiB, 64 * KiB, "new front-end, end of the disk");
 	cr_expect(!log_line("still waiting after 20 s", line, sizeof(line)),

@@ -49,114 +49,9 @@
 #define HAVE_RDTSC 1
 #endif
 
-/* --- virtio and vhost-user definitions (virtio 1.2, vhost-user spec) ------ */
-
-#define VRING_DESC_F_NEXT          1
-#define VRING_DESC_F_WRITE         2
-#define VRING_USED_F_NO_NOTIFY     1
-#define VRING_AVAIL_F_NO_INTERRUPT 1
-
-struct vring_desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags;
-	uint16_t next;
-};
-
-struct vring_avail {
-	uint16_t flags;
-	uint16_t idx;
-	uint16_t ring[];        /* num entries, then used_event */
-};
-
-struct vring_used_elem {
-	uint32_t id;
-	uint32_t len;
-};
-
-struct vring_used {
-	uint16_t flags;
-	uint16_t idx;
-	struct vring_used_elem ring[];  /* num entries, then avail_event */
-};
-
-#define F_BLK_SIZE_MAX      1
-#define F_BLK_SEG_MAX       2
-#define F_BLK_BLK_SIZE      6
-#define F_BLK_FLUSH         9
-#define F_BLK_MQ            12
-#define F_RING_EVENT_IDX    29
-#define F_PROTOCOL_FEATURES 30
-#define F_VERSION_1         32
-
-#define PF_MQ        0
-#define PF_REPLY_ACK 3
-#define PF_CONFIG    9
-
-#define BIT(n) (1ULL << (n))
-
-enum {
-	VU_GET_FEATURES = 1,
-	VU_SET_FEATURES = 2,
-	VU_SET_OWNER = 3,
-	VU_SET_MEM_TABLE = 5,
-	VU_SET_VRING_NUM = 8,
-	VU_SET_VRING_ADDR = 9,
-	VU_SET_VRING_BASE = 10,
-	VU_GET_VRING_BASE = 11,
-	VU_SET_VRING_KICK = 12,
-	VU_SET_VRING_CALL = 13,
-	VU_GET_PROTOCOL_FEATURES = 15,
-	VU_SET_PROTOCOL_FEATURES = 16,
-	VU_GET_QUEUE_NUM = 17,
-	VU_SET_VRING_ENABLE = 18,
-	VU_GET_CONFIG = 24,
-};
-
-#define VU_VERSION         0x1
-#define VU_FLAG_REPLY      (1u << 2)
-#define VU_FLAG_NEED_REPLY (1u << 3)
-
-struct vu_hdr {
-	uint32_t request;
-	uint32_t flags;
-	uint32_t size;
-} __attribute__((packed));
-
-struct vu_state {
-	uint32_t index;
-	uint32_t num;
-};
-
-struct vu_addr {
-	uint32_t index;
-	uint32_t flags;
-	uint64_t desc, used, avail, log;        /* this order on the wire */
-};
-
-struct vu_region {
-	uint64_t gpa, size, uva, mmap_offset;
-};
-
-struct vu_mem {
-	uint32_t nregions;
-	uint32_t padding;
-	struct vu_region regions[1];
-};
-
-struct vu_config {
-	uint32_t offset, size, flags;
-	uint8_t data[24];       /* capacity .. blk_size of virtio_blk_config */
-};
-
-#define BLK_T_IN  0
-#define BLK_T_OUT 1
-
-struct blk_hdr {
-	uint32_t type;
-	uint32_t ioprio;
-	uint64_t sector;
-};
+/* The virtio and vhost-user definitions (virtio 1.2, vhost-user spec) are
+ * tests/lib/vu_wire.h, shared with the other test front-ends. */
+#include "vu_wire.h"
 
 /* --- barriers (they pair with the back-end's) ------------------------------ */
 
@@ -331,9 +226,9 @@ struct bdev;
 /* One virtqueue of one device; everything the hot loop touches. */
 struct bq {
 	/* set up once, then only read */
-	struct vring_desc *desc;
-	struct vring_avail *avail;
-	struct vring_used *used;
+	struct ffe_desc *desc;
+	struct ffe_vring_avail *avail;
+	struct ffe_vring_used *used;
 	uint16_t num, mask;
 	bool event_idx;
 	unsigned nslots;
@@ -451,56 +346,21 @@ static inline uint64_t rnd_below(uint64_t *s, uint64_t n)
 
 /* --- vhost-user messages --------------------------------------------------- */
 
-static const char *req_name(uint32_t r)
-{
-	switch (r) {
-	case VU_GET_FEATURES: return "GET_FEATURES";
-	case VU_SET_FEATURES: return "SET_FEATURES";
-	case VU_SET_OWNER: return "SET_OWNER";
-	case VU_SET_MEM_TABLE: return "SET_MEM_TABLE";
-	case VU_SET_VRING_NUM: return "SET_VRING_NUM";
-	case VU_SET_VRING_ADDR: return "SET_VRING_ADDR";
-	case VU_SET_VRING_BASE: return "SET_VRING_BASE";
-	case VU_GET_VRING_BASE: return "GET_VRING_BASE";
-	case VU_SET_VRING_KICK: return "SET_VRING_KICK";
-	case VU_SET_VRING_CALL: return "SET_VRING_CALL";
-	case VU_GET_PROTOCOL_FEATURES: return "GET_PROTOCOL_FEATURES";
-	case VU_SET_PROTOCOL_FEATURES: return "SET_PROTOCOL_FEATURES";
-	case VU_GET_QUEUE_NUM: return "GET_QUEUE_NUM";
-	case VU_SET_VRING_ENABLE: return "SET_VRING_ENABLE";
-	case VU_GET_CONFIG: return "GET_CONFIG";
-	}
-	return "?";
-}
-
 static void vu_send(struct bdev *d, uint32_t req, bool need_reply, const void *payload,
 		    uint32_t size, const int *fds, unsigned nfds)
 {
-	struct vu_hdr h = { req, VU_VERSION | (need_reply ? VU_FLAG_NEED_REPLY : 0), size };
+	struct ffe_hdr h = { req, FFE_FLAG_VERSION | (need_reply ? FFE_FLAG_NEED_REPLY : 0), size };
 	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, size } };
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-		struct cmsghdr align;
-	} u;
+	union ffe_fd_ctl u;
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
 	ssize_t n;
 
-	if (nfds) {
-		struct cmsghdr *c;
-		memset(&u, 0, sizeof(u));
-		mh.msg_control = u.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
+	ffe_attach_fds(&mh, &u, fds, nfds);
 	do
 		n = sendmsg(d->sock, &mh, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	if (n != (ssize_t)(sizeof(h) + size))
-		die("%s: sending %s: %s", d->path, req_name(req),
+		die("%s: sending %s: %s", d->path, ffe_req_name(req),
 		    n < 0 ? strerror(errno) : "short write");
 }
 
@@ -512,7 +372,7 @@ static void read_full(struct bdev *d, void *buf, size_t len, uint32_t req)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			die("%s: waiting for the reply to %s: %s", d->path, req_name(req),
+			die("%s: waiting for the reply to %s: %s", d->path, ffe_req_name(req),
 			    n < 0 ? strerror(errno) : "connection closed by the back-end");
 		p += n;
 		len -= (size_t)n;
@@ -522,16 +382,16 @@ static void read_full(struct bdev *d, void *buf, size_t len, uint32_t req)
 /* Receive the reply to req into payload (at most max bytes); its size. */
 static uint32_t vu_recv(struct bdev *d, uint32_t req, void *payload, uint32_t max)
 {
-	struct vu_hdr h;
+	struct ffe_hdr h;
 	uint8_t sink[256];
 
 	read_full(d, &h, sizeof(h), req);
-	if (h.request != req || !(h.flags & VU_FLAG_REPLY) || (h.flags & 3) != VU_VERSION)
+	if (h.request != req || !(h.flags & FFE_FLAG_REPLY) || (h.flags & 3) != FFE_FLAG_VERSION)
 		die("%s: expected a reply to %s, got request %u flags 0x%x", d->path,
-		    req_name(req), h.request, h.flags);
+		    ffe_req_name(req), h.request, h.flags);
 	if (h.size > max) {
 		if (h.size > sizeof(sink))
-			die("%s: reply to %s has %u bytes", d->path, req_name(req), h.size);
+			die("%s: reply to %s has %u bytes", d->path, ffe_req_name(req), h.size);
 		read_full(d, sink, h.size, req);
 		memcpy(payload, sink, max);
 		return max;
@@ -545,7 +405,7 @@ static uint64_t vu_get_u64(struct bdev *d, uint32_t req)
 	uint64_t v = 0;
 	vu_send(d, req, false, NULL, 0, NULL, 0);
 	if (vu_recv(d, req, &v, sizeof(v)) != sizeof(v))
-		die("%s: short reply to %s", d->path, req_name(req));
+		die("%s: short reply to %s", d->path, ffe_req_name(req));
 	return v;
 }
 
@@ -554,21 +414,21 @@ static uint64_t vu_get_u64(struct bdev *d, uint32_t req)
 static void vu_set(struct bdev *d, uint32_t req, const void *payload, uint32_t size,
 		   const int *fds, unsigned nfds)
 {
-	bool ack = d->pfeatures & BIT(PF_REPLY_ACK);
+	bool ack = d->pfeatures & FFE_BIT(FFE_PF_REPLY_ACK);
 	uint64_t v = 0;
 
 	vu_send(d, req, ack, payload, size, fds, nfds);
 	if (!ack)
 		return;
 	if (vu_recv(d, req, &v, sizeof(v)) != sizeof(v))
-		die("%s: short REPLY_ACK to %s", d->path, req_name(req));
+		die("%s: short REPLY_ACK to %s", d->path, ffe_req_name(req));
 	if (v)
-		die("%s: the back-end refused %s", d->path, req_name(req));
+		die("%s: the back-end refused %s", d->path, ffe_req_name(req));
 }
 
 static void vu_set_state(struct bdev *d, uint32_t req, uint32_t index, uint32_t num)
 {
-	struct vu_state s = { index, num };
+	struct ffe_vring_state s = { index, num };
 	vu_set(d, req, &s, sizeof(s), NULL, 0);
 }
 
@@ -617,7 +477,7 @@ static void layout_and_map(struct bench *b, struct bdev *d, unsigned num, unsign
 
 	for (unsigned i = 0; i < d->nq; i++) {
 		offs[i][0] = off;
-		off = align_up(off + sizeof(struct vring_desc) * num, PAGE);
+		off = align_up(off + sizeof(struct ffe_desc) * num, PAGE);
 		offs[i][1] = off;
 		off = align_up(off + 6 + 2 * num, PAGE);
 		offs[i][2] = off;
@@ -644,9 +504,9 @@ static void layout_and_map(struct bench *b, struct bdev *d, unsigned num, unsign
 		q->base = d->mem;
 		q->num = (uint16_t)num;
 		q->mask = (uint16_t)(num - 1);
-		q->desc = (struct vring_desc *)(d->mem + offs[i][0]);
-		q->avail = (struct vring_avail *)(d->mem + offs[i][1]);
-		q->used = (struct vring_used *)(d->mem + offs[i][2]);
+		q->desc = (struct ffe_desc *)(d->mem + offs[i][0]);
+		q->avail = (struct ffe_vring_avail *)(d->mem + offs[i][1]);
+		q->used = (struct ffe_vring_used *)(d->mem + offs[i][2]);
 		q->hdrs = d->mem + offs[i][3];
 		q->hdrs_gpa = GPA_BASE + offs[i][3];
 		q->data_gpa = GPA_BASE + offs[i][4];
@@ -657,18 +517,18 @@ static void layout_and_map(struct bench *b, struct bdev *d, unsigned num, unsign
 			die("out of memory");
 		/* Slot s: descriptors 3s (header), 3s+1 (data), 3s+2 (status). */
 		for (unsigned s = 0; s < nslots; s++) {
-			struct vring_desc *dd = &q->desc[3 * s];
-			struct blk_hdr *h = (struct blk_hdr *)(q->hdrs + (size_t)SLOT_HDR * s);
-			h->type = BLK_T_IN;
-			dd[0] = (struct vring_desc){ q->hdrs_gpa + (uint64_t)SLOT_HDR * s,
-						     sizeof(struct blk_hdr), VRING_DESC_F_NEXT,
+			struct ffe_desc *dd = &q->desc[3 * s];
+			struct ffe_blk_hdr *h = (struct ffe_blk_hdr *)(q->hdrs + (size_t)SLOT_HDR * s);
+			h->type = FFE_BLK_T_IN;
+			dd[0] = (struct ffe_desc){ q->hdrs_gpa + (uint64_t)SLOT_HDR * s,
+						     sizeof(struct ffe_blk_hdr), FFE_DESC_F_NEXT,
 						     (uint16_t)(3 * s + 1) };
-			dd[1] = (struct vring_desc){ q->data_gpa + (uint64_t)bs * s, b->o.bs,
-						     VRING_DESC_F_NEXT | VRING_DESC_F_WRITE,
+			dd[1] = (struct ffe_desc){ q->data_gpa + (uint64_t)bs * s, b->o.bs,
+						     FFE_DESC_F_NEXT | FFE_DESC_F_WRITE,
 						     (uint16_t)(3 * s + 2) };
-			dd[2] = (struct vring_desc){ q->hdrs_gpa + (uint64_t)SLOT_HDR * s +
-						     sizeof(struct blk_hdr), 1,
-						     VRING_DESC_F_WRITE, 0 };
+			dd[2] = (struct ffe_desc){ q->hdrs_gpa + (uint64_t)SLOT_HDR * s +
+						     sizeof(struct ffe_blk_hdr), 1,
+						     FFE_DESC_F_WRITE, 0 };
 			q->free[q->nfree++] = (uint16_t)(nslots - 1 - s);
 		}
 		q->kick_fd = eventfd(0, EFD_CLOEXEC);
@@ -693,45 +553,49 @@ static void calls_off(struct bq *q)
 		/* Far behind: crossed once per 64K completions at most. */
 		WRITE_ONCE(q->avail->ring[q->num], (uint16_t)(q->last_used + 0x8000));
 	else
-		WRITE_ONCE(q->avail->flags, VRING_AVAIL_F_NO_INTERRUPT);
+		WRITE_ONCE(q->avail->flags, FFE_AVAIL_F_NO_INTERRUPT);
 }
 
 static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigned num,
 		      unsigned nslots)
 {
 	uint64_t f, want;
-	struct vu_config cfg = { 0, sizeof(cfg.data), 0, { 0 } };
 	struct {
-		struct vu_mem m;
+		struct ffe_config_hdr h;
+		uint8_t data[24];       /* capacity .. blk_size of virtio_blk_config */
+	} cfg = { { 0, sizeof(cfg.data), 0 }, { 0 } };
+	struct {
+		struct ffe_mem_table_hdr h;
+		struct ffe_mem_region regions[1];
 	} mt;
 
 	d->path = path;
 	d->nq = b->o.queues;
 	d->sock = connect_socket(path, b->o.connect_timeout_s);
 
-	f = vu_get_u64(d, VU_GET_FEATURES);
+	f = vu_get_u64(d, FFE_GET_FEATURES);
 	d->features = f;
-	if (!(f & BIT(F_VERSION_1)))
+	if (!(f & FFE_BIT(FFE_F_VERSION_1)))
 		die("%s: the back-end does not offer VIRTIO_F_VERSION_1", path);
-	if (f & BIT(F_PROTOCOL_FEATURES)) {
-		uint64_t pf = vu_get_u64(d, VU_GET_PROTOCOL_FEATURES);
-		pf &= BIT(PF_MQ) | BIT(PF_REPLY_ACK) | BIT(PF_CONFIG);
+	if (f & FFE_BIT(FFE_F_PROTOCOL_FEATURES)) {
+		uint64_t pf = vu_get_u64(d, FFE_GET_PROTOCOL_FEATURES);
+		pf &= FFE_BIT(FFE_PF_MQ) | FFE_BIT(FFE_PF_REPLY_ACK) | FFE_BIT(FFE_PF_CONFIG);
 		d->pfeatures = 0;       /* no REPLY_ACK for this one yet */
-		vu_set(d, VU_SET_PROTOCOL_FEATURES, &pf, sizeof(pf), NULL, 0);
+		vu_set(d, FFE_SET_PROTOCOL_FEATURES, &pf, sizeof(pf), NULL, 0);
 		d->pfeatures = pf;
 	}
-	if (d->pfeatures & BIT(PF_MQ)) {
-		uint64_t n = vu_get_u64(d, VU_GET_QUEUE_NUM);
+	if (d->pfeatures & FFE_BIT(FFE_PF_MQ)) {
+		uint64_t n = vu_get_u64(d, FFE_GET_QUEUE_NUM);
 		if (n < d->nq)
 			die("%s: %u queues asked, the back-end has %" PRIu64, path, d->nq, n);
 	} else if (d->nq > 1) {
 		die("%s: the back-end has no multiqueue support", path);
 	}
-	vu_set(d, VU_SET_OWNER, NULL, 0, NULL, 0);
+	vu_set(d, FFE_SET_OWNER, NULL, 0, NULL, 0);
 
-	if (d->pfeatures & BIT(PF_CONFIG)) {
-		vu_send(d, VU_GET_CONFIG, false, &cfg, sizeof(cfg), NULL, 0);
-		if (vu_recv(d, VU_GET_CONFIG, &cfg, sizeof(cfg)) == sizeof(cfg)) {
+	if (d->pfeatures & FFE_BIT(FFE_PF_CONFIG)) {
+		vu_send(d, FFE_GET_CONFIG, false, &cfg, sizeof(cfg), NULL, 0);
+		if (vu_recv(d, FFE_GET_CONFIG, &cfg, sizeof(cfg)) == sizeof(cfg)) {
 			uint64_t sectors;
 			memcpy(&sectors, cfg.data, sizeof(sectors));
 			d->capacity = sectors * 512;
@@ -742,38 +606,38 @@ static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigne
 	if (b->o.size && (!d->capacity || b->o.size < d->capacity))
 		d->capacity = b->o.size;
 
-	want = BIT(F_VERSION_1) |
-	       (f & (BIT(F_PROTOCOL_FEATURES) | BIT(F_BLK_FLUSH) | BIT(F_BLK_BLK_SIZE) |
-		     BIT(F_BLK_SEG_MAX) | BIT(F_BLK_SIZE_MAX)));
+	want = FFE_BIT(FFE_F_VERSION_1) |
+	       (f & (FFE_BIT(FFE_F_PROTOCOL_FEATURES) | FFE_BIT(FFE_F_BLK_FLUSH) | FFE_BIT(FFE_F_BLK_BLK_SIZE) |
+		     FFE_BIT(FFE_F_BLK_SEG_MAX) | FFE_BIT(FFE_F_BLK_SIZE_MAX)));
 	if (!b->o.no_event_idx)
-		want |= f & BIT(F_RING_EVENT_IDX);
+		want |= f & FFE_BIT(FFE_F_RING_EVENT_IDX);
 	if (d->nq > 1) {
-		if (!(f & BIT(F_BLK_MQ)))
+		if (!(f & FFE_BIT(FFE_F_BLK_MQ)))
 			die("%s: the device does not offer VIRTIO_BLK_F_MQ", path);
-		want |= BIT(F_BLK_MQ);
+		want |= FFE_BIT(FFE_F_BLK_MQ);
 	}
 	d->features = want;
-	vu_set(d, VU_SET_FEATURES, &want, sizeof(want), NULL, 0);
+	vu_set(d, FFE_SET_FEATURES, &want, sizeof(want), NULL, 0);
 
 	layout_and_map(b, d, num, nslots);
-	mt.m.nregions = 1;
-	mt.m.padding = 0;
-	mt.m.regions[0] = (struct vu_region){ GPA_BASE, d->mem_len, uva(d->mem), 0 };
-	vu_set(d, VU_SET_MEM_TABLE, &mt, sizeof(mt), &d->memfd, 1);
+	mt.h.nregions = 1;
+	mt.h.padding = 0;
+	mt.regions[0] = (struct ffe_mem_region){ GPA_BASE, d->mem_len, uva(d->mem), 0 };
+	vu_set(d, FFE_SET_MEM_TABLE, &mt, sizeof(mt), &d->memfd, 1);
 
 	for (unsigned i = 0; i < d->nq; i++) {
 		struct bq *q = &d->q[i];
-		struct vu_addr a = { i, 0, uva(q->desc), uva(q->used), uva(q->avail), 0 };
+		struct ffe_vring_addr a = { i, 0, uva(q->desc), uva(q->used), uva(q->avail), 0 };
 
-		q->event_idx = want & BIT(F_RING_EVENT_IDX);
+		q->event_idx = want & FFE_BIT(FFE_F_RING_EVENT_IDX);
 		calls_off(q);
-		vu_set_state(d, VU_SET_VRING_NUM, i, num);
-		vu_set_state(d, VU_SET_VRING_BASE, i, 0);
-		vu_set(d, VU_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
-		vu_set_fd(d, VU_SET_VRING_CALL, i, q->call_fd);
-		vu_set_fd(d, VU_SET_VRING_KICK, i, q->kick_fd);
-		if (want & BIT(F_PROTOCOL_FEATURES))
-			vu_set_state(d, VU_SET_VRING_ENABLE, i, 1);
+		vu_set_state(d, FFE_SET_VRING_NUM, i, num);
+		vu_set_state(d, FFE_SET_VRING_BASE, i, 0);
+		vu_set(d, FFE_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
+		vu_set_fd(d, FFE_SET_VRING_CALL, i, q->call_fd);
+		vu_set_fd(d, FFE_SET_VRING_KICK, i, q->kick_fd);
+		if (want & FFE_BIT(FFE_F_PROTOCOL_FEATURES))
+			vu_set_state(d, FFE_SET_VRING_ENABLE, i, 1);
 		b->qs[b->nq++] = q;
 	}
 }
@@ -783,9 +647,9 @@ static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigne
 static void dev_teardown(struct bdev *d)
 {
 	for (unsigned i = 0; i < d->nq; i++) {
-		struct vu_state s = { i, 0 };
-		vu_send(d, VU_GET_VRING_BASE, false, &s, sizeof(s), NULL, 0);
-		vu_recv(d, VU_GET_VRING_BASE, &s, sizeof(s));
+		struct ffe_vring_state s = { i, 0 };
+		vu_send(d, FFE_GET_VRING_BASE, false, &s, sizeof(s), NULL, 0);
+		vu_recv(d, FFE_GET_VRING_BASE, &s, sizeof(s));
 	}
 	close(d->sock);
 }
@@ -804,7 +668,7 @@ static void selftest_setup(struct bench *b, unsigned num, unsigned nslots)
 		struct bq *q = &d->q[i];
 		q->event_idx = false;
 		calls_off(q);
-		WRITE_ONCE(q->used->flags, VRING_USED_F_NO_NOTIFY);
+		WRITE_ONCE(q->used->flags, FFE_USED_F_NO_NOTIFY);
 		b->qs[b->nq++] = q;
 	}
 	b->ndev = 1;
@@ -819,12 +683,12 @@ static bool fake_device(struct bq *q)
 	rmb();
 	while (q->fd_last_avail != idx) {
 		uint16_t head = q->avail->ring[q->fd_last_avail++ & q->mask];
-		const struct vring_desc *dd = &q->desc[head];
+		const struct ffe_desc *dd = &q->desc[head];
 		uint32_t len = 0;
-		struct vring_used_elem *e;
+		struct ffe_used_elem *e;
 
-		while (dd->flags & VRING_DESC_F_NEXT) {
-			if (dd->flags & VRING_DESC_F_WRITE)
+		while (dd->flags & FFE_DESC_F_NEXT) {
+			if (dd->flags & FFE_DESC_F_WRITE)
 				len += dd->len;
 			dd = &q->desc[dd->next];
 		}
@@ -896,7 +760,7 @@ static void *fake_device_thread(void *arg)
 			}
 		}
 		for (unsigned i = 0; i < b->nq; i++)
-			WRITE_ONCE(b->qs[i]->used->flags, VRING_USED_F_NO_NOTIFY);
+			WRITE_ONCE(b->qs[i]->used->flags, FFE_USED_F_NO_NOTIFY);
 		idle_from = 0;
 	}
 	close(epfd);
@@ -911,14 +775,14 @@ static inline uint16_t *avail_event(struct bq *q)
 	return (uint16_t *)(void *)&q->used->ring[q->num];
 }
 
-static inline struct blk_hdr *slot_hdr(struct bq *q, unsigned s)
+static inline struct ffe_blk_hdr *slot_hdr(struct bq *q, unsigned s)
 {
-	return (struct blk_hdr *)(q->hdrs + (size_t)SLOT_HDR * s);
+	return (struct ffe_blk_hdr *)(q->hdrs + (size_t)SLOT_HDR * s);
 }
 
 static inline uint8_t *slot_status(struct bq *q, unsigned s)
 {
-	return q->hdrs + (size_t)SLOT_HDR * s + sizeof(struct blk_hdr);
+	return q->hdrs + (size_t)SLOT_HDR * s + sizeof(struct ffe_blk_hdr);
 }
 
 /* Collect completions; returns how many. */
@@ -998,14 +862,14 @@ static inline void submit(struct bench *b, struct bq *q, uint64_t now)
 	while (q->nfree && (!b->filling || b->fill_left)) {
 		unsigned s = q->free[--q->nfree];
 		struct slot *sl = &q->slots[s];
-		struct blk_hdr *h = slot_hdr(q, s);
+		struct ffe_blk_hdr *h = slot_hdr(q, s);
 		bool w = false;
 		uint64_t blk = next_block(b, &w);
 
 		if (w != sl->write) {
 			sl->write = w;
-			h->type = w ? BLK_T_OUT : BLK_T_IN;
-			q->desc[3 * s + 1].flags = VRING_DESC_F_NEXT | (w ? 0 : VRING_DESC_F_WRITE);
+			h->type = w ? FFE_BLK_T_OUT : FFE_BLK_T_IN;
+			q->desc[3 * s + 1].flags = FFE_DESC_F_NEXT | (w ? 0 : FFE_DESC_F_WRITE);
 		}
 		h->sector = blk * sectors_per_block;
 		*slot_status(q, s) = 0xff;
@@ -1020,7 +884,7 @@ static inline void submit(struct bench *b, struct bq *q, uint64_t now)
 	if (q->event_idx)
 		kick = need_event(READ_ONCE(*avail_event(q)), q->avail_idx, old);
 	else
-		kick = !(READ_ONCE(q->used->flags) & VRING_USED_F_NO_NOTIFY);
+		kick = !(READ_ONCE(q->used->flags) & FFE_USED_F_NO_NOTIFY);
 	if (kick) {
 		uint64_t one = 1;
 		if (write(q->kick_fd, &one, sizeof(one)) != sizeof(one))
@@ -1078,7 +942,7 @@ static void wait_for_call(struct bench *b)
 	}
 	for (unsigned i = 0; i < b->nq; i++)
 		if (!b->qs[i]->event_idx)
-			WRITE_ONCE(b->qs[i]->avail->flags, VRING_AVAIL_F_NO_INTERRUPT);
+			WRITE_ONCE(b->qs[i]->avail->flags, FFE_AVAIL_F_NO_INTERRUPT);
 	/* with EVENT_IDX used_event stays where it was: already crossed, it
 	 * asks for nothing more until the next wait re-arms it */
 }

@@ -37,6 +37,7 @@
 #include "fuzz.h"
 #include "log.h"
 #include "vu.h"
+#include "vu_wire.h"          /* ffe_attach_fds */
 
 #define NPOOL   4
 #define MAX_FD  4096
@@ -166,24 +167,12 @@ static void process(struct run *r)
 static bool send_piece(struct run *r, const uint8_t *buf, size_t len, const int *fds,
 		       unsigned nfds)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 8)];
-		struct cmsghdr align;
-	} ctl;
+	union ffe_fd_ctl ctl;
 	struct iovec iov = { (void *)buf, len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t n;
 
-	if (nfds) {
-		struct cmsghdr *cm;
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	}
+	ffe_attach_fds(&mh, &ctl, fds, nfds);
 	n = sendmsg(r->peer, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 	return n == (ssize_t)len;
 }

@@ -4,6 +4,7 @@
 left alone).  The formats are described at the top of fuzz_vu.c, fuzz_vq.c
 and fuzz_cfg.c.  Run from anywhere: python3 tests/fuzz/gen-seeds.py"""
 import os
+import re
 import struct
 import sys
 
@@ -18,20 +19,57 @@ def write(target, name, data):
 
 
 # ---- vu --------------------------------------------------------------------
-# vhost-user request codes and flags
-GET_FEATURES, SET_FEATURES, SET_OWNER, RESET_OWNER, SET_MEM_TABLE = 1, 2, 3, 4, 5
-SET_LOG_BASE, SET_LOG_FD, SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE = 6, 7, 8, 9, 10
-GET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR = 11, 12, 13, 14
-GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM = 15, 16, 17
-SET_VRING_ENABLE, GET_CONFIG, SET_CONFIG = 18, 24, 25
-GET_INFLIGHT_FD, SET_INFLIGHT_FD, RESET_DEVICE = 31, 32, 34
-V, NEED = 1, 1 | 8
-NOFD = 1 << 8
+# The vhost-user / virtio constants are those of tests/lib/vu_wire.h, the one
+# copy the test front-ends share (written apart from the daemon's own).
 
-FEATURES = ((1 << 32) | (1 << 28) | (1 << 29) | (1 << 30) | (1 << 1) | (1 << 2) |
-            (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13) |
-            (1 << 14))
-PROTOCOL = (1 << 0) | (1 << 3) | (1 << 9) | (1 << 12) | (1 << 13)
+
+def wire_constants():
+    """FFE_* integer constants of vu_wire.h (enum members and #defines whose
+    value is a number, a hex number or (1u << n)), without the prefix."""
+    path = os.path.join(HERE, '..', 'lib', 'vu_wire.h')
+    with open(path) as f:
+        src = f.read()
+    c = {}
+    for name, val in re.findall(r'^\s*FFE_(\w+)\s*=\s*(\d+)\s*,', src, re.M):
+        c[name] = int(val)
+    for name, val in re.findall(r'^#define FFE_(\w+)\s+([^/\n]+?)\s*(?:/\*.*)?$', src, re.M):
+        val = re.sub(r'(?<=[0-9a-fA-F])u\b', '', val)
+        if re.fullmatch(r'[0-9a-fA-Fx()<| ]+', val):
+            c[name] = eval(val)  # digits, parentheses, << and | only
+    return c
+
+
+W = wire_constants()
+
+
+def take(names):
+    return [W[n] for n in names.split()]
+
+
+GET_FEATURES, SET_FEATURES, SET_OWNER, RESET_OWNER, SET_MEM_TABLE = \
+    take('GET_FEATURES SET_FEATURES SET_OWNER RESET_OWNER SET_MEM_TABLE')
+SET_LOG_BASE, SET_LOG_FD, SET_VRING_NUM, SET_VRING_ADDR, SET_VRING_BASE = \
+    take('SET_LOG_BASE SET_LOG_FD SET_VRING_NUM SET_VRING_ADDR SET_VRING_BASE')
+GET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL, SET_VRING_ERR = \
+    take('GET_VRING_BASE SET_VRING_KICK SET_VRING_CALL SET_VRING_ERR')
+GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM = \
+    take('GET_PROTOCOL_FEATURES SET_PROTOCOL_FEATURES GET_QUEUE_NUM')
+SET_VRING_ENABLE, GET_CONFIG, SET_CONFIG = take('SET_VRING_ENABLE GET_CONFIG SET_CONFIG')
+GET_INFLIGHT_FD, SET_INFLIGHT_FD, RESET_DEVICE = \
+    take('GET_INFLIGHT_FD SET_INFLIGHT_FD RESET_DEVICE')
+V = W['FLAG_VERSION']
+NEED = V | W['FLAG_NEED_REPLY']
+NOFD = W['VRING_NOFD']
+
+
+def bits(names):
+    return sum(1 << b for b in take(names))
+
+
+FEATURES = bits('F_VERSION_1 F_RING_INDIRECT_DESC F_RING_EVENT_IDX F_PROTOCOL_FEATURES '
+                'F_BLK_SIZE_MAX F_BLK_SEG_MAX F_BLK_BLK_SIZE F_BLK_FLUSH F_BLK_TOPOLOGY '
+                'F_BLK_CONFIG_WCE F_BLK_MQ F_BLK_DISCARD F_BLK_WRITE_ZEROES')
+PROTOCOL = bits('PF_MQ PF_REPLY_ACK PF_CONFIG PF_INFLIGHT_SHMFD PF_RESET_DEVICE')
 
 # the pool memfds the target passes: 1M, 1M, 64K, 4K
 UVA = 0x7f0000000000
@@ -231,8 +269,9 @@ def vu_seeds():
 # ---- vq --------------------------------------------------------------------
 G0 = 0x10000                    # guest memory image starts here
 DESC_G, AVAIL_G, USED_G, INFL_G = 0x10000, 0x11000, 0x11400, 0x11c00
-F_NEXT, F_WRITE, F_IND = 1, 2, 4
-T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD, T_WZ = 0, 1, 4, 8, 11, 13
+F_NEXT, F_WRITE, F_IND = take('DESC_F_NEXT DESC_F_WRITE DESC_F_INDIRECT')
+T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD, T_WZ = \
+    take('BLK_T_IN BLK_T_OUT BLK_T_FLUSH BLK_T_GET_ID BLK_T_DISCARD BLK_T_WRITE_ZEROES')
 
 
 class Image:

@@ -49,8 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fakefe.h"
-#include "vdev.h"
+#include "coretest.h"
 
 #define QSIZE           128
 #define NQ              2
@@ -62,13 +61,6 @@
 #define MAX_ITERS       12
 #define FILE_SIZE       ((uint64_t)MAX_ITERS * ITER_BLOCKS * BLK)
 #define WAIT_MS         10000
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-#define LEAK_CHECK() __lsan_do_recoverable_leak_check()
-#else
-#define LEAK_CHECK() 0
-#endif
 
 static struct {
 	char dir[64];
@@ -147,7 +139,7 @@ static void __attribute__((noreturn)) child_main(int logfd, enum core_poll_mode 
 	vdev_destroy(d, true);
 	core_destroy(core);
 	/* _exit, not exit: the test runner's atexit handlers are not ours */
-	_exit(LEAK_CHECK() ? 4 : 0);
+	_exit(fx_lsan_leaks() ? 4 : 0);
 }
 
 static void start_child(enum core_poll_mode mode)
@@ -251,27 +243,11 @@ static void setup(void)
 
 static void teardown(void)
 {
-	DIR *d;
-
 	if (cx.child > 0) {
 		kill(cx.child, SIGKILL);
 		waitpid(cx.child, NULL, 0);
 	}
-	d = opendir(cx.dir);
-	if (d) {
-		struct dirent *e;
-
-		while ((e = readdir(d))) {
-			char p[400];
-
-			if (e->d_name[0] == '.')
-				continue;
-			snprintf(p, sizeof(p), "%s/%s", cx.dir, e->d_name);
-			unlink(p);
-		}
-		closedir(d);
-		rmdir(cx.dir);
-	}
+	fx_rm_dir(cx.dir);
 }
 
 TestSuite(crash, .init = setup, .fini = teardown, .timeout = 120);

@@ -4,66 +4,47 @@
  * The rings and the inflight region are built by hand in memfd memory, as a
  * restarted vhostd finds them in the front-end's memory. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
-#include "backend.h"
-#include "blk.h"
-#include "mem.h"
-#include "vq.h"
+#include "gmem.h"
 
 #define QSIZE   16
-#define MEMSZ   (1 << 20)
-#define GPA     0x100000ull         /* guest-physical base, != user address */
+#define GPA     R1_GPA              /* guest-physical base, != user address */
 
-/* guest memory layout (offsets) */
-#define DESC_OFF   0x0000
-#define AVAIL_OFF  0x1000
-#define USED_OFF   0x2000
-#define HDR_OFF    0x4000           /* 16 bytes per head */
-#define DATA_OFF   0x8000           /* 512 bytes per head */
+/* guest memory layout (offsets from GPA): the rings where tring_init puts
+ * them, then the requests */
+#define DESC_OFF   (TR_DESC_GPA - GPA)
+#define AVAIL_OFF  (TR_AVAIL_GPA - GPA)
+#define USED_OFF   (TR_USED_GPA - GPA)
 #define STATUS_OFF 0x7000           /* 1 byte per head */
+#define HDR_OFF    0x10000          /* 16 bytes per head */
+#define DATA_OFF   0x11000          /* 512 bytes per head */
 
-static struct mem_table *mt;
-static uint8_t *g;                  /* our view of guest memory */
-static struct vblk *blk;
+_Static_assert(USED_OFF + 4 + 8 * QSIZE + 2 <= STATUS_OFF, "used ring overlaps the status bytes");
+
+static struct tring r;              /* memory, vblk, queue 0, backend (ram) */
+static uint8_t *g;                  /* our view of guest memory, from GPA */
 static struct vq *vq;
 static struct vq_inflight *infl;
-static struct be_ctx ctx;
-static int memfd;
 
 static void setup(void)
 {
-	struct mem_region_desc d = { GPA, MEMSZ, 0x7f0000000000ull, 0 };
 	struct vdev_params p;
-	char err[256];
-
-	memfd = memfd_create("guest", 0);
-	cr_assert(ftruncate(memfd, MEMSZ) == 0);
-	cr_assert(mem_table_map(&d, &memfd, 1, &mt, err, sizeof(err)) == 0, "%s", err);
-	g = mt->regions[0].host;
 
 	vdev_params_init(&p);
 	p.size = 1 << 20;
-	cr_assert(vblk_create("t", &p, &blk, err, sizeof(err)) == 0, "%s", err);
-	vq = &blk->vqs[0];
-	vq->num = QSIZE;
-	vq->mem = mt;
-	vq->desc_uva = 0x7f0000000000ull + DESC_OFF;
-	vq->avail_uva = 0x7f0000000000ull + AVAIL_OFF;
-	vq->used_uva = 0x7f0000000000ull + USED_OFF;
-	cr_assert(vblk_queue_prepare(blk, vq, err, sizeof(err)) == 0, "%s", err);
+	tring_init(&r, QSIZE, &p);
+	g = tring_ptr(&r, GPA, R1_SIZE);
+	vq = r.vq;
 	infl = calloc(1, vq_inflight_size(QSIZE));
 	vq->infl = infl;
 }
 
 static void teardown(void)
 {
-	vblk_destroy(blk);
-	mem_table_unmap(mt);
+	tring_fini(&r);
 	free(infl);
-	close(memfd);
 }
 
 /* Head h: a write of 512 bytes of `fill` to sector h. */
@@ -91,7 +72,7 @@ static uint8_t backend_byte(uint16_t sector)
 			    .iov = &iov, .iovcnt = 1 };
 	unsigned nsqe;
 
-	cr_assert(blk->be->ops->submit(blk->be, &io, &ctx, &nsqe) == 0);
+	cr_assert(r.blk->be->ops->submit(r.blk->be, &io, &r.ctx, &nsqe) == 0);
 	return buf[0];
 }
 
@@ -143,7 +124,7 @@ Test(inflight, replay_is_exact_out_of_order, .init = setup, .fini = teardown)
 	vq->avail = avail;
 	vq->used = used;
 	vq->used_idx = vq->signalled_used = used->idx;
-	cr_assert_eq(vblk_poll(vq, &ctx, VQ_BATCH), 4);
+	cr_assert_eq(vblk_poll(vq, &r.ctx, VQ_BATCH), 4);
 
 	cr_assert_eq(used->idx, 8);
 	static const uint16_t want[] = { 1, 3, 4, 7 };
@@ -159,7 +140,7 @@ Test(inflight, replay_is_exact_out_of_order, .init = setup, .fini = teardown)
 		cr_assert_eq(g[STATUS_OFF + order[i]], 0xff);
 	}
 	/* nothing else pending, everything retired */
-	cr_assert_eq(vblk_poll(vq, &ctx, VQ_BATCH), 0);
+	cr_assert_eq(vblk_poll(vq, &r.ctx, VQ_BATCH), 0);
 	cr_assert_eq(infl->used_idx, 8);
 	for (unsigned h = 0; h < QSIZE; h++)
 		cr_assert_eq(infl->desc[h].inflight, 0, "head %u still marked", h);
@@ -168,7 +149,7 @@ Test(inflight, replay_is_exact_out_of_order, .init = setup, .fini = teardown)
 	make_write(9, 0xb9);
 	avail->ring[8] = 9;
 	avail->idx = 9;
-	cr_assert_eq(vblk_poll(vq, &ctx, VQ_BATCH), 1);
+	cr_assert_eq(vblk_poll(vq, &r.ctx, VQ_BATCH), 1);
 	cr_assert_eq(used->ring[8].id, 9);
 	cr_assert_eq(infl->desc[9].inflight, 0);
 	cr_assert_eq(infl->used_idx, 9);

@@ -1,4 +1,4 @@
-/* Hooks of the shared test runner (tests/crmain.c). */
+/* Hooks of the shared test runner (tests/lib/crmain.c). */
 #ifndef VHOSTD_TESTS_CRMAIN_H
 #define VHOSTD_TESTS_CRMAIN_H
 

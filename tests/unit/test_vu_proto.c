@@ -20,6 +20,7 @@
 #include "engine.h"
 #include "gmem.h"
 #include "vu.h"
+#include "vu_wire.h"          /* ffe_attach_fds */
 
 #define BIT(n) (1ULL << (n))
 #define V VU_VERSION
@@ -80,24 +81,12 @@ TestSuite(vu, .init = setup, .fini = teardown);
 
 static void peer_send_raw(const void *buf, size_t len, const int *fds, unsigned nfds)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 16)];
-		struct cmsghdr align;
-	} ctl;
+	union ffe_fd_ctl ctl;
 	struct iovec iov = { (void *)buf, len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-	cr_assert_leq(nfds, 16);
-	if (nfds) {
-		struct cmsghdr *cm;
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	}
+	cr_assert_leq(nfds, FFE_MSG_FDS_MAX);
+	ffe_attach_fds(&mh, &ctl, fds, nfds);
 	cr_assert_eq(sendmsg(fx.sv[1], &mh, MSG_NOSIGNAL), (ssize_t)len, "sendmsg: %s",
 		     strerror(errno));
 }

@@ -1,4 +1,4 @@
-/* Unit-test fixtures: memfd guest memory and a hand-built split ring; see
+/* Unit-level fixtures: memfd guest memory and a hand-built split ring; see
  * gmem.h. */
 #include "gmem.h"
 

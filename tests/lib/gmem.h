@@ -1,4 +1,5 @@
-/* Test fixtures shared by the unit tests: guest memory made of memfds (with
+/* Fixtures of the programs that test the core's units directly (tests/unit,
+ * restart/test_inflight.c): guest memory made of memfds (with
  * guest-physical addresses, front-end user addresses and file offsets that
  * all differ) mapped twice — once by mem_table_map, the code under test, and
  * once here so every translation is checked against an independent pointer —

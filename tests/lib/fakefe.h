@@ -23,12 +23,14 @@
 #include <stdint.h>
 #include <pthread.h>
 
+#include "vu_wire.h"          /* the protocol constants and structs */
+
 #define FFE_TIMEOUT_MS          5000
 #define FFE_MAX_REGIONS         8
 #define FFE_MAX_QUEUES          16
 #define FFE_MAX_QSIZE           1024
 #define FFE_MAX_DESCS           512     /* per request (direct or indirect) */
-#define FFE_MAX_FDS             16
+#define FFE_MAX_FDS             FFE_MSG_FDS_MAX
 #define FFE_MSG_MAX             (64 * 1024)
 
 /* ---- deadlines ---------------------------------------------------------- */
@@ -54,212 +56,6 @@ void ffe_deadline_start(struct ffe_deadline *d, int ms);
 /* The next slice to sleep (1..FFE_SLICE_MS ms), or 0 when the time is up. */
 int ffe_deadline_left(struct ffe_deadline *d);
 int64_t ffe_now_ms(void);
-
-/* ---- vhost-user protocol ------------------------------------------------ */
-
-enum ffe_req_code {
-	FFE_GET_FEATURES = 1,
-	FFE_SET_FEATURES = 2,
-	FFE_SET_OWNER = 3,
-	FFE_RESET_OWNER = 4,
-	FFE_SET_MEM_TABLE = 5,
-	FFE_SET_LOG_BASE = 6,
-	FFE_SET_LOG_FD = 7,
-	FFE_SET_VRING_NUM = 8,
-	FFE_SET_VRING_ADDR = 9,
-	FFE_SET_VRING_BASE = 10,
-	FFE_GET_VRING_BASE = 11,
-	FFE_SET_VRING_KICK = 12,
-	FFE_SET_VRING_CALL = 13,
-	FFE_SET_VRING_ERR = 14,
-	FFE_GET_PROTOCOL_FEATURES = 15,
-	FFE_SET_PROTOCOL_FEATURES = 16,
-	FFE_GET_QUEUE_NUM = 17,
-	FFE_SET_VRING_ENABLE = 18,
-	FFE_SEND_RARP = 19,
-	FFE_NET_SET_MTU = 20,
-	FFE_SET_BACKEND_REQ_FD = 21,
-	FFE_IOTLB_MSG = 22,
-	FFE_SET_VRING_ENDIAN = 23,
-	FFE_GET_CONFIG = 24,
-	FFE_SET_CONFIG = 25,
-	FFE_GET_INFLIGHT_FD = 31,
-	FFE_SET_INFLIGHT_FD = 32,
-	FFE_RESET_DEVICE = 34,
-	FFE_GET_MAX_MEM_SLOTS = 36,
-	FFE_ADD_MEM_REG = 37,
-	FFE_REM_MEM_REG = 38,
-	FFE_SET_STATUS = 39,
-	FFE_GET_STATUS = 40,
-};
-
-#define FFE_FLAG_VERSION        0x1u
-#define FFE_FLAG_REPLY          0x4u
-#define FFE_FLAG_NEED_REPLY     0x8u
-
-#define FFE_VRING_IDX_MASK      0xffu
-#define FFE_VRING_NOFD          (1u << 8)
-
-/* protocol features */
-#define FFE_PF_MQ               0
-#define FFE_PF_LOG_SHMFD        1
-#define FFE_PF_REPLY_ACK        3
-#define FFE_PF_BACKEND_REQ      5
-#define FFE_PF_CONFIG           9
-#define FFE_PF_INFLIGHT_SHMFD   12
-#define FFE_PF_RESET_DEVICE     13
-#define FFE_PF_CONFIGURE_MEM_SLOTS 15
-#define FFE_PF_STATUS           16
-
-/* virtio / virtio-blk feature bits */
-#define FFE_F_BLK_SIZE_MAX      1
-#define FFE_F_BLK_SEG_MAX       2
-#define FFE_F_BLK_GEOMETRY      4
-#define FFE_F_BLK_RO            5
-#define FFE_F_BLK_BLK_SIZE      6
-#define FFE_F_BLK_FLUSH         9
-#define FFE_F_BLK_TOPOLOGY      10
-#define FFE_F_BLK_CONFIG_WCE    11
-#define FFE_F_BLK_MQ            12
-#define FFE_F_BLK_DISCARD       13
-#define FFE_F_BLK_WRITE_ZEROES  14
-#define FFE_F_RING_INDIRECT_DESC 28
-#define FFE_F_RING_EVENT_IDX    29
-#define FFE_F_PROTOCOL_FEATURES 30
-#define FFE_F_VERSION_1         32
-
-#define FFE_BIT(b)              (1ull << (b))
-
-struct ffe_hdr {
-	uint32_t request;
-	uint32_t flags;
-	uint32_t size;
-} __attribute__((packed));
-
-struct ffe_mem_region {
-	uint64_t gpa;
-	uint64_t size;
-	uint64_t uva;
-	uint64_t mmap_offset;
-};
-
-struct ffe_vring_addr {
-	uint32_t index;
-	uint32_t flags;
-	uint64_t desc;
-	uint64_t used;
-	uint64_t avail;
-	uint64_t log;
-};
-
-/* struct virtio_blk_config, virtio 1.2 up to write_zeroes_may_unmap */
-struct ffe_blk_config {
-	uint64_t capacity;
-	uint32_t size_max;
-	uint32_t seg_max;
-	uint16_t cylinders;
-	uint8_t heads;
-	uint8_t sectors;
-	uint32_t blk_size;
-	uint8_t physical_block_exp;
-	uint8_t alignment_offset;
-	uint16_t min_io_size;
-	uint32_t opt_io_size;
-	uint8_t writeback;
-	uint8_t unused0;
-	uint16_t num_queues;
-	uint32_t max_discard_sectors;
-	uint32_t max_discard_seg;
-	uint32_t discard_sector_alignment;
-	uint32_t max_write_zeroes_sectors;
-	uint32_t max_write_zeroes_seg;
-	uint8_t write_zeroes_may_unmap;
-	uint8_t unused1[3];
-} __attribute__((packed));
-
-_Static_assert(sizeof(struct ffe_blk_config) == 60, "virtio_blk_config layout");
-
-/* ---- virtio ring / virtio-blk ------------------------------------------- */
-
-#define FFE_DESC_F_NEXT         1
-#define FFE_DESC_F_WRITE        2
-#define FFE_DESC_F_INDIRECT     4
-#define FFE_AVAIL_F_NO_INTERRUPT 1
-#define FFE_USED_F_NO_NOTIFY    1
-
-struct ffe_desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags;
-	uint16_t next;
-};
-
-struct ffe_used_elem {
-	uint32_t id;
-	uint32_t len;
-};
-
-/* Inflight tracking region of one split queue (vhost-user "Inflight I/O
- * tracking"); the back-end writes it, the front-end only keeps it. */
-struct ffe_inflight_desc {
-	uint8_t inflight;
-	uint8_t padding[5];
-	uint16_t next;
-	uint64_t counter;
-};
-
-struct ffe_inflight_queue {
-	uint64_t features;
-	uint16_t version;
-	uint16_t desc_num;
-	uint16_t last_batch_head;
-	uint16_t used_idx;
-	struct ffe_inflight_desc desc[];
-};
-
-/* GET/SET_INFLIGHT_FD payload */
-struct ffe_inflight_msg {
-	uint64_t mmap_size;
-	uint64_t mmap_offset;
-	uint16_t num_queues;
-	uint16_t queue_size;
-	uint8_t pad[4];
-};
-
-/* Bytes per queue in the region: the header and queue_size entries, padded
- * to 64 bytes (QEMU and libvhost-user compute the same). */
-static inline size_t ffe_inflight_queue_size(unsigned queue_size)
-{
-	size_t n = sizeof(struct ffe_inflight_queue) +
-		   sizeof(struct ffe_inflight_desc) * queue_size;
-	return (n + 63) & ~(size_t)63;
-}
-
-#define FFE_BLK_T_IN            0
-#define FFE_BLK_T_OUT           1
-#define FFE_BLK_T_FLUSH         4
-#define FFE_BLK_T_GET_ID        8
-#define FFE_BLK_T_DISCARD       11
-#define FFE_BLK_T_WRITE_ZEROES  13
-
-#define FFE_BLK_S_OK            0
-#define FFE_BLK_S_IOERR         1
-#define FFE_BLK_S_UNSUPP        2
-
-#define FFE_BLK_ID_BYTES        20
-#define FFE_BLK_WZ_UNMAP        1u
-
-struct ffe_blk_hdr {
-	uint32_t type;
-	uint32_t ioprio;
-	uint64_t sector;
-};
-
-struct ffe_blk_dwz_seg {
-	uint64_t sector;
-	uint32_t num_sectors;
-	uint32_t flags;
-};
 
 /* ---- objects ------------------------------------------------------------ */
 
@@ -586,7 +382,5 @@ int ffe_blk_write_zeroes(struct ffe_vq *vq, uint64_t sector, uint32_t nsect,
 /* Fill buf with a pattern derived from (seed, byte offset); check it. */
 void ffe_pattern(void *buf, size_t len, uint64_t seed);
 bool ffe_pattern_ok(const void *buf, size_t len, uint64_t seed);
-
-const char *ffe_req_name(uint32_t request);
 
 #endif

@@ -70,44 +70,6 @@ static void sleep_us(unsigned us)
 	nanosleep(&ts, NULL);
 }
 
-const char *ffe_req_name(uint32_t request)
-{
-	static const char *const names[] = {
-		[FFE_GET_FEATURES] = "GET_FEATURES",
-		[FFE_SET_FEATURES] = "SET_FEATURES",
-		[FFE_SET_OWNER] = "SET_OWNER",
-		[FFE_RESET_OWNER] = "RESET_OWNER",
-		[FFE_SET_MEM_TABLE] = "SET_MEM_TABLE",
-		[FFE_SET_LOG_BASE] = "SET_LOG_BASE",
-		[FFE_SET_LOG_FD] = "SET_LOG_FD",
-		[FFE_SET_VRING_NUM] = "SET_VRING_NUM",
-		[FFE_SET_VRING_ADDR] = "SET_VRING_ADDR",
-		[FFE_SET_VRING_BASE] = "SET_VRING_BASE",
-		[FFE_GET_VRING_BASE] = "GET_VRING_BASE",
-		[FFE_SET_VRING_KICK] = "SET_VRING_KICK",
-		[FFE_SET_VRING_CALL] = "SET_VRING_CALL",
-		[FFE_SET_VRING_ERR] = "SET_VRING_ERR",
-		[FFE_GET_PROTOCOL_FEATURES] = "GET_PROTOCOL_FEATURES",
-		[FFE_SET_PROTOCOL_FEATURES] = "SET_PROTOCOL_FEATURES",
-		[FFE_GET_QUEUE_NUM] = "GET_QUEUE_NUM",
-		[FFE_SET_VRING_ENABLE] = "SET_VRING_ENABLE",
-		[FFE_GET_CONFIG] = "GET_CONFIG",
-		[FFE_SET_CONFIG] = "SET_CONFIG",
-		[FFE_GET_INFLIGHT_FD] = "GET_INFLIGHT_FD",
-		[FFE_SET_INFLIGHT_FD] = "SET_INFLIGHT_FD",
-		[FFE_RESET_DEVICE] = "RESET_DEVICE",
-		[FFE_GET_MAX_MEM_SLOTS] = "GET_MAX_MEM_SLOTS",
-		[FFE_ADD_MEM_REG] = "ADD_MEM_REG",
-		[FFE_REM_MEM_REG] = "REM_MEM_REG",
-		[FFE_SET_STATUS] = "SET_STATUS",
-		[FFE_GET_STATUS] = "GET_STATUS",
-	};
-
-	if (request < sizeof(names) / sizeof(names[0]) && names[request])
-		return names[request];
-	return "UNKNOWN";
-}
-
 /* ---- memory --------------------------------------------------------------- */
 
 void ffe_opts_init(struct ffe_opts *o)
@@ -423,27 +385,14 @@ static int send_chunked(struct ffe *fe, const struct ffe_hdr *hdr, const void *p
 	if (payload_len)
 		memcpy(buf + sizeof(*hdr), payload, payload_len);
 	while (off < total) {
-		union {
-			char b[CMSG_SPACE(sizeof(int) * FFE_MAX_FDS)];
-			struct cmsghdr align;
-		} cm;
+		union ffe_fd_ctl cm;
 		size_t n = total - off < fe->send_chunk ? total - off : fe->send_chunk;
 		struct iovec iov = { .iov_base = buf + off, .iov_len = n };
 		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 		ssize_t r;
 
-		if (off == 0 && nfds) {
-			struct cmsghdr *c;
-
-			memset(&cm, 0, sizeof(cm));
-			mh.msg_control = cm.b;
-			mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-			c = CMSG_FIRSTHDR(&mh);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-			memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-		}
+		if (off == 0)
+			ffe_attach_fds(&mh, &cm, fds, nfds);
 		r = sendmsg(fe->sock, &mh, MSG_NOSIGNAL);
 		if (r < 0) {
 			if (errno == EINTR)
@@ -466,10 +415,7 @@ int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
 		 const int *fds, unsigned nfds)
 {
 	struct ffe_hdr hdr = { .request = request, .flags = flags, .size = size };
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * FFE_MAX_FDS)];
-		struct cmsghdr align;
-	} cm;
+	union ffe_fd_ctl cm;
 	struct iovec iov[2] = {
 		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
 		{ .iov_base = (void *)payload, .iov_len = payload_len },
@@ -483,18 +429,7 @@ int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
 		return -EINVAL;
 	if (fe->send_chunk)
 		return send_chunked(fe, &hdr, payload, payload_len, fds, nfds);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&cm, 0, sizeof(cm));
-		mh.msg_control = cm.buf;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-	}
+	ffe_attach_fds(&mh, &cm, fds, nfds);
 	while (sent < total) {
 		ssize_t n = sendmsg(fe->sock, &mh, MSG_NOSIGNAL);
 
@@ -801,20 +736,21 @@ uint64_t ffe_default_features(bool event_idx)
 
 int ffe_get_config(struct ffe *fe, uint32_t offset, void *buf, uint32_t len)
 {
-	struct { uint32_t offset, size, flags; uint8_t data[256]; } __attribute__((packed)) c;
+	struct { struct ffe_config_hdr h; uint8_t data[256]; } c;
+	const uint32_t hl = sizeof(c.h);
 	int ret;
 
 	if (len > sizeof(c.data))
 		return -EINVAL;
 	memset(&c, 0, sizeof(c));
-	c.offset = offset;
-	c.size = len;
-	ret = ffe_call_reply(fe, FFE_GET_CONFIG, &c, 12 + len, &c, sizeof(c));
+	c.h.offset = offset;
+	c.h.size = len;
+	ret = ffe_call_reply(fe, FFE_GET_CONFIG, &c, hl + len, &c, sizeof(c));
 	if (ret < 0)
 		return ret;
-	if ((uint32_t)ret != 12 + len || c.size != len) {
+	if ((uint32_t)ret != hl + len || c.h.size != len) {
 		ffe_seterr(fe, "GET_CONFIG: reply size %d, config size %u (asked %u)", ret,
-			   c.size, len);
+			   c.h.size, len);
 		return -EIO;
 	}
 	memcpy(buf, c.data, len);
@@ -875,25 +811,26 @@ int ffe_negotiate(struct ffe *fe, uint64_t want)
 size_t ffe_mem_table_payload(struct ffe *fe, void *buf, int *fds)
 {
 	uint8_t *p = buf;
-	uint32_t n = fe->nregions, pad = 0;
+	uint32_t n = fe->nregions;
+	struct ffe_mem_table_hdr h = { .nregions = n };
 
-	memcpy(p, &n, 4);
-	memcpy(p + 4, &pad, 4);
+	memcpy(p, &h, sizeof(h));
 	for (unsigned i = 0; i < n; i++) {
 		struct ffe_mem_region mr = {
 			.gpa = fe->r[i].gpa, .size = fe->r[i].size,
 			.uva = fe->r[i].uva, .mmap_offset = fe->r[i].mmap_offset,
 		};
 
-		memcpy(p + 8 + i * sizeof(mr), &mr, sizeof(mr));
+		memcpy(p + sizeof(h) + i * sizeof(mr), &mr, sizeof(mr));
 		fds[i] = fe->r[i].fd;
 	}
-	return 8 + n * sizeof(struct ffe_mem_region);
+	return sizeof(h) + n * sizeof(struct ffe_mem_region);
 }
 
 int ffe_set_mem_table(struct ffe *fe)
 {
-	uint8_t buf[8 + FFE_MAX_REGIONS * sizeof(struct ffe_mem_region)];
+	uint8_t buf[sizeof(struct ffe_mem_table_hdr) +
+		    FFE_MAX_REGIONS * sizeof(struct ffe_mem_region)];
 	int fds[FFE_MAX_REGIONS];
 	size_t len = ffe_mem_table_payload(fe, buf, fds);
 
@@ -904,9 +841,9 @@ int ffe_set_mem_table(struct ffe *fe)
 
 static int vq_send_state(struct ffe *fe, uint32_t req, unsigned i, uint32_t num)
 {
-	uint32_t st[2] = { i, num };
+	struct ffe_vring_state st = { i, num };
 
-	return ffe_call(fe, req, st, sizeof(st), NULL, 0);
+	return ffe_call(fe, req, &st, sizeof(st), NULL, 0);
 }
 
 static int vq_send_fd(struct ffe *fe, uint32_t req, unsigned i, int fd)
@@ -1162,22 +1099,22 @@ int ffe_resume_after_crash(struct ffe *fe, unsigned nq)
 
 int ffe_vq_stop(struct ffe *fe, unsigned i, uint32_t *base)
 {
-	uint32_t st[2] = { i, 0 }, rep[2] = { 0, 0 };
+	struct ffe_vring_state st = { i, 0 }, rep = { 0, 0 };
 	int ret;
 
-	ret = ffe_call_reply(fe, FFE_GET_VRING_BASE, st, sizeof(st), rep, sizeof(rep));
+	ret = ffe_call_reply(fe, FFE_GET_VRING_BASE, &st, sizeof(st), &rep, sizeof(rep));
 	if (ret < 0)
 		return ret;
-	if (ret != 8 || rep[0] != i) {
-		ffe_seterr(fe, "GET_VRING_BASE: reply size %d index %u", ret, rep[0]);
+	if (ret != sizeof(rep) || rep.index != i) {
+		ffe_seterr(fe, "GET_VRING_BASE: reply size %d index %u", ret, rep.index);
 		return -EPROTO;
 	}
 	if (base)
-		*base = rep[1];
+		*base = rep.num;
 	if (i < FFE_MAX_QUEUES) {
 		fe->vq[i].started = false;
 		fe->vq[i].have_base = true;
-		fe->vq[i].stop_base = (uint16_t)rep[1];
+		fe->vq[i].stop_base = (uint16_t)rep.num;
 	}
 	return 0;
 }
