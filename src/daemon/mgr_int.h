@@ -1,0 +1,95 @@
+/* mgr_int: what the files of the manager share and nobody else sees — the
+ * manager and controller structures and the helpers one part of the manager
+ * calls in another (registry: mgr.c, store sync: store.c, state saving:
+ * statesave.c, file rendering: mgr_attrs.c).  Locking rules: see mgr.h. */
+#ifndef VHOSTD_MGR_INT_H
+#define VHOSTD_MGR_INT_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "mgr.h"
+
+#define MGR_HASH        1024
+#define SUN_PATH_MAX    (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+
+struct ctrl {
+	struct ctrl *hnext;             /* hash chain; mgr->lock */
+	struct ctrl *prev, *next;       /* creation order; mgr->lock */
+	char name[VDEV_NAME_MAX + 1];
+	unsigned minor;
+	unsigned refs;                  /* mgr->lock */
+	pthread_mutex_t op_lock;
+
+	/* Written with op_lock and mgr->lock held, read under either. */
+	bool removed;
+	bool have_size;                 /* size given by the user (a file backing
+					 * without it takes the file's size) */
+	struct vdev_params params;      /* accepted settings */
+	struct vdev *vdev;              /* NULL unless live */
+	time_t mtime;
+
+	/* From the state file: a dead socket at its path is ours, left by a
+	 * crash, and may be replaced.  op_lock. */
+	bool restored;
+	char err[VDEV_ERR_MAX];         /* our last refusal; mgr->lock */
+};
+
+/* Directories are kept well below PATH_MAX so "DIR/NAME" always fits. */
+#define MGR_DIR_MAX     (PATH_MAX - 256)
+
+struct mgr {
+	pthread_mutex_t lock;
+	char store[MGR_DIR_MAX];
+	char sockdir[MGR_DIR_MAX], devdir[MGR_DIR_MAX], ctldir[MGR_DIR_MAX];
+	char state_path[PATH_MAX];
+	char store_real[PATH_MAX];      /* canonical store path, for the state file */
+	int store_lock_fd, state_lock_fd;
+	struct core *core;
+	unsigned max_ctrls;
+	char *engine_info;
+
+	/* mgr->lock */
+	struct ctrl *hash[MGR_HASH];
+	struct ctrl *head, *tail;
+	unsigned count;
+	uint64_t *minors;               /* bitmap of MGR_MINOR_LIMIT bits */
+	time_t mtime;
+	uint64_t gen;                   /* bumped on every accepted change */
+
+	/* Saves are serialised and coalesced: a writer that finds its change
+	 * already covered by a newer save returns at once. */
+	pthread_mutex_t save_lock;
+	uint64_t saved_gen;             /* save_lock */
+	int save_err;                   /* save_lock */
+};
+
+/* mgr.c: registry (mgr->lock held) */
+void mgr_join(char *dst, size_t len, const char *a, const char *b);
+struct ctrl *mgr_find_locked(struct mgr *m, const char *name);
+bool mgr_minor_used(struct mgr *m, unsigned minor);
+
+/* statesave.c */
+int mgr_save(struct mgr *m, char *err, size_t errlen);
+
+/* store.c */
+bool mgr_node_is_ours(const struct stat *st, unsigned minor);
+bool mgr_socket_in_use(const char *path);
+int mgr_alloc_minor_locked(struct mgr *m, unsigned *out);
+void mgr_sock_path(struct mgr *m, const struct ctrl *c, char *buf, size_t len);
+void mgr_node_path(struct mgr *m, const struct ctrl *c, char *buf, size_t len);
+bool mgr_complete(const struct vdev_params *p, bool have_size);
+void mgr_core_params(struct ctrl *c, const struct vdev_params *p, bool have_size,
+		     struct vdev_params *out);
+int mgr_go_live(struct mgr *m, struct ctrl *c, const struct vdev_params *p,
+		struct vdev **out, char *err, size_t errlen);
+void mgr_unlink_node_if_ours(struct mgr *m, struct ctrl *c, bool was_live);
+int mgr_mkdir_p(const char *path, mode_t mode);
+int mgr_take_lock(const char *path, const char *what, int *fdp,
+		  char *err, size_t errlen);
+
+#endif
