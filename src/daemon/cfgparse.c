@@ -345,6 +345,24 @@ int cfg_parse_config_text(const char *buf, size_t len, struct vdev_params *p,
 	return 0;
 }
 
+void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned set)
+{
+	if (set & CFG_BIT(CFG_SIZE))
+		dst->size = src->size;
+	if (set & CFG_BIT(CFG_BLOCK_SIZE))
+		dst->block_size = src->block_size;
+	if (set & CFG_BIT(CFG_BACKING)) {
+		dst->backing = src->backing;
+		memcpy(dst->path, src->path, sizeof(dst->path));
+	}
+	if (set & CFG_BIT(CFG_READONLY))
+		dst->readonly = src->readonly;
+	if (set & CFG_BIT(CFG_QUEUES))
+		dst->queues = src->queues;
+	if (set & CFG_BIT(CFG_SERIAL))
+		memcpy(dst->serial, src->serial, sizeof(dst->serial));
+}
+
 void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_size,
 		      char *buf, size_t len)
 {

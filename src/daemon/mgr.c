@@ -27,11 +27,6 @@
 #include "log.h"
 #include "state.h"
 
-const char *mgr_ctl_dir(struct mgr *m)
-{
-	return m->ctldir;
-}
-
 /* dst = a + b, truncated to len. */
 void mgr_join(char *dst, size_t len, const char *a, const char *b)
 {
@@ -191,6 +186,34 @@ void mgr_list_free(char **names, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
+}
+
+int mgr_refs(struct mgr *m, struct ctrl ***out, size_t *n)
+{
+	struct ctrl **v;
+	size_t i = 0;
+
+	pthread_mutex_lock(&m->lock);
+	v = calloc(m->count + 1, sizeof(*v));
+	if (v) {
+		for (struct ctrl *c = m->head; c; c = c->next) {
+			c->refs++;
+			v[i++] = c;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (!v)
+		return -ENOMEM;
+	*out = v;
+	*n = i;
+	return 0;
+}
+
+void mgr_refs_put(struct mgr *m, struct ctrl **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		mgr_put(m, v[i]);
+	free(v);
 }
 
 unsigned mgr_count(struct mgr *m)
@@ -408,7 +431,7 @@ void mgr_destroy(struct mgr *m)
 
 /* ---- mkdir / rmdir ------------------------------------------------------- */
 
-int mgr_mkdir(struct mgr *m, const char *name)
+int mgr_ctrl_create(struct mgr *m, const char *name)
 {
 	char err[VDEV_ERR_MAX];
 	struct ctrl *c;
@@ -462,7 +485,7 @@ int mgr_mkdir(struct mgr *m, const char *name)
 	return 0;
 }
 
-int mgr_rmdir(struct mgr *m, const char *name)
+int mgr_ctrl_destroy(struct mgr *m, const char *name)
 {
 	char err[VDEV_ERR_MAX];
 	struct ctrl *c = mgr_get(m, name);

@@ -13,6 +13,7 @@
 #include <sys/un.h>
 
 #include "mgr.h"
+#include "vdev.h"
 
 #define MGR_HASH        1024
 #define SUN_PATH_MAX    (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)

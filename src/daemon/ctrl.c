@@ -1,0 +1,220 @@
+/* ctrl: the operations on one controller — its snapshot (mgr_ctrl_info) and
+ * the change of its settings (mgr_ctrl_set), which brings it live; see
+ * mgr.h.  Runs on FUSE worker threads; op_lock serialises the operations on
+ * one controller. */
+#include "mgr_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "cfgparse.h"
+#include "log.h"
+#include "state.h"
+
+const char *mgr_ctl_dir(struct mgr *m)
+{
+	return m->ctldir;
+}
+
+void mgr_get_info(struct mgr *m, struct mgr_info *out)
+{
+	out->store = m->store;
+	out->sockdir = m->sockdir;
+	out->devdir = m->devdir;
+	out->ctldir = m->ctldir;
+	out->state_path = m->state_path;
+	out->engine_info = m->engine_info;
+	out->max_ctrls = m->max_ctrls;
+}
+
+const char *ctrl_state_name(enum ctrl_state s)
+{
+	switch (s) {
+	case CTRL_UNCONFIGURED: return "unconfigured";
+	case CTRL_LISTENING: return "listening";
+	case CTRL_CONNECTED: return "connected";
+	default: return "error";
+	}
+}
+
+/* op_lock held. */
+static enum ctrl_state state_of(struct ctrl *c)
+{
+	if (!c->vdev)
+		return mgr_complete(&c->params, c->have_size) ? CTRL_ERROR
+							       : CTRL_UNCONFIGURED;
+	switch (vdev_get_state(c->vdev)) {
+	case VDEV_LISTENING: return CTRL_LISTENING;
+	case VDEV_CONNECTED: return CTRL_CONNECTED;
+	default: return CTRL_ERROR;
+	}
+}
+
+int mgr_ctrl_info(struct mgr *m, struct ctrl *c, struct ctrl_info *out)
+{
+	struct vdev_stats st;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&c->op_lock);
+	if (c->removed) {
+		pthread_mutex_unlock(&c->op_lock);
+		return -ENOENT;
+	}
+	memcpy(out->name, c->name, sizeof(out->name));
+	out->minor = c->minor;
+	out->state = state_of(c);
+	pthread_mutex_lock(&m->lock);
+	out->params = c->params;
+	out->have_size = c->have_size;
+	out->mtime = c->mtime;
+	snprintf(out->error, sizeof(out->error), "%s", c->err);
+	pthread_mutex_unlock(&m->lock);
+	mgr_sock_path(m, c, out->socket, sizeof(out->socket));
+	mgr_node_path(m, c, out->device, sizeof(out->device));
+	out->live = c->vdev != NULL;
+	if (c->vdev) {
+		struct vdev_params cur;
+
+		vdev_get_params(c->vdev, &cur);
+		out->live_size = cur.size;
+		memset(&st, 0, sizeof(st));
+		vdev_get_stats(c->vdev, &st);
+		out->stats.reads = st.reads;
+		out->stats.writes = st.writes;
+		out->stats.flushes = st.flushes;
+		out->stats.discards = st.discards;
+		out->stats.write_zeroes = st.write_zeroes;
+		out->stats.get_ids = st.get_ids;
+		out->stats.bytes_read = st.bytes_read;
+		out->stats.bytes_written = st.bytes_written;
+		out->stats.errors = st.errors;
+		out->stats.inflight = st.inflight;
+		st.detail[sizeof(st.detail) - 1] = '\0';
+		memcpy(out->stats.detail, st.detail, sizeof(out->stats.detail));
+		if (!out->error[0])
+			vdev_last_error(c->vdev, out->error, sizeof(out->error));
+	}
+	pthread_mutex_unlock(&c->op_lock);
+	return 0;
+}
+
+static bool params_equal(const struct vdev_params *a, const struct vdev_params *b)
+{
+	return a->size == b->size && a->block_size == b->block_size &&
+	       a->backing == b->backing && a->readonly == b->readonly &&
+	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0 &&
+	       (a->backing != BE_FILE || strcmp(a->path, b->path) == 0);
+}
+
+static void refuse(struct mgr *m, struct ctrl *c, const char *what, const char *why)
+{
+	pthread_mutex_lock(&m->lock);
+	mgr_join(c->err, sizeof(c->err), what, why);
+	pthread_mutex_unlock(&m->lock);
+	vlog(LOG_WARNING, "[%s] %s%s", c->name, what, why);
+}
+
+void mgr_ctrl_refused(struct mgr *m, struct ctrl *c, const char *why)
+{
+	refuse(m, c, "", why);
+}
+
+int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
+		 unsigned set, const char *what_)
+{
+	char why[VDEV_ERR_MAX] = "", what[64];
+	struct vdev_params p;
+	struct vdev *d = NULL;
+	bool have, changed = true;
+	int r;
+
+	snprintf(what, sizeof(what), "%srefused: ", what_ ? what_ : "");
+	pthread_mutex_lock(&c->op_lock);
+	if (c->removed) {
+		pthread_mutex_unlock(&c->op_lock);
+		return -ENOENT;
+	}
+	pthread_mutex_lock(&m->lock);
+	p = c->params;
+	have = c->have_size;
+	pthread_mutex_unlock(&m->lock);
+
+	cfg_apply(&p, np, set);
+	have = have || (set & CFG_BIT(CFG_SIZE));
+
+	if (!mgr_complete(&p, have)) {
+		/* Still unconfigured: check the other settings with a stand-in
+		 * size that every valid block size divides. */
+		struct vdev_params t = p;
+		t.size = 1u << 20;
+		r = vdev_params_check(&t, why, sizeof(why));
+		if (r < 0)
+			goto refused;
+	} else {
+		struct vdev_params cp;
+
+		mgr_core_params(c, &p, have, &cp);
+		r = vdev_params_check(&cp, why, sizeof(why));
+		if (r < 0)
+			goto refused;
+		if (!c->vdev) {
+			r = mgr_go_live(m, c, &cp, &d, why, sizeof(why));
+			if (r < 0)
+				goto refused;
+			vlog(LOG_INFO, "[%s] live, node devices/%s is %d:%u", c->name,
+			     c->name, MGR_DEV_MAJOR, c->minor);
+		} else if (params_equal(&p, &c->params)) {
+			changed = false;
+		} else {
+			why[0] = '\0';
+			r = vdev_set_params(c->vdev, &cp, why, sizeof(why));
+			if (r == -EBUSY)
+				snprintf(why, sizeof(why), "the settings cannot change while "
+					 "a front-end is connected");
+			else if (r < 0 && !why[0])
+				snprintf(why, sizeof(why), "%s", strerror(-r));
+			if (r < 0)
+				goto refused;
+		}
+	}
+
+	pthread_mutex_lock(&m->lock);
+	c->params = p;
+	c->have_size = have;
+	if (d)
+		c->vdev = d;
+	c->err[0] = '\0';
+	if (changed) {
+		c->mtime = time(NULL);
+		m->gen++;
+	}
+	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&c->op_lock);
+	if (changed && mgr_save(m, why, sizeof(why)) < 0) {
+		pthread_mutex_lock(&m->lock);
+		mgr_join(c->err, sizeof(c->err), "the change was applied but ", why);
+		pthread_mutex_unlock(&m->lock);
+	}
+	return 0;
+refused:
+	if (r >= 0)
+		r = -EINVAL;
+	refuse(m, c, what, why);
+	pthread_mutex_unlock(&c->op_lock);
+	return r;
+}
