@@ -263,6 +263,7 @@ int mgr_create(const struct mgr_opts *o, struct mgr **out, char *err, size_t err
 	m->max_ctrls = o->max_ctrls ? o->max_ctrls : MGR_DEFAULT_MAX_CTRLS;
 	if (m->max_ctrls > MGR_MINOR_LIMIT)
 		m->max_ctrls = MGR_MINOR_LIMIT;
+	mgr_node_ops_init(&m->nodes, o->node_ops);
 	m->mtime = time(NULL);
 	m->minors = calloc(MGR_MINOR_LIMIT / 64, sizeof(uint64_t));
 	m->engine_info = strdup(o->engine_info ? o->engine_info : "");

@@ -69,11 +69,22 @@ struct mgr_info {
 	unsigned max_ctrls;
 };
 
+/* The device nodes in devices/ are made and looked at through these (tests
+ * replace them: mknod needs root).  Each returns like the syscall it stands
+ * for (-1 and errno).  NULL members use the real syscall. */
+struct mgr_node_ops {
+	int (*mknod)(void *arg, const char *path, mode_t mode, dev_t dev);
+	int (*unlink)(void *arg, const char *path);
+	int (*lstat)(void *arg, const char *path, struct stat *st);
+	void *arg;
+};
+
 struct mgr_opts {
 	const char *store;              /* absolute store directory */
 	const char *state_path;         /* state file */
 	unsigned max_ctrls;             /* new minors are < this; 0 = default */
 	const char *engine_info;        /* "key value\n" lines for .info, or NULL */
+	const struct mgr_node_ops *node_ops;    /* NULL: the real syscalls */
 };
 
 struct core;

@@ -53,6 +53,7 @@ struct mgr {
 	struct core *core;
 	unsigned max_ctrls;
 	char *engine_info;
+	struct mgr_node_ops nodes;      /* every member set */
 
 	/* mgr->lock */
 	struct ctrl *hash[MGR_HASH];
@@ -89,6 +90,7 @@ void mgr_core_params(struct ctrl *c, const struct vdev_params *p, bool have_size
 int mgr_go_live(struct mgr *m, struct ctrl *c, const struct vdev_params *p,
 		struct vdev **out, char *err, size_t errlen);
 void mgr_unlink_node_if_ours(struct mgr *m, struct ctrl *c, bool was_live);
+void mgr_node_ops_init(struct mgr_node_ops *dst, const struct mgr_node_ops *o);
 int mgr_mkdir_p(const char *path, mode_t mode);
 int mgr_take_lock(const char *path, const char *what, int *fdp,
 		  char *err, size_t errlen);
