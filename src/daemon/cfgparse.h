@@ -64,6 +64,13 @@ int cfg_parse_config_text(const char *buf, size_t len, struct vdev_params *p,
  * carries its path. */
 void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned set);
 
+/* Would a user's write (and so the state file) take these values?  Each
+ * key in set is formatted and parsed again by the rules above: callers of
+ * the typed API (mgr_ctrl_set) may bypass the text.  0 or -EINVAL with the
+ * reason. */
+int cfg_check_values(const struct vdev_params *p, unsigned set,
+		     char *err, size_t errlen);
+
 /* The canonical value of k ("" for an unset size), without newline. */
 void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_size,
 		      char *buf, size_t len);

@@ -154,6 +154,10 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
 	have = c->have_size;
 	pthread_mutex_unlock(&m->lock);
 
+	/* The state file must take back whatever is accepted here. */
+	r = cfg_check_values(np, set, why, sizeof(why));
+	if (r < 0)
+		goto refused;
 	cfg_apply(&p, np, set);
 	have = have || (set & CFG_BIT(CFG_SIZE));
 

@@ -520,3 +520,30 @@ Test(registry, corrupt_state_file_refused_at_restart)
 	cr_assert(strstr(err, "line 2"), "err: %s", err);
 	cr_assert_eq(mgr_count(dt.m), 0);
 }
+
+/* What the registry accepts, a restart must be able to restore: a value
+ * the state file's parser would refuse (a serial with a space, a relative
+ * or spaced backing path) is refused when it is set, not at the next start
+ * (where the whole state file would be refused). */
+Test(registry, set_refuses_what_a_restart_could_not_restore)
+{
+	struct vdev_params p = params();
+	unsigned nctrl, nfailed;
+	char err[256] = "";
+
+	cr_assert_eq(mgr_ctrl_create(dt.m, "a"), 0);
+	snprintf(p.serial, sizeof(p.serial), "s n");
+	cr_assert_eq(dt_set("a", &p, CFG_BIT(CFG_SERIAL)), -EINVAL);
+	dt_info("a", ci);
+	cr_assert(strstr(ci->error, "serial"), "error: %s", ci->error);
+	cr_assert_str_eq(ci->params.serial, "");
+	p = params();
+	p.backing = BE_FILE;
+	snprintf(p.path, sizeof(p.path), "/srv/a b.img");
+	cr_assert_eq(dt_set("a", &p, CFG_BIT(CFG_BACKING)), -EINVAL);
+	dt_info("a", ci);
+	cr_assert_eq(ci->params.backing, BE_RAM);
+	cr_assert_eq(dt_restart(&nctrl, &nfailed, err, sizeof(err)), 0, "%s", err);
+	dt_info("a", ci);
+	cr_assert_str_eq(ci->params.serial, "");
+}
