@@ -239,6 +239,7 @@ void dt_teardown(void)
 	dt.core = NULL;
 	if (dt.dir[0])
 		nftw(dt.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	dt.dir[0] = '\0';
 }
 
 /* ---- helpers ------------------------------------------------------------- */

@@ -35,6 +35,7 @@ static void setup_small(void)
 static void teardown(void)
 {
 	free(ci);
+	ci = NULL;
 	dt_teardown();
 }
 
@@ -54,7 +55,10 @@ static int set_size(const char *name, uint64_t size)
 	return dt_set(name, &p, CFG_BIT(CFG_SIZE));
 }
 
+/* (A test's own .init runs after its suite's, not instead: a registry of
+ * another size is a suite of its own.) */
 TestSuite(registry, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(registry_small, .init = setup_small, .fini = teardown, .timeout = 30);
 
 Test(registry, runs_unprivileged)
 {
@@ -146,7 +150,7 @@ Test(registry, exists)
 	cr_assert_eq(mgr_count(dt.m), 1);
 }
 
-Test(registry, minors_run_out, .init = setup_small)
+Test(registry_small, minors_run_out)
 {
 	struct ctrl_info *b = malloc(sizeof(*b));
 
@@ -165,7 +169,7 @@ Test(registry, minors_run_out, .init = setup_small)
 	free(b);
 }
 
-Test(registry, foreign_node_minor_not_reused, .init = setup_small)
+Test(registry_small, foreign_node_minor_not_reused)
 {
 	char node[PATH_MAX];
 
