@@ -5,26 +5,13 @@
 #include "mgr_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
-#include <sys/file.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
-#include <sys/un.h>
-#include <unistd.h>
+#include <time.h>
 
-#include "config.h"
 #include "cfgparse.h"
 #include "log.h"
-#include "state.h"
 
 const char *mgr_ctl_dir(struct mgr *m)
 {

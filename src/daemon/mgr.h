@@ -1,9 +1,12 @@
-/* mgr: the controller manager — registry of controllers, their minors, the
- * store (sockets/ and devices/ kept in sync with the controllers) and the
- * state file.  Called from FUSE worker threads (concurrently) and from main
- * (create, restore, shutdown).  Trusts its caller for pointers; every piece
- * of user text goes through cfgparse, every file found in the store is
- * checked before it is reused and never removed unless it is ours.
+/* mgr: the controller manager — the daemon's typed controller API over the
+ * registry of controllers, their minors, the store (sockets/ and devices/
+ * kept in sync with the controllers) and the state file.  Called from FUSE
+ * worker threads (concurrently), from main (create, restore, shutdown) and
+ * from tests.  Takes no text: the control fs parses users' writes with
+ * cfgparse and calls mgr_ctrl_set with typed values, which are checked
+ * again here.  Trusts its caller for pointers; every file found in the store
+ * is checked before it is reused and never removed unless it is ours.
+ * Parts: mgr.c (registry), ctrl.c (one controller), store.c, statesave.c.
  *
  * Locking: mgr->lock (innermost, short) guards the registry, the minor map,
  * reference counts and each controller's committed settings; a controller's

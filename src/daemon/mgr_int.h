@@ -1,7 +1,8 @@
 /* mgr_int: what the files of the manager share and nobody else sees — the
  * manager and controller structures and the helpers one part of the manager
- * calls in another (registry: mgr.c, store sync: store.c, state saving:
- * statesave.c, file rendering: mgr_attrs.c).  Locking rules: see mgr.h. */
+ * calls in another (registry: mgr.c, one controller's snapshot and
+ * settings: ctrl.c, store sync: store.c, state saving: statesave.c).
+ * Locking rules: see mgr.h. */
 #ifndef VHOSTD_MGR_INT_H
 #define VHOSTD_MGR_INT_H
 
