@@ -107,8 +107,9 @@ static int store_text(const struct cfs_attr *a, struct mgr *m, struct ctrl *c,
 		char full[VDEV_ERR_MAX + 64];
 
 		snprintf(full, sizeof(full), "%srefused: %s", what, why);
-		mgr_ctrl_refused(m, c, full);
-		return r;
+		/* a write to a file of a removed controller: ENOENT, as before
+		 * anything is parsed */
+		return mgr_ctrl_refused(m, c, full) < 0 ? -ENOENT : r;
 	}
 	return mgr_ctrl_set(m, c, &p, set, what);
 }

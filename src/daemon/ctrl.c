@@ -116,9 +116,17 @@ static void refuse(struct mgr *m, struct ctrl *c, const char *what, const char *
 	vlog(LOG_WARNING, "[%s] %s%s", c->name, what, why);
 }
 
-void mgr_ctrl_refused(struct mgr *m, struct ctrl *c, const char *why)
+int mgr_ctrl_refused(struct mgr *m, struct ctrl *c, const char *why)
 {
+	bool removed;
+
+	pthread_mutex_lock(&m->lock);
+	removed = c->removed;
+	pthread_mutex_unlock(&m->lock);
+	if (removed)
+		return -ENOENT;
 	refuse(m, c, "", why);
+	return 0;
 }
 
 int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,

@@ -149,8 +149,8 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *p,
 		 unsigned set, const char *what);
 /* Record a refused operation the caller decided on itself (a write to a
  * read-only file, a value that does not parse): the reason goes to error
- * and the log. */
-void mgr_ctrl_refused(struct mgr *m, struct ctrl *c, const char *why);
+ * and the log.  0, or -ENOENT (nothing recorded) once c is removed. */
+int mgr_ctrl_refused(struct mgr *m, struct ctrl *c, const char *why);
 /* Time of the last accepted change (for st_mtime). */
 time_t mgr_ctrl_mtime(struct mgr *m, struct ctrl *c);
 time_t mgr_mtime(struct mgr *m);

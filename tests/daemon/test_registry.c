@@ -302,10 +302,16 @@ Test(registry, refused_records_the_reason)
 
 	cr_assert_eq(mgr_ctrl_create(dt.m, "a"), 0);
 	c = mgr_get(dt.m, "a");
-	mgr_ctrl_refused(dt.m, c, "write to state refused: the file is read-only");
-	mgr_put(dt.m, c);
+	cr_assert_eq(mgr_ctrl_refused(dt.m, c, "write to state refused: the file is "
+				      "read-only"), 0);
 	dt_info("a", ci);
 	cr_assert_str_eq(ci->error, "write to state refused: the file is read-only");
+	/* a reference outlives rmdir: the controller answers ENOENT from then on */
+	cr_assert_eq(mgr_ctrl_destroy(dt.m, "a"), 0);
+	cr_assert_eq(mgr_ctrl_refused(dt.m, c, "late"), -ENOENT);
+	cr_assert_eq(mgr_ctrl_info(dt.m, c, ci), -ENOENT);
+	cr_assert_eq(mgr_ctrl_set(dt.m, c, &ci->params, 0, NULL), -ENOENT);
+	mgr_put(dt.m, c);
 }
 
 Test(registry, foreign_node_in_the_way)
