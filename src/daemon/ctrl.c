@@ -15,16 +15,16 @@
 
 const char *mgr_ctl_dir(struct mgr *m)
 {
-	return m->ctldir;
+	return m->st.ctldir;
 }
 
 void mgr_get_info(struct mgr *m, struct mgr_info *out)
 {
-	out->store = m->store;
-	out->sockdir = m->sockdir;
-	out->devdir = m->devdir;
-	out->ctldir = m->ctldir;
-	out->state_path = m->state_path;
+	out->store = m->st.dir;
+	out->sockdir = m->st.sockdir;
+	out->devdir = m->st.devdir;
+	out->ctldir = m->st.ctldir;
+	out->state_path = m->st.state_path;
 	out->engine_info = m->engine_info;
 	out->max_ctrls = m->max_ctrls;
 }
@@ -37,6 +37,60 @@ const char *ctrl_state_name(enum ctrl_state s)
 	case CTRL_CONNECTED: return "connected";
 	default: return "error";
 	}
+}
+
+/* Complete enough to go live: the size is known, given or the file's. */
+bool mgr_complete(const struct vdev_params *p, bool have_size)
+{
+	return have_size || p->backing == BE_FILE;
+}
+
+/* The parameters to hand the core: a file backing without a size of its own
+ * keeps the size the core found (0 only when the file changes, meaning "the
+ * new file's size"). */
+static void core_params(struct ctrl *c, const struct vdev_params *p, bool have_size,
+			struct vdev_params *out)
+{
+	*out = *p;
+	if (!have_size && p->backing == BE_FILE && c->vdev &&
+	    c->params.backing == BE_FILE && strcmp(c->params.path, p->path) == 0) {
+		struct vdev_params cur;
+		vdev_get_params(c->vdev, &cur);
+		out->size = cur.size;
+	}
+}
+
+/* Bring a configured controller live: socket listening, node in devices/.
+ * op_lock held.  On success *out is the new device; on failure nothing is
+ * left behind and nothing foreign was touched. */
+int mgr_go_live(struct mgr *m, struct ctrl *c, const struct vdev_params *p,
+		struct vdev **out, char *err, size_t errlen)
+{
+	char sock[PATH_MAX];
+	bool need_node;
+	struct vdev *d = NULL;
+	int r;
+
+	r = store_check(&m->st, c->name, c->minor, c->restored, &need_node, err, errlen);
+	if (r < 0)
+		return r;
+	store_sock_path(&m->st, c->name, sock, sizeof(sock));
+	err[0] = '\0';
+	r = vdev_create(m->core, c->name, sock, p, &d, err, errlen);
+	if (r < 0) {
+		if (!err[0])
+			snprintf(err, errlen, "cannot create the device: %s", strerror(-r));
+		return r;
+	}
+	if (need_node) {
+		r = store_node_make(&m->st, c->name, c->minor, err, errlen);
+		if (r < 0) {
+			vdev_destroy(d, true);
+			return r;
+		}
+	}
+	*out = d;
+	return 0;
 }
 
 /* op_lock held. */
@@ -71,8 +125,8 @@ int mgr_ctrl_info(struct mgr *m, struct ctrl *c, struct ctrl_info *out)
 	out->mtime = c->mtime;
 	snprintf(out->error, sizeof(out->error), "%s", c->err);
 	pthread_mutex_unlock(&m->lock);
-	mgr_sock_path(m, c, out->socket, sizeof(out->socket));
-	mgr_node_path(m, c, out->device, sizeof(out->device));
+	store_sock_path(&m->st, c->name, out->socket, sizeof(out->socket));
+	store_node_path(&m->st, c->name, out->device, sizeof(out->device));
 	out->live = c->vdev != NULL;
 	if (c->vdev) {
 		struct vdev_params cur;
@@ -167,7 +221,7 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
 	} else {
 		struct vdev_params cp;
 
-		mgr_core_params(c, &p, have, &cp);
+		core_params(c, &p, have, &cp);
 		r = vdev_params_check(&cp, why, sizeof(why));
 		if (r < 0)
 			goto refused;

@@ -66,6 +66,35 @@ bool mgr_minor_used(struct mgr *m, unsigned minor)
 	return m->minors[minor / 64] & (1ull << (minor % 64));
 }
 
+/* A node in devices/ of this name and minor is a controller's own. */
+static bool ours_locked(void *arg, const char *name, unsigned minor)
+{
+	struct ctrl *c = mgr_find_locked(arg, name);
+
+	return c && c->minor == minor;
+}
+
+/* The lowest minor neither a controller's nor a foreign node's. */
+static int alloc_minor_locked(struct mgr *m, unsigned *out)
+{
+	size_t nf;
+	unsigned *foreign = store_foreign_minors(&m->st, ours_locked, m, &nf);
+	int r = -ENOSPC;
+
+	for (unsigned i = 0; i < m->max_ctrls && i < MGR_MINOR_LIMIT; i++) {
+		bool taken = mgr_minor_used(m, i);
+		for (size_t j = 0; j < nf && !taken; j++)
+			taken = foreign[j] == i;
+		if (!taken) {
+			*out = i;
+			r = 0;
+			break;
+		}
+	}
+	free(foreign);
+	return r;
+}
+
 static void minor_set(struct mgr *m, unsigned minor, bool on)
 {
 	if (on)
@@ -248,7 +277,6 @@ time_t mgr_ctrl_mtime(struct mgr *m, struct ctrl *c)
 
 int mgr_create(const struct mgr_opts *o, struct mgr **out, char *err, size_t errlen)
 {
-	char path[PATH_MAX], what[PATH_MAX + 16];
 	struct mgr *m;
 	int r;
 
@@ -257,13 +285,11 @@ int mgr_create(const struct mgr_opts *o, struct mgr **out, char *err, size_t err
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	m->store_lock_fd = m->state_lock_fd = -1;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->save_lock, NULL);
 	m->max_ctrls = o->max_ctrls ? o->max_ctrls : MGR_DEFAULT_MAX_CTRLS;
 	if (m->max_ctrls > MGR_MINOR_LIMIT)
 		m->max_ctrls = MGR_MINOR_LIMIT;
-	mgr_node_ops_init(&m->nodes, o->node_ops);
 	m->mtime = time(NULL);
 	m->minors = calloc(MGR_MINOR_LIMIT / 64, sizeof(uint64_t));
 	m->engine_info = strdup(o->engine_info ? o->engine_info : "");
@@ -272,67 +298,12 @@ int mgr_create(const struct mgr_opts *o, struct mgr **out, char *err, size_t err
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if (o->store[0] != '/' || strlen(o->store) + 32 >= MGR_DIR_MAX ||
-	    strlen(o->state_path) + 8 >= PATH_MAX) {
-		r = -EINVAL;
-		snprintf(err, errlen, "store and state paths must be absolute and "
-			 "reasonably short");
-		goto fail;
-	}
-	snprintf(m->store, sizeof(m->store), "%s", o->store);
-	snprintf(m->sockdir, sizeof(m->sockdir), "%s/block/sockets", o->store);
-	snprintf(m->devdir, sizeof(m->devdir), "%s/block/devices", o->store);
-	snprintf(m->ctldir, sizeof(m->ctldir), "%s/block/ctl", o->store);
-	snprintf(m->state_path, sizeof(m->state_path), "%s", o->state_path);
-	if (strlen(m->sockdir) + 2 > SUN_PATH_MAX) {
-		r = -ENAMETOOLONG;
-		snprintf(err, errlen, "store path %s is too long for UNIX socket paths "
-			 "(%zu bytes at most)", o->store, SUN_PATH_MAX);
-		goto fail;
-	}
-
-	const char *dirs[] = { m->sockdir, m->devdir, m->ctldir };
-	for (size_t i = 0; i < 3; i++) {
-		r = mgr_mkdir_p(dirs[i], 0755);
-		/* ctl may be a dead FUSE mount (ENOTCONN); the fs layer deals with it. */
-		if (r < 0 && r != -ENOTCONN) {
-			snprintf(err, errlen, "cannot create %s: %s", dirs[i], strerror(-r));
-			goto fail;
-		}
-	}
-	if (!realpath(o->store, m->store_real)) {
-		r = -errno;
-		snprintf(err, errlen, "cannot resolve %s: %s", o->store, strerror(-r));
-		goto fail;
-	}
-	snprintf(path, sizeof(path), "%s/block/.vhostd.lock", o->store);
-	snprintf(what, sizeof(what), "store %s", o->store);
-	r = mgr_take_lock(path, what, &m->store_lock_fd, err, errlen);
-	if (r < 0)
-		goto fail;
-
-	snprintf(path, sizeof(path), "%s", o->state_path);
-	{
-		char *slash = strrchr(path, '/');
-		if (slash && slash != path) {
-			*slash = '\0';
-			r = mgr_mkdir_p(path, 0755);
-			if (r < 0) {
-				snprintf(err, errlen, "cannot create %s: %s", path, strerror(-r));
-				goto fail;
-			}
-		}
-	}
-	snprintf(path, sizeof(path), "%s.lock", o->state_path);
-	snprintf(what, sizeof(what), "state file %s", o->state_path);
-	r = mgr_take_lock(path, what, &m->state_lock_fd, err, errlen);
+	r = store_open(&m->st, o->store, o->state_path, o->node_ops, err, errlen);
 	if (r < 0)
 		goto fail;
 	*out = m;
 	return 0;
 fail:
-	if (m->store_lock_fd >= 0)
-		close(m->store_lock_fd);
 	free(m->minors);
 	free(m->engine_info);
 	pthread_mutex_destroy(&m->lock);
@@ -351,16 +322,16 @@ int mgr_restore(struct mgr *m, struct core *core, unsigned *nctrl,
 
 	m->core = core;
 	*nctrl = *nfailed = 0;
-	r = state_load(m->state_path, &sc, &n, store, sizeof(store), err, errlen);
+	r = state_load(m->st.state_path, &sc, &n, store, sizeof(store), err, errlen);
 	if (r < 0)
 		return r;
 	/* A state file describes one store: bringing its controllers up in
 	 * another one would be a surprise (two stores, one default state). */
-	if (store[0] && strcmp(store, m->store_real) != 0) {
+	if (store[0] && strcmp(store, m->st.real) != 0) {
 		free(sc);
 		snprintf(err, errlen, "state file %s belongs to store %s, not %s: give "
 			 "this store its own --state (or edit the file's store line to "
-			 "move its controllers)", m->state_path, store, m->store_real);
+			 "move its controllers)", m->st.state_path, store, m->st.real);
 		return -EEXIST;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -419,10 +390,7 @@ void mgr_destroy(struct mgr *m)
 			vdev_stop(c->vdev);     /* the socket file stays for the restart */
 		ctrl_free(c);
 	}
-	if (m->store_lock_fd >= 0)
-		close(m->store_lock_fd);
-	if (m->state_lock_fd >= 0)
-		close(m->state_lock_fd);
+	store_close(&m->st);
 	free(m->minors);
 	free(m->engine_info);
 	pthread_mutex_destroy(&m->lock);
@@ -451,9 +419,9 @@ int mgr_ctrl_create(struct mgr *m, const char *name)
 		     name[i] ? "..." : "", VDEV_NAME_MAX);
 		return -EINVAL;
 	}
-	if (strlen(m->sockdir) + 1 + strlen(name) > SUN_PATH_MAX) {
+	if (!store_name_fits(&m->st, name)) {
 		vlog(LOG_WARNING, "mkdir %s refused: the socket path would exceed %zu "
-		     "bytes", name, SUN_PATH_MAX);
+		     "bytes", name, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 		return -ENAMETOOLONG;
 	}
 	pthread_mutex_lock(&m->lock);
@@ -461,7 +429,7 @@ int mgr_ctrl_create(struct mgr *m, const char *name)
 		pthread_mutex_unlock(&m->lock);
 		return -EEXIST;
 	}
-	r = mgr_alloc_minor_locked(m, &minor);
+	r = alloc_minor_locked(m, &minor);
 	if (r < 0) {
 		pthread_mutex_unlock(&m->lock);
 		vlog(LOG_WARNING, "mkdir %s refused: no free minor (limit %u "
@@ -519,7 +487,7 @@ int mgr_ctrl_destroy(struct mgr *m, const char *name)
 	}
 	/* Also for a controller that could not go live after a restart: its
 	 * node from before may still be there.  Only a node that is ours. */
-	mgr_unlink_node_if_ours(m, c, was_live);
+	store_node_remove(&m->st, c->name, c->minor, was_live);
 	pthread_mutex_lock(&m->lock);
 	c->vdev = NULL;
 	c->removed = true;

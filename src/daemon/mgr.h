@@ -25,8 +25,9 @@
 #include <time.h>
 
 #include "params.h"
+#include "store.h"
 
-#define MGR_DEV_MAJOR           241     /* LANANA "local/experimental", as SPDK + Kata */
+#define MGR_DEV_MAJOR           STORE_DEV_MAJOR /* 241, as SPDK + Kata */
 #define MGR_MINOR_LIMIT         (1u << 20)      /* Linux MINORBITS */
 #define MGR_DEFAULT_MAX_CTRLS   4096
 
@@ -72,22 +73,12 @@ struct mgr_info {
 	unsigned max_ctrls;
 };
 
-/* The device nodes in devices/ are made and looked at through these (tests
- * replace them: mknod needs root).  Each returns like the syscall it stands
- * for (-1 and errno).  NULL members use the real syscall. */
-struct mgr_node_ops {
-	int (*mknod)(void *arg, const char *path, mode_t mode, dev_t dev);
-	int (*unlink)(void *arg, const char *path);
-	int (*lstat)(void *arg, const char *path, struct stat *st);
-	void *arg;
-};
-
 struct mgr_opts {
 	const char *store;              /* absolute store directory */
 	const char *state_path;         /* state file */
 	unsigned max_ctrls;             /* new minors are < this; 0 = default */
 	const char *engine_info;        /* "key value\n" lines for .info, or NULL */
-	const struct mgr_node_ops *node_ops;    /* NULL: the real syscalls */
+	const struct store_node_ops *node_ops;  /* NULL: the real syscalls */
 };
 
 struct core;

@@ -1,7 +1,8 @@
 /* mgr_int: what the files of the manager share and nobody else sees — the
  * manager and controller structures and the helpers one part of the manager
  * calls in another (registry: mgr.c, one controller's snapshot and
- * settings: ctrl.c, store sync: store.c, state saving: statesave.c).
+ * settings: ctrl.c, state saving: statesave.c; the store on disk is a
+ * module of its own, store.h).
  * Locking rules: see mgr.h. */
 #ifndef VHOSTD_MGR_INT_H
 #define VHOSTD_MGR_INT_H
@@ -17,7 +18,6 @@
 #include "vdev.h"
 
 #define MGR_HASH        1024
-#define SUN_PATH_MAX    (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 
 struct ctrl {
 	struct ctrl *hnext;             /* hash chain; mgr->lock */
@@ -41,20 +41,12 @@ struct ctrl {
 	char err[VDEV_ERR_MAX];         /* our last refusal; mgr->lock */
 };
 
-/* Directories are kept well below PATH_MAX so "DIR/NAME" always fits. */
-#define MGR_DIR_MAX     (PATH_MAX - 256)
-
 struct mgr {
 	pthread_mutex_t lock;
-	char store[MGR_DIR_MAX];
-	char sockdir[MGR_DIR_MAX], devdir[MGR_DIR_MAX], ctldir[MGR_DIR_MAX];
-	char state_path[PATH_MAX];
-	char store_real[PATH_MAX];      /* canonical store path, for the state file */
-	int store_lock_fd, state_lock_fd;
+	struct store st;                /* immutable after mgr_create */
 	struct core *core;
 	unsigned max_ctrls;
 	char *engine_info;
-	struct mgr_node_ops nodes;      /* every member set */
 
 	/* mgr->lock */
 	struct ctrl *hash[MGR_HASH];
@@ -79,21 +71,9 @@ bool mgr_minor_used(struct mgr *m, unsigned minor);
 /* statesave.c */
 int mgr_save(struct mgr *m, char *err, size_t errlen);
 
-/* store.c */
-bool mgr_node_is_ours(const struct stat *st, unsigned minor);
-bool mgr_socket_in_use(const char *path);
-int mgr_alloc_minor_locked(struct mgr *m, unsigned *out);
-void mgr_sock_path(struct mgr *m, const struct ctrl *c, char *buf, size_t len);
-void mgr_node_path(struct mgr *m, const struct ctrl *c, char *buf, size_t len);
+/* ctrl.c */
 bool mgr_complete(const struct vdev_params *p, bool have_size);
-void mgr_core_params(struct ctrl *c, const struct vdev_params *p, bool have_size,
-		     struct vdev_params *out);
 int mgr_go_live(struct mgr *m, struct ctrl *c, const struct vdev_params *p,
 		struct vdev **out, char *err, size_t errlen);
-void mgr_unlink_node_if_ours(struct mgr *m, struct ctrl *c, bool was_live);
-void mgr_node_ops_init(struct mgr_node_ops *dst, const struct mgr_node_ops *o);
-int mgr_mkdir_p(const char *path, mode_t mode);
-int mgr_take_lock(const char *path, const char *what, int *fdp,
-		  char *err, size_t errlen);
 
 #endif

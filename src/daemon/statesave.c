@@ -48,7 +48,7 @@ int mgr_save(struct mgr *m, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory writing the state file");
 		goto out;
 	}
-	r = state_save(m->state_path, m->store_real, snap, n, err, errlen);
+	r = state_save(m->st.state_path, m->st.real, snap, n, err, errlen);
 	m->save_err = r;
 	m->saved_gen = gen;
 	if (r < 0)

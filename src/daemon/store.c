@@ -1,39 +1,33 @@
-/* store: the store on disk kept in sync with the registry — sockets/ and
- * devices/ files, minor allocation around foreign nodes, the lock files.
- * Checks every file it finds before reusing it; removes only its own. */
-#include "mgr_int.h"
+/* store: the store on disk; see store.h.  Checks every file it finds before
+ * reusing it; removes only its own.  Trusts its callers for names (checked
+ * by the registry) and pointers. */
+#include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "cfgparse.h"
 #include "log.h"
-#include "state.h"
 
-bool mgr_node_is_ours(const struct stat *st, unsigned minor)
+#define SUN_PATH_MAX    (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+
+static bool node_is_ours(const struct stat *st, unsigned minor)
 {
-	return S_ISBLK(st->st_mode) && major(st->st_rdev) == MGR_DEV_MAJOR &&
+	return S_ISBLK(st->st_mode) && major(st->st_rdev) == STORE_DEV_MAJOR &&
 	       minor(st->st_rdev) == minor;
 }
 
 /* Is a process accepting connections on this socket?  A dead socket (left
  * by a crash) refuses them. */
-bool mgr_socket_in_use(const char *path)
+static bool socket_in_use(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd, r;
@@ -66,9 +60,9 @@ static int real_lstat(void *arg, const char *path, struct stat *st)
 }
 
 /* The options' hooks, the real syscalls where there is none. */
-void mgr_node_ops_init(struct mgr_node_ops *dst, const struct mgr_node_ops *o)
+static void node_ops_init(struct store_node_ops *dst, const struct store_node_ops *o)
 {
-	static const struct mgr_node_ops none;
+	static const struct store_node_ops none;
 
 	if (!o)
 		o = &none;
@@ -78,10 +72,9 @@ void mgr_node_ops_init(struct mgr_node_ops *dst, const struct mgr_node_ops *o)
 	dst->arg = o->arg;
 }
 
-/* Minors of major-241 nodes in devices/ that are not ours: Kata finds a
- * controller by the major:minor of the node it is given, so a new minor must
- * not repeat one of them.  mgr->lock held.  Returns a malloc'd array. */
-static unsigned *foreign_minors_locked(struct mgr *m, size_t *n)
+unsigned *store_foreign_minors(struct store *s,
+			       bool (*ours)(void *arg, const char *name, unsigned minor),
+			       void *arg, size_t *n)
 {
 	unsigned *v = NULL;
 	size_t cnt = 0, cap = 0;
@@ -89,12 +82,11 @@ static unsigned *foreign_minors_locked(struct mgr *m, size_t *n)
 	DIR *d;
 
 	*n = 0;
-	d = opendir(m->devdir);
+	d = opendir(s->devdir);
 	if (!d)
 		return NULL;
 	while ((de = readdir(d))) {
 		char path[PATH_MAX];
-		struct ctrl *c;
 		struct stat st;
 
 		/* Every entry goes through the lstat hook (a test's nodes are
@@ -102,12 +94,11 @@ static unsigned *foreign_minors_locked(struct mgr *m, size_t *n)
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
 		    de->d_type == DT_DIR || de->d_type == DT_SOCK)
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", m->devdir, de->d_name);
-		if (m->nodes.lstat(m->nodes.arg, path, &st) < 0 ||
-		    !S_ISBLK(st.st_mode) || major(st.st_rdev) != MGR_DEV_MAJOR)
+		snprintf(path, sizeof(path), "%s/%s", s->devdir, de->d_name);
+		if (s->nodes.lstat(s->nodes.arg, path, &st) < 0 ||
+		    !S_ISBLK(st.st_mode) || major(st.st_rdev) != STORE_DEV_MAJOR)
 			continue;
-		c = mgr_find_locked(m, de->d_name);
-		if (c && c->minor == minor(st.st_rdev))
+		if (ours(arg, de->d_name, minor(st.st_rdev)))
 			continue;
 		if (cnt == cap) {
 			unsigned *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
@@ -123,140 +114,99 @@ static unsigned *foreign_minors_locked(struct mgr *m, size_t *n)
 	return v;
 }
 
-int mgr_alloc_minor_locked(struct mgr *m, unsigned *out)
+bool store_name_fits(const struct store *s, const char *name)
 {
-	size_t nf;
-	unsigned *foreign = foreign_minors_locked(m, &nf);
-	int r = -ENOSPC;
-
-	for (unsigned i = 0; i < m->max_ctrls && i < MGR_MINOR_LIMIT; i++) {
-		bool taken = mgr_minor_used(m, i);
-		for (size_t j = 0; j < nf && !taken; j++)
-			taken = foreign[j] == i;
-		if (!taken) {
-			*out = i;
-			r = 0;
-			break;
-		}
-	}
-	free(foreign);
-	return r;
+	return strlen(s->sockdir) + 1 + strlen(name) <= SUN_PATH_MAX;
 }
 
-void mgr_sock_path(struct mgr *m, const struct ctrl *c, char *buf, size_t len)
+void store_sock_path(const struct store *s, const char *name, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s/%s", m->sockdir, c->name);
+	snprintf(buf, len, "%s/%s", s->sockdir, name);
 }
 
-void mgr_node_path(struct mgr *m, const struct ctrl *c, char *buf, size_t len)
+void store_node_path(const struct store *s, const char *name, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s/%s", m->devdir, c->name);
+	snprintf(buf, len, "%s/%s", s->devdir, name);
 }
 
-/* Complete enough to go live: the size is known, given or the file's. */
-bool mgr_complete(const struct vdev_params *p, bool have_size)
-{
-	return have_size || p->backing == BE_FILE;
-}
-
-/* The parameters to hand the core: a file backing without a size of its own
- * keeps the size the core found (0 only when the file changes, meaning "the
- * new file's size"). */
-void mgr_core_params(struct ctrl *c, const struct vdev_params *p, bool have_size,
-			struct vdev_params *out)
-{
-	*out = *p;
-	if (!have_size && p->backing == BE_FILE && c->vdev &&
-	    c->params.backing == BE_FILE && strcmp(c->params.path, p->path) == 0) {
-		struct vdev_params cur;
-		vdev_get_params(c->vdev, &cur);
-		out->size = cur.size;
-	}
-}
-
-/* Bring a configured controller live: socket listening, node in devices/.
- * op_lock held.  On success *out is the new device; on failure nothing is
- * left behind and nothing foreign was touched. */
-int mgr_go_live(struct mgr *m, struct ctrl *c, const struct vdev_params *p,
-		   struct vdev **out, char *err, size_t errlen)
+int store_check(struct store *s, const char *name, unsigned minor, bool restored,
+		bool *need_node, char *err, size_t errlen)
 {
 	char sock[PATH_MAX], node[PATH_MAX];
-	bool need_node = true;
-	struct vdev *d = NULL;
 	struct stat st;
 	int r;
 
-	mgr_sock_path(m, c, sock, sizeof(sock));
-	mgr_node_path(m, c, node, sizeof(node));
-	if (m->nodes.lstat(m->nodes.arg, node, &st) == 0) {
-		if (!mgr_node_is_ours(&st, c->minor)) {
+	*need_node = true;
+	store_sock_path(s, name, sock, sizeof(sock));
+	store_node_path(s, name, node, sizeof(node));
+	if (s->nodes.lstat(s->nodes.arg, node, &st) == 0) {
+		if (!node_is_ours(&st, minor)) {
 			snprintf(err, errlen, "devices/%s already exists and is not "
 				 "vhostd's block node %d:%u, so it is left untouched",
-				 c->name, MGR_DEV_MAJOR, c->minor);
+				 name, STORE_DEV_MAJOR, minor);
 			return -EEXIST;
 		}
-		need_node = false;      /* ours, from before a restart */
+		*need_node = false;     /* ours, from before a restart */
 	} else if (errno != ENOENT) {
 		r = -errno;
-		snprintf(err, errlen, "cannot inspect devices/%s: %s", c->name, strerror(-r));
+		snprintf(err, errlen, "cannot inspect devices/%s: %s", name, strerror(-r));
 		return r;
 	}
 	if (lstat(sock, &st) == 0) {
-		if (!c->restored || !S_ISSOCK(st.st_mode)) {
+		if (!restored || !S_ISSOCK(st.st_mode)) {
 			snprintf(err, errlen, "sockets/%s already exists and was not "
-				 "created by vhostd, so it is left untouched", c->name);
+				 "created by vhostd, so it is left untouched", name);
 			return -EEXIST;
 		}
-		if (mgr_socket_in_use(sock)) {
+		if (socket_in_use(sock)) {
 			snprintf(err, errlen, "sockets/%s is served by another process, "
-				 "so it is left untouched", c->name);
+				 "so it is left untouched", name);
 			return -EADDRINUSE;
 		}
 		/* A dead socket of ours (crash): vdev_create replaces it. */
 	} else if (errno != ENOENT) {
 		r = -errno;
-		snprintf(err, errlen, "cannot inspect sockets/%s: %s", c->name, strerror(-r));
+		snprintf(err, errlen, "cannot inspect sockets/%s: %s", name, strerror(-r));
 		return r;
 	}
-
-	err[0] = '\0';
-	r = vdev_create(m->core, c->name, sock, p, &d, err, errlen);
-	if (r < 0) {
-		if (!err[0])
-			snprintf(err, errlen, "cannot create the device: %s", strerror(-r));
-		return r;
-	}
-	if (need_node && m->nodes.mknod(m->nodes.arg, node, S_IFBLK | 0660,
-					makedev(MGR_DEV_MAJOR, c->minor)) < 0) {
-		r = -errno;
-		snprintf(err, errlen, "cannot create devices/%s: %s", c->name, strerror(-r));
-		vdev_destroy(d, true);
-		return r;
-	}
-	*out = d;
 	return 0;
 }
 
-void mgr_unlink_node_if_ours(struct mgr *m, struct ctrl *c, bool was_live)
+int store_node_make(struct store *s, const char *name, unsigned minor,
+		    char *err, size_t errlen)
+{
+	char node[PATH_MAX];
+	int r;
+
+	store_node_path(s, name, node, sizeof(node));
+	if (s->nodes.mknod(s->nodes.arg, node, S_IFBLK | 0660,
+			   makedev(STORE_DEV_MAJOR, minor)) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "cannot create devices/%s: %s", name, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+void store_node_remove(struct store *s, const char *name, unsigned minor, bool warn)
 {
 	char node[PATH_MAX];
 	struct stat st;
 
-	mgr_node_path(m, c, node, sizeof(node));
-	if (m->nodes.lstat(m->nodes.arg, node, &st) < 0)
+	store_node_path(s, name, node, sizeof(node));
+	if (s->nodes.lstat(s->nodes.arg, node, &st) < 0)
 		return;
-	if (!mgr_node_is_ours(&st, c->minor)) {
-		if (was_live)
+	if (!node_is_ours(&st, minor)) {
+		if (warn)
 			vlog(LOG_WARNING, "[%s] devices/%s is not our node %d:%u any more; "
-			     "left untouched", c->name, c->name, MGR_DEV_MAJOR,
-			     c->minor);
+			     "left untouched", name, name, STORE_DEV_MAJOR, minor);
 		return;
 	}
-	if (m->nodes.unlink(m->nodes.arg, node) < 0)
-		vlog(LOG_WARNING, "[%s] cannot remove %s: %m", c->name, node);
+	if (s->nodes.unlink(s->nodes.arg, node) < 0)
+		vlog(LOG_WARNING, "[%s] cannot remove %s: %m", name, node);
 }
 
-int mgr_mkdir_p(const char *path, mode_t mode)
+static int mkdir_p(const char *path, mode_t mode)
 {
 	char buf[PATH_MAX];
 	size_t n = strlen(path);
@@ -279,7 +229,7 @@ int mgr_mkdir_p(const char *path, mode_t mode)
 }
 
 /* flock a lock file; on contention name the holder's pid. */
-int mgr_take_lock(const char *path, const char *what, int *fdp,
+static int take_lock(const char *path, const char *what, int *fdp,
 		     char *err, size_t errlen)
 {
 	char pid[32] = "";
@@ -311,4 +261,82 @@ int mgr_take_lock(const char *path, const char *what, int *fdp,
 		(void)!pwrite(fd, pid, strlen(pid), 0);
 	*fdp = fd;
 	return 0;
+}
+
+int store_open(struct store *s, const char *dir, const char *state_path,
+	       const struct store_node_ops *ops, char *err, size_t errlen)
+{
+	char path[PATH_MAX], what[PATH_MAX + 16];
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	s->store_lock_fd = s->state_lock_fd = -1;
+	node_ops_init(&s->nodes, ops);
+	if (dir[0] != '/' || strlen(dir) + 32 >= STORE_DIR_MAX ||
+	    strlen(state_path) + 8 >= PATH_MAX) {
+		snprintf(err, errlen, "store and state paths must be absolute and "
+			 "reasonably short");
+		return -EINVAL;
+	}
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	snprintf(s->sockdir, sizeof(s->sockdir), "%s/block/sockets", dir);
+	snprintf(s->devdir, sizeof(s->devdir), "%s/block/devices", dir);
+	snprintf(s->ctldir, sizeof(s->ctldir), "%s/block/ctl", dir);
+	snprintf(s->state_path, sizeof(s->state_path), "%s", state_path);
+	if (strlen(s->sockdir) + 2 > SUN_PATH_MAX) {
+		snprintf(err, errlen, "store path %s is too long for UNIX socket paths "
+			 "(%zu bytes at most)", dir, SUN_PATH_MAX);
+		return -ENAMETOOLONG;
+	}
+
+	const char *dirs[] = { s->sockdir, s->devdir, s->ctldir };
+	for (size_t i = 0; i < 3; i++) {
+		r = mkdir_p(dirs[i], 0755);
+		/* ctl may be a dead FUSE mount (ENOTCONN); the fs layer deals with it. */
+		if (r < 0 && r != -ENOTCONN) {
+			snprintf(err, errlen, "cannot create %s: %s", dirs[i], strerror(-r));
+			return r;
+		}
+	}
+	if (!realpath(dir, s->real)) {
+		r = -errno;
+		snprintf(err, errlen, "cannot resolve %s: %s", dir, strerror(-r));
+		return r;
+	}
+	snprintf(path, sizeof(path), "%s/block/.vhostd.lock", dir);
+	snprintf(what, sizeof(what), "store %s", dir);
+	r = take_lock(path, what, &s->store_lock_fd, err, errlen);
+	if (r < 0)
+		return r;
+
+	snprintf(path, sizeof(path), "%s", state_path);
+	{
+		char *slash = strrchr(path, '/');
+		if (slash && slash != path) {
+			*slash = '\0';
+			r = mkdir_p(path, 0755);
+			if (r < 0) {
+				snprintf(err, errlen, "cannot create %s: %s", path, strerror(-r));
+				goto fail;
+			}
+		}
+	}
+	snprintf(path, sizeof(path), "%s.lock", state_path);
+	snprintf(what, sizeof(what), "state file %s", state_path);
+	r = take_lock(path, what, &s->state_lock_fd, err, errlen);
+	if (r < 0)
+		goto fail;
+	return 0;
+fail:
+	store_close(s);
+	return r;
+}
+
+void store_close(struct store *s)
+{
+	if (s->store_lock_fd >= 0)
+		close(s->store_lock_fd);
+	if (s->state_lock_fd >= 0)
+		close(s->state_lock_fd);
+	s->store_lock_fd = s->state_lock_fd = -1;
 }

@@ -136,7 +136,7 @@ static int fake_lstat(void *arg, const char *path, struct stat *st)
 	return r;
 }
 
-const struct mgr_node_ops dt_node_ops = {
+const struct store_node_ops dt_node_ops = {
 	.mknod = fake_mknod,
 	.unlink = fake_unlink,
 	.lstat = fake_lstat,

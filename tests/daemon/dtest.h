@@ -47,7 +47,7 @@ struct dt_node_call {
 	mode_t mode;
 	dev_t dev;
 };
-extern const struct mgr_node_ops dt_node_ops;
+extern const struct store_node_ops dt_node_ops;
 size_t dt_node_calls(char op);                  /* count of op calls */
 const struct dt_node_call *dt_node_call(size_t i);      /* i-th call, any op */
 /* A major:minor node that the stand-in reports at path (not recorded as a

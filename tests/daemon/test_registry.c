@@ -15,6 +15,7 @@
 #include "cfgparse.h"
 #include "dtest.h"
 #include "state.h"
+#include "store.h"
 
 static struct ctrl_info *ci;
 
@@ -556,4 +557,40 @@ Test(registry, set_refuses_what_a_restart_could_not_restore)
 	cr_assert_eq(dt_restart(&nctrl, &nfailed, err, sizeof(err)), 0, "%s", err);
 	dt_info("a", ci);
 	cr_assert_str_eq(ci->params.serial, "");
+}
+
+/* The store module on its own: paths checked, directories made, both locks. */
+Test(registry, store_paths_and_locks)
+{
+	struct store s;
+	char dir[PATH_MAX], state[PATH_MAX], err[512] = "", longdir[200];
+	struct stat st;
+
+	cr_assert_eq(store_open(&s, "relative/store", dt.state, NULL, err, sizeof(err)),
+		     -EINVAL);
+	cr_assert(strstr(err, "absolute"), "%s", err);
+	memset(longdir, 'd', sizeof(longdir) - 1);
+	longdir[0] = '/';
+	longdir[sizeof(longdir) - 1] = '\0';
+	cr_assert_eq(store_open(&s, longdir, dt.state, NULL, err, sizeof(err)),
+		     -ENAMETOOLONG);
+	cr_assert(strstr(err, "too long for UNIX socket paths"), "%s", err);
+
+	/* another store, but the state file of the running manager */
+	snprintf(dir, sizeof(dir), "%s/other", dt.dir);
+	cr_assert_eq(store_open(&s, dir, dt.state, NULL, err, sizeof(err)), -EWOULDBLOCK);
+	cr_assert(strstr(err, "state file"), "%s", err);
+	cr_assert(strstr(err, "already served by another vhostd"), "%s", err);
+	/* the store lock was given back: with its own state file it opens */
+	snprintf(state, sizeof(state), "%s/other-state/x.state", dt.dir);
+	cr_assert_eq(store_open(&s, dir, state, NULL, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(stat(s.sockdir, &st), 0);
+	cr_assert(S_ISDIR(st.st_mode));
+	cr_assert_eq(stat(s.devdir, &st), 0);
+	cr_assert_eq(stat(s.ctldir, &st), 0);
+	cr_assert(store_name_fits(&s, "vhostblk0"));
+	store_close(&s);
+	/* closed: the next one gets the locks */
+	cr_assert_eq(store_open(&s, dir, state, NULL, err, sizeof(err)), 0, "%s", err);
+	store_close(&s);
 }
