@@ -1,6 +1,6 @@
 /* cfs: the control filesystem; see cfs.h.  Each operation maps a path to
  * "root", a top-level file, a controller or one of its files, and calls the
- * manager.  Runs on libfuse worker threads; holds no lock of its own except
+ * daemon's controller API (mgr.h) or the file tables (attrs.h).  Runs on libfuse worker threads; holds no lock of its own except
  * the one of an open file's read buffer. */
 #define FUSE_USE_VERSION 35
 
@@ -19,9 +19,9 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "attrs.h"
 #include "log.h"
 #include "mgr.h"
-#include "vdev.h"
 
 /* st_size of every file: contents are generated, so report a page like sysfs
  * and serve them with direct_io so readers see the real length. */
@@ -39,7 +39,7 @@ struct cfs {
  * content generated at the last read at offset 0. */
 struct cfs_file {
 	struct ctrl *ctrl;              /* NULL for a top-level file */
-	int attr;                       /* enum mgr_attr or enum mgr_gattr */
+	int attr;                       /* index in cfs_attrs or cfs_gattrs */
 	pthread_mutex_t lock;
 	char *buf;
 	size_t len;
@@ -79,7 +79,7 @@ static void parse_path(const char *path, struct node *n)
 	memcpy(n->name, p, len);
 	n->name[len] = '\0';
 	if (!slash) {
-		n->attr = mgr_gattr_lookup(n->name);
+		n->attr = cfs_gattr_lookup(n->name);
 		n->kind = n->attr >= 0 ? N_GFILE : N_CTRL;
 		return;
 	}
@@ -88,7 +88,7 @@ static void parse_path(const char *path, struct node *n)
 		n->kind = N_DEEP;
 		return;
 	}
-	n->attr = mgr_attr_lookup(p);
+	n->attr = cfs_attr_lookup(p);
 	n->kind = N_ATTR;
 }
 
@@ -139,7 +139,7 @@ static int cfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
 		if (n.kind == N_CTRL)
 			fill_stat(st, S_IFDIR | 0755, 2, mgr_ctrl_mtime(fs->mgr, c));
 		else
-			fill_stat(st, S_IFREG | (mgr_attr_writable(n.attr) ? 0644 : 0444),
+			fill_stat(st, S_IFREG | cfs_attrs[n.attr].mode,
 				  1, mgr_ctrl_mtime(fs->mgr, c));
 		mgr_put(fs->mgr, c);
 		return 0;
@@ -166,8 +166,8 @@ static int cfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 			return r;
 		filler(buf, ".", NULL, 0, 0);
 		filler(buf, "..", NULL, 0, 0);
-		for (int g = 0; g < MGR_NGATTRS; g++)
-			filler(buf, mgr_gattr_name(g), NULL, 0, 0);
+		for (size_t g = 0; g < cfs_ngattrs; g++)
+			filler(buf, cfs_gattrs[g].name, NULL, 0, 0);
 		for (size_t i = 0; i < cnt; i++)
 			filler(buf, names[i], NULL, 0, 0);
 		mgr_list_free(names, cnt);
@@ -180,20 +180,11 @@ static int cfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		mgr_put(fs->mgr, c);
 		filler(buf, ".", NULL, 0, 0);
 		filler(buf, "..", NULL, 0, 0);
-		for (int a = 0; a < MGR_NATTRS; a++)
-			filler(buf, mgr_attr_name(a), NULL, 0, 0);
+		for (size_t a = 0; a < cfs_nattrs; a++)
+			filler(buf, cfs_attrs[a].name, NULL, 0, 0);
 		return 0;
 	}
 	return n.kind == N_GFILE || n.kind == N_ATTR ? -ENOTDIR : -ENOENT;
-}
-
-static void refuse_readonly(struct cfs *fs, struct ctrl *c, int attr)
-{
-	char why[96];
-
-	snprintf(why, sizeof(why), "write to %s refused: the file is read-only",
-		 mgr_attr_name(attr));
-	mgr_ctrl_refused(fs->mgr, c, why);
 }
 
 static int cfs_open(const char *path, struct fuse_file_info *fi)
@@ -219,8 +210,8 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 		c = node_ctrl(fs, &n);
 		if (!c)
 			return -ENOENT;
-		if (wr && !mgr_attr_writable(n.attr)) {
-			refuse_readonly(fs, c, n.attr);
+		if (wr && !cfs_attr_writable(n.attr)) {
+			cfs_attr_refuse_readonly(fs->mgr, c, n.attr);
 			mgr_put(fs->mgr, c);
 			return -EACCES;
 		}
@@ -270,8 +261,8 @@ static int cfs_read(const char *path, char *buf, size_t size, off_t off,
 		char *nb;
 		size_t nl;
 
-		r = f->ctrl ? mgr_ctrl_read(fs->mgr, f->ctrl, f->attr, &nb, &nl)
-			    : mgr_global_read(fs->mgr, f->attr, &nb, &nl);
+		r = f->ctrl ? cfs_attr_read(fs->mgr, f->ctrl, f->attr, &nb, &nl)
+			    : cfs_gattr_read(fs->mgr, f->attr, &nb, &nl);
 		if (r < 0)
 			goto out;
 		free(f->buf);
@@ -298,7 +289,7 @@ static int cfs_write(const char *path, const char *buf, size_t size, off_t off,
 		return -EACCES;
 	/* Each write(2) is one complete value, applied at once (configfs
 	 * semantics): `echo` writes once, and the error must reach its caller. */
-	r = mgr_ctrl_write(fs->mgr, f->ctrl, f->attr, buf, size);
+	r = cfs_attr_write(fs->mgr, f->ctrl, f->attr, buf, size);
 	return r < 0 ? r : (int)size;
 }
 
@@ -323,8 +314,8 @@ static int cfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		c = node_ctrl(fs, &n);
 		if (!c)
 			return -ENOENT;
-		if (!mgr_attr_writable(n.attr)) {
-			refuse_readonly(fs, c, n.attr);
+		if (!cfs_attr_writable(n.attr)) {
+			cfs_attr_refuse_readonly(fs->mgr, c, n.attr);
 			r = -EACCES;
 		}
 		mgr_put(fs->mgr, c);
@@ -345,7 +336,7 @@ static int cfs_mkdir(const char *path, mode_t mode)
 	case N_CTRL:
 		if (n.name_too_long)
 			return -EINVAL;
-		return mgr_mkdir(fs->mgr, n.name);
+		return mgr_ctrl_create(fs->mgr, n.name);
 	case N_GFILE:
 	case N_ROOT:
 		return -EEXIST;
@@ -371,7 +362,7 @@ static int cfs_rmdir(const char *path)
 	case N_CTRL:
 		if (n.name_too_long)
 			return -ENOENT;
-		return mgr_rmdir(fs->mgr, n.name);
+		return mgr_ctrl_destroy(fs->mgr, n.name);
 	case N_ROOT:
 		return -EBUSY;
 	case N_GFILE:

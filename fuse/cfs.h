@@ -1,5 +1,6 @@
 /* cfs: the control filesystem (DIR/block/ctl) — nothing but the translation
- * of file operations into manager calls (mgr.h).  libfuse3 high-level API,
+ * of file operations into calls of the daemon's controller API (mgr.h),
+ * with the files declared as show/store tables (attrs.h).  libfuse3 high-level API,
  * multithreaded loop; the operations run on libfuse worker threads and the
  * loop on the thread that calls cfs_run().  Paths from the kernel are
  * trusted to be well formed; names in them are checked by the manager.

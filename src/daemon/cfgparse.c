@@ -345,6 +345,54 @@ int cfg_parse_config_text(const char *buf, size_t len, struct vdev_params *p,
 	return 0;
 }
 
+void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned set)
+{
+	if (set & CFG_BIT(CFG_SIZE))
+		dst->size = src->size;
+	if (set & CFG_BIT(CFG_BLOCK_SIZE))
+		dst->block_size = src->block_size;
+	if (set & CFG_BIT(CFG_BACKING)) {
+		dst->backing = src->backing;
+		memcpy(dst->path, src->path, sizeof(dst->path));
+	}
+	if (set & CFG_BIT(CFG_READONLY))
+		dst->readonly = src->readonly;
+	if (set & CFG_BIT(CFG_QUEUES))
+		dst->queues = src->queues;
+	if (set & CFG_BIT(CFG_SERIAL))
+		memcpy(dst->serial, src->serial, sizeof(dst->serial));
+}
+
+int cfg_check_values(const struct vdev_params *p, unsigned set,
+		     char *err, size_t errlen)
+{
+	char val[sizeof(p->path) + 32];
+	struct vdev_params scratch;
+
+	if ((set & CFG_BIT(CFG_SERIAL)) &&
+	    strnlen(p->serial, sizeof(p->serial)) == sizeof(p->serial)) {
+		snprintf(err, errlen, "serial is longer than %d bytes", VDEV_SERIAL_MAX);
+		return -EINVAL;
+	}
+	if ((set & CFG_BIT(CFG_BACKING)) && p->backing == BE_FILE &&
+	    strnlen(p->path, sizeof(p->path)) == sizeof(p->path)) {
+		snprintf(err, errlen, "backing path is longer than %d bytes", CFG_PATH_MAX);
+		return -EINVAL;
+	}
+	vdev_params_init(&scratch);
+	for (int k = 0; k < CFG_NKEYS; k++) {
+		int r;
+
+		if (!(set & CFG_BIT(k)))
+			continue;
+		cfg_format_value(k, p, true, val, sizeof(val));
+		r = cfg_parse_value(k, val, &scratch, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_size,
 		      char *buf, size_t len)
 {

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vdev.h"
+#include "params.h"
 
 /* Settings a user can write, in read-back order. */
 enum cfg_key {
@@ -59,6 +59,17 @@ int cfg_parse_key_text(enum cfg_key k, const char *buf, size_t len,
  * keys written are ORed into *set. */
 int cfg_parse_config_text(const char *buf, size_t len, struct vdev_params *p,
 			  unsigned *set, char *err, size_t errlen);
+
+/* Copy the settings named in set (CFG_BIT(k)) from src to dst; backing
+ * carries its path. */
+void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned set);
+
+/* Would a user's write (and so the state file) take these values?  Each
+ * key in set is formatted and parsed again by the rules above: callers of
+ * the typed API (mgr_ctrl_set) may bypass the text.  0 or -EINVAL with the
+ * reason. */
+int cfg_check_values(const struct vdev_params *p, unsigned set,
+		     char *err, size_t errlen);
 
 /* The canonical value of k ("" for an unset size), without newline. */
 void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_size,

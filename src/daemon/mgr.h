@@ -1,9 +1,12 @@
-/* mgr: the controller manager — registry of controllers, their minors, the
- * store (sockets/ and devices/ kept in sync with the controllers) and the
- * state file.  Called from FUSE worker threads (concurrently) and from main
- * (create, restore, shutdown).  Trusts its caller for pointers; every piece
- * of user text goes through cfgparse, every file found in the store is
- * checked before it is reused and never removed unless it is ours.
+/* mgr: the controller manager — the daemon's typed controller API over the
+ * registry of controllers, their minors, the store (sockets/ and devices/
+ * kept in sync with the controllers) and the state file.  Called from FUSE
+ * worker threads (concurrently), from main (create, restore, shutdown) and
+ * from tests.  Takes no text: the control fs parses users' writes with
+ * cfgparse and calls mgr_ctrl_set with typed values, which are checked
+ * again here.  Trusts its caller for pointers; every file found in the store
+ * is checked before it is reused and never removed unless it is ours.
+ * Parts: mgr.c (registry), ctrl.c (one controller), store.c, statesave.c.
  *
  * Locking: mgr->lock (innermost, short) guards the registry, the minor map,
  * reference counts and each controller's committed settings; a controller's
@@ -15,40 +18,59 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <limits.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 #include <time.h>
 
-#include "vdev.h"
+#include "params.h"
+#include "store.h"
 
-#define MGR_DEV_MAJOR           241     /* LANANA "local/experimental", as SPDK + Kata */
+#define MGR_DEV_MAJOR           STORE_DEV_MAJOR /* 241, as SPDK + Kata */
 #define MGR_MINOR_LIMIT         (1u << 20)      /* Linux MINORBITS */
 #define MGR_DEFAULT_MAX_CTRLS   4096
 
-/* Files of a controller directory.  The first CFG_NKEYS after CONFIG are the
- * per-key files, in enum cfg_key order. */
-enum mgr_attr {
-	MGR_A_CONFIG = 0,
-	MGR_A_SIZE,
-	MGR_A_BLOCK_SIZE,
-	MGR_A_BACKING,
-	MGR_A_READONLY,
-	MGR_A_QUEUES,
-	MGR_A_SERIAL,
-	MGR_A_STATE,
-	MGR_A_SOCKET,
-	MGR_A_DEVICE,
-	MGR_A_STATS,
-	MGR_A_ERROR,
-	MGR_NATTRS,
+/* What a controller is doing, as its `state` file says. */
+enum ctrl_state {
+	CTRL_UNCONFIGURED = 0,          /* no size yet (nor a file backing) */
+	CTRL_LISTENING,                 /* socket bound, node in devices/ */
+	CTRL_CONNECTED,                 /* a front-end is attached */
+	CTRL_ERROR,                     /* configured but not serving; see error */
 };
 
-/* Read-only files at the top of the control fs.  Their names start with '.',
- * which no controller name may, so they never collide with a controller and
- * `ls ctl/` lists controllers only. */
-enum mgr_gattr {
-	MGR_G_VERSION = 0,      /* .version */
-	MGR_G_INFO,             /* .info: store, engine, totals */
-	MGR_G_STATUS,           /* .status: one line per controller */
-	MGR_NGATTRS,
+/* I/O counters of a live controller (all zero otherwise). */
+struct ctrl_stats {
+	uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
+	uint64_t bytes_read, bytes_written;
+	uint64_t errors;                /* requests completed with IOERR/UNSUPP */
+	uint64_t inflight;
+	char detail[64];                /* backend lines, e.g. "io_mode direct\n" */
+};
+
+/* A snapshot of one controller (mgr_ctrl_info). */
+struct ctrl_info {
+	char name[VDEV_NAME_MAX + 1];
+	unsigned minor;                 /* of the node MGR_DEV_MAJOR:minor */
+	enum ctrl_state state;
+	struct vdev_params params;      /* the accepted settings */
+	bool have_size;                 /* size given by the user (a file backing
+					 * without one takes the file's size) */
+	bool live;                      /* socket listening and node made */
+	uint64_t live_size;             /* live: the size in force (the core's) */
+	char socket[PATH_MAX];          /* absolute path of the socket */
+	char device[PATH_MAX];          /* absolute path of the node */
+	struct ctrl_stats stats;
+	char error[VDEV_ERR_MAX];       /* last error sentence, "" if none */
+	time_t mtime;                   /* last accepted change */
+};
+
+/* The manager's own facts, for the top-level files.  The strings live as
+ * long as the manager. */
+struct mgr_info {
+	const char *store, *sockdir, *devdir, *ctldir, *state_path;
+	const char *engine_info;        /* "key value\n" lines, may be "" */
+	unsigned max_ctrls;
 };
 
 struct mgr_opts {
@@ -56,8 +78,10 @@ struct mgr_opts {
 	const char *state_path;         /* state file */
 	unsigned max_ctrls;             /* new minors are < this; 0 = default */
 	const char *engine_info;        /* "key value\n" lines for .info, or NULL */
+	const struct store_node_ops *node_ops;  /* NULL: the real syscalls */
 };
 
+struct core;
 struct mgr;
 struct ctrl;
 
@@ -79,9 +103,18 @@ void mgr_destroy(struct mgr *m);
 
 const char *mgr_ctl_dir(struct mgr *m);         /* DIR/block/ctl */
 
-/* The control fs operations.  All return 0 / -errno (or a length). */
-int mgr_mkdir(struct mgr *m, const char *name);
-int mgr_rmdir(struct mgr *m, const char *name);
+void mgr_get_info(struct mgr *m, struct mgr_info *out);
+
+/* ---- the controller API (the control fs is a thin layer over it) ------- */
+
+/* Create an unconfigured controller with the lowest free minor.  -EINVAL bad
+ * name, -EEXIST name taken, -ENOSPC no minor left, -ENAMETOOLONG the socket
+ * path would not fit. */
+int mgr_ctrl_create(struct mgr *m, const char *name);
+/* Stop serving and forget a controller (socket and our node removed).
+ * -ENOENT none, -EBUSY a front-end is connected (the reason goes to its
+ * error). */
+int mgr_ctrl_destroy(struct mgr *m, const char *name);
 
 /* A counted reference to a controller; NULL if there is none of that name. */
 struct ctrl *mgr_get(struct mgr *m, const char *name);
@@ -89,27 +122,30 @@ void mgr_put(struct mgr *m, struct ctrl *c);
 /* Snapshot of the controller names (malloc'd array of malloc'd strings). */
 int mgr_list(struct mgr *m, char ***names, size_t *n);
 void mgr_list_free(char **names, size_t n);
+/* References to every controller, in creation order (mgr_refs_put drops
+ * them and frees the array). */
+int mgr_refs(struct mgr *m, struct ctrl ***v, size_t *n);
+void mgr_refs_put(struct mgr *m, struct ctrl **v, size_t n);
 
-const char *mgr_attr_name(enum mgr_attr a);
-bool mgr_attr_writable(enum mgr_attr a);
-int mgr_attr_lookup(const char *name);          /* -1 if none */
-const char *mgr_gattr_name(enum mgr_gattr g);
-int mgr_gattr_lookup(const char *name);         /* -1 if none */
-
-/* Current content of a file (malloc'd in *out, length in *len). */
-int mgr_ctrl_read(struct mgr *m, struct ctrl *c, enum mgr_attr a,
-		  char **out, size_t *len);
-int mgr_global_read(struct mgr *m, enum mgr_gattr g, char **out, size_t *len);
-/* Apply one write(2) to a file: all of it or nothing.  0 or -errno; a
- * refusal leaves its reason in the controller's `error` file and the log. */
-int mgr_ctrl_write(struct mgr *m, struct ctrl *c, enum mgr_attr a,
-		   const char *buf, size_t len);
-/* Record a refused operation the fs layer decided on itself (a write to a
- * read-only file...): the reason goes to `error` and the log. */
-void mgr_ctrl_refused(struct mgr *m, struct ctrl *c, const char *why);
+/* Snapshot of a controller.  0, or -ENOENT once it is removed. */
+int mgr_ctrl_info(struct mgr *m, struct ctrl *c, struct ctrl_info *out);
+/* Apply the settings of p named in set (CFG_BIT(k) of enum cfg_key, see
+ * cfgparse.h) to c: all of them or none.  A controller that becomes complete
+ * (a size, or a file backing) goes live: when this returns 0 its socket
+ * listens and its node exists.  0 or -errno (-EINVAL bad value, -EBUSY not
+ * while a front-end is connected, -EEXIST a foreign file in the way...); a
+ * refusal leaves "<what>refused: reason" in the controller's error and the
+ * log (what: e.g. "write to config ", NULL for none). */
+int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *p,
+		 unsigned set, const char *what);
+/* Record a refused operation the caller decided on itself (a write to a
+ * read-only file, a value that does not parse): the reason goes to error
+ * and the log.  0, or -ENOENT (nothing recorded) once c is removed. */
+int mgr_ctrl_refused(struct mgr *m, struct ctrl *c, const char *why);
 /* Time of the last accepted change (for st_mtime). */
 time_t mgr_ctrl_mtime(struct mgr *m, struct ctrl *c);
 time_t mgr_mtime(struct mgr *m);
 unsigned mgr_count(struct mgr *m);
+const char *ctrl_state_name(enum ctrl_state s);
 
 #endif

@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "vdev.h"
+#include "params.h"
 
 struct state_ctrl {
 	char name[VDEV_NAME_MAX + 1];

@@ -1,0 +1,256 @@
+/* The state file (state.h) as an ordinary user in a temporary directory:
+ * atomic save, restore of names/minors/settings, refusal of a corrupt or
+ * cut-off file with a reason, unknown keys, a missing file. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cfgparse.h"
+#include "dtest.h"
+#include "state.h"
+
+static char path[PATH_MAX], store[PATH_MAX], err[512];
+static struct state_ctrl *sc;
+static size_t n;
+
+static void setup(void)
+{
+	dt_tmpdir();
+	snprintf(path, sizeof(path), "%s/vhostd.state", dt.dir);
+	err[0] = '\0';
+	sc = NULL;
+	n = 0;
+}
+
+static void teardown(void)
+{
+	free(sc);
+	dt_teardown();
+}
+
+TestSuite(state, .init = setup, .fini = teardown, .timeout = 30);
+
+static void three(struct state_ctrl *c)
+{
+	memset(c, 0, 3 * sizeof(*c));
+	snprintf(c[0].name, sizeof(c[0].name), "unconf");
+	c[0].minor = 5;
+	vdev_params_init(&c[0].params);
+	c[0].params.queues = 3;
+
+	snprintf(c[1].name, sizeof(c[1].name), "vhostblk0");
+	c[1].minor = 0;
+	c[1].have_size = true;
+	vdev_params_init(&c[1].params);
+	c[1].params.size = 64 << 20;
+	c[1].params.block_size = 4096;
+	c[1].params.backing = BE_NULL;
+	/* a percent sign, '=' and '#' must survive the escaping */
+	snprintf(c[1].params.serial, sizeof(c[1].params.serial), "ab%%c=d#e");
+
+	snprintf(c[2].name, sizeof(c[2].name), "file.1");
+	c[2].minor = (1u << 20) - 1;
+	vdev_params_init(&c[2].params);
+	c[2].params.backing = BE_FILE;
+	snprintf(c[2].params.path, sizeof(c[2].params.path), "/srv/disks/a.img");
+	c[2].params.readonly = true;
+}
+
+static int load(void)
+{
+	free(sc);
+	sc = NULL;
+	return state_load(path, &sc, &n, store, sizeof(store), err, sizeof(err));
+}
+
+static void assert_same(const struct state_ctrl *a, const struct state_ctrl *b)
+{
+	cr_assert_str_eq(a->name, b->name);
+	cr_assert_eq(a->minor, b->minor, "%s", a->name);
+	cr_assert_eq(a->have_size, b->have_size, "%s", a->name);
+	if (a->have_size)
+		cr_assert_eq(a->params.size, b->params.size, "%s", a->name);
+	cr_assert_eq(a->params.block_size, b->params.block_size, "%s", a->name);
+	cr_assert_eq(a->params.backing, b->params.backing, "%s", a->name);
+	cr_assert_str_eq(a->params.path, b->params.path, "%s", a->name);
+	cr_assert_eq(a->params.readonly, b->params.readonly, "%s", a->name);
+	cr_assert_eq(a->params.queues, b->params.queues, "%s", a->name);
+	cr_assert_str_eq(a->params.serial, b->params.serial, "%s", a->name);
+}
+
+Test(state, save_and_load_round_trip)
+{
+	struct state_ctrl c[3];
+
+	three(c);
+	cr_assert_eq(state_save(path, "/var/run/kata containers", c, 3, err,
+				sizeof(err)), 0, "%s", err);
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 3);
+	cr_assert_str_eq(store, "/var/run/kata containers");
+	for (size_t i = 0; i < 3; i++)
+		assert_same(&sc[i], &c[i]);
+}
+
+Test(state, saved_file_is_complete_and_private)
+{
+	struct state_ctrl c[3];
+	char tmp[PATH_MAX + 8], *text;
+	struct stat st;
+
+	three(c);
+	cr_assert_eq(state_save(path, "/s", c, 3, err, sizeof(err)), 0, "%s", err);
+	text = dt_slurp(path);
+	cr_assert_not_null(text);
+	cr_assert(strstr(text, "\nvhostd-state 1\n"), "%s", text);
+	cr_assert(strstr(text, "\nctrl vhostblk0 0 size=67108864 "), "%s", text);
+	cr_assert_eq(text[strlen(text) - 1], '\n');
+	free(text);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	cr_assert_eq(access(tmp, F_OK), -1, "no temporary file is left");
+}
+
+Test(state, save_replaces_atomically)
+{
+	struct state_ctrl c[3];
+	char tmp[PATH_MAX + 8], *before, *after;
+
+	three(c);
+	cr_assert_eq(state_save(path, "/s", c, 3, err, sizeof(err)), 0, "%s", err);
+	before = dt_slurp(path);
+	/* a temporary file left by a crash mid-save is simply overwritten */
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	dt_write_file(tmp, "vhostd-state 1\nctrl half");
+	cr_assert_eq(state_save(path, "/s", c, 1, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 1);
+
+	/* a save that cannot complete leaves the previous file whole */
+	cr_assert_eq(state_save(path, "/s", c, 3, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(chmod(dt.dir, 0500), 0);
+	err[0] = '\0';
+	cr_assert_lt(state_save(path, "/s", c, 1, err, sizeof(err)), 0);
+	cr_assert(strstr(err, ".tmp"), "the reason names the file: %s", err);
+	cr_assert_eq(chmod(dt.dir, 0700), 0);
+	after = dt_slurp(path);
+	cr_assert_str_eq(after, before);
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 3);
+	free(before);
+	free(after);
+}
+
+Test(state, missing_file_is_empty)
+{
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 0);
+	cr_assert_str_eq(store, "");
+}
+
+Test(state, empty_and_comment_only_files)
+{
+	dt_write_file(path, "");
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 0);
+	dt_write_file(path, "vhostd-state 1\n");
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 0);
+}
+
+/* Each text must be refused with -EINVAL and a reason containing why. */
+static void refused(const char *text, const char *why)
+{
+	dt_write_file(path, text);
+	err[0] = '\0';
+	cr_assert_eq(load(), -EINVAL, "accepted: %s", text);
+	cr_assert_null(sc);
+	cr_assert_eq(n, 0);
+	cr_assert(strstr(err, path), "the reason names the file: %s", err);
+	cr_assert(strstr(err, why), "for '%s': reason '%s' lacks '%s'", text, err, why);
+}
+
+Test(state, corrupt_files_refused)
+{
+	refused("hello world\n", "line 1: not a vhostd state file");
+	/* lines, but no header: not ours (an empty file is an empty state) */
+	refused("# nothing\n\n   \n", "line 3: not a vhostd state file");
+	refused("vhostd-state 2\n", "unsupported version 2");
+	refused("vhostd-state 1 extra\n", "not a vhostd state file");
+	refused("ctrl a 0\n", "not a vhostd state file");
+	refused("vhostd-state 1\nctrl a 0\nctrl b 0\n", "line 3: controller b repeats");
+	refused("vhostd-state 1\nctrl a 0\nctrl a 1\n", "repeats a name or minor");
+	refused("vhostd-state 1\nctrl .a 0\n", "bad controller name");
+	refused("vhostd-state 1\nctrl a -1\n", "bad minor");
+	refused("vhostd-state 1\nctrl a 1048576\n", "bad minor");
+	refused("vhostd-state 1\nctrl a x\n", "bad minor");
+	refused("vhostd-state 1\nctrl a 0 size=1M size=2M\n", "bad or repeated key");
+	refused("vhostd-state 1\nctrl a 0 size=1Q\n", "controller a: ");
+	refused("vhostd-state 1\nctrl a 0 serial=%00\n", "bad escape");
+	refused("vhostd-state 1\nctrl a 0 serial=%4\n", "bad escape");
+	refused("vhostd-state 1\nstore relative\n", "bad store line");
+	refused("vhostd-state 1\nctrl a 0\nstore /late\n", "bad store line");
+	refused("vhostd-state 1\nfoo\n", "line 2: expected 'ctrl NAME MINOR");
+}
+
+Test(state, unknown_key_refused)
+{
+	refused("vhostd-state 1\nctrl a 0 size=1M colour=blue\n", "bad or repeated key");
+	refused("vhostd-state 1\nctrl a 0 sizes=1M\n", "bad or repeated key");
+	refused("vhostd-state 1\nctrl a 0 size\n", "bad or repeated key");
+}
+
+Test(state, nul_byte_refused)
+{
+	static const char text[] = "vhostd-state 1\nctrl a\0 0\n";
+	FILE *f = fopen(path, "we");
+
+	cr_assert_not_null(f);
+	fwrite(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	cr_assert_eq(load(), -EINVAL);
+	cr_assert(strstr(err, "NUL byte"), "%s", err);
+}
+
+/* A file cut short (a disk full or a copy interrupted; our own saves are
+ * atomic) is refused wherever the cut makes it malformed. */
+Test(state, partial_file_refused)
+{
+	struct state_ctrl c[3];
+	char *text;
+	static const char *const cuts[] = {
+		"vhostd-st",            /* in the header */
+		"serial=ab%2",          /* in an escape */
+		"block_si",             /* in a key */
+	};
+
+	three(c);
+	cr_assert_eq(state_save(path, "/s", c, 3, err, sizeof(err)), 0, "%s", err);
+	text = dt_slurp(path);
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		char *at = strstr(text, cuts[i]);
+		char *part;
+
+		cr_assert_not_null(at, "%s not in %s", cuts[i], text);
+		part = strndup(text, at - text + strlen(cuts[i]));
+		dt_write_file(path, part);
+		err[0] = '\0';
+		cr_assert_eq(load(), -EINVAL, "accepted a file cut after '%s'", cuts[i]);
+		cr_assert_neq(err[0], '\0');
+		free(part);
+	}
+	free(text);
+}
+
+Test(state, unreadable_file_is_an_error_not_empty)
+{
+	dt_write_file(path, "vhostd-state 1\n");
+	cr_assert_eq(chmod(path, 0), 0);
+	cr_assert_eq(load(), -EACCES);
+	cr_assert(strstr(err, "cannot open state file"), "%s", err);
+}
