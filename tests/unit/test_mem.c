@@ -29,7 +29,7 @@ Test(mem, table_shape)
 		cr_assert_eq(g.t->regions[i].gpa, g.d[i].guest_phys_addr);
 		cr_assert_eq(g.t->regions[i].size, g.d[i].memory_size);
 		cr_assert_eq(g.t->regions[i].uva, g.d[i].userspace_addr);
-		cr_assert_eq(g.t->regions[i].map_len, g.d[i].mmap_offset + g.d[i].memory_size);
+		cr_assert_eq(g.t->regions[i].map->len, g.d[i].mmap_offset + g.d[i].memory_size);
 	}
 }
 
@@ -259,22 +259,26 @@ Test(mem, bad_fds_refused)
 
 Test(mem, too_many_regions_refused)
 {
-	struct mem_region_desc d[MEM_MAX_REGIONS + 1];
-	int fds[MEM_MAX_REGIONS + 1];
+	static struct mem_region_desc d[MEM_MAX_SLOTS + 1];
+	static int fds[MEM_MAX_SLOTS + 1];
 	struct mem_table *t = NULL;
 	char err[256] = "";
-	int fd = test_memfd("r", 0x100000);
+	int fd = test_memfd("r", (MEM_MAX_SLOTS + 1) * 0x1000ull);
 
-	for (unsigned i = 0; i <= MEM_MAX_REGIONS; i++) {
-		d[i] = (struct mem_region_desc){ i * 0x10000ull, 0x10000, 0x10000000 + i * 0x10000ull,
-						 i * 0x10000ull };
+	for (unsigned i = 0; i <= MEM_MAX_SLOTS; i++) {
+		d[i] = (struct mem_region_desc){ i * 0x1000ull, 0x1000, 0x10000000 + i * 0x1000ull,
+						 i * 0x1000ull };
 		fds[i] = fd;
 	}
-	cr_assert_eq(mem_table_map(d, fds, MEM_MAX_REGIONS + 1, &t, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(mem_table_map(d, fds, MEM_MAX_SLOTS + 1, &t, err, sizeof(err)), -EINVAL);
 	cr_assert_neq(err[0], '\0');
-	/* eight regions sharing one fd at different offsets are fine */
-	cr_assert_eq(mem_table_map(d, fds, MEM_MAX_REGIONS, &t, err, sizeof(err)), 0);
-	cr_assert_eq(t->nregions, MEM_MAX_REGIONS);
+	/* the most regions, sharing one fd at different offsets, are fine */
+	cr_assert_eq(mem_table_map(d, fds, MEM_MAX_SLOTS, &t, err, sizeof(err)), 0);
+	cr_assert_eq(t->nregions, MEM_MAX_SLOTS);
+	/* and translate by binary search */
+	for (unsigned i = 0; i < MEM_MAX_SLOTS; i += 37)
+		cr_assert_not_null(mem_gpa_to_host(t, i * 0x1000ull + 0x10, 0x100));
+	cr_assert_null(mem_gpa_to_host(t, MEM_MAX_SLOTS * 0x1000ull, 1));
 	mem_table_unmap(t);
 	/* zero regions: an empty table that translates nothing */
 	t = NULL;
@@ -333,4 +337,101 @@ Test(mem, unmap_releases_mappings)
 	*(uint8_t *)mem_gpa_to_host(t, 0x100000, 1) = 1;
 	mem_table_unmap(t);
 	cr_assert_eq(count_maps("vhostd-unmapcheck"), 0);
+}
+
+/* ADD/REM_MEM_REG: tables built region by region share their mappings; a
+ * region is mapped once, and unmapped with the last table holding it. */
+Test(mem, add_and_remove_share_mappings)
+{
+	struct mem_region_desc a = { 0x100000, 0x10000, 0x7000000, 0 };
+	struct mem_region_desc b = { 0x400000, 0x10000, 0x9000000, 0x1000 };
+	int fa = test_memfd("vhostd-slot-a", 0x10000);
+	int fb = test_memfd("vhostd-slot-b", 0x20000);
+	struct mem_table *t1 = NULL, *t2 = NULL, *t3 = NULL;
+	char err[256] = "";
+
+	cr_assert_eq(mem_table_add(NULL, &a, fa, &t1, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(mem_table_add(t1, &b, fb, &t2, err, sizeof(err)), 0, "%s", err);
+	close(fa);
+	close(fb);
+	cr_assert_eq(t2->nregions, 2);
+	cr_assert_eq(count_maps("vhostd-slot-a"), 1, "region a mapped once for both tables");
+	cr_assert_eq(t1->regions[0].host, t2->regions[0].host);
+	*(uint8_t *)mem_gpa_to_host(t2, 0x400000 + 5, 1) = 0x5a;
+	mem_table_unmap(t1);    /* the old table goes; a stays for t2 */
+	cr_assert_eq(count_maps("vhostd-slot-a"), 1);
+	cr_assert_eq(mem_table_remove(t2, &a, &t3, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(t3->nregions, 1);
+	cr_assert_null(mem_gpa_to_host(t3, 0x100000, 1));
+	cr_assert_eq(*(uint8_t *)mem_gpa_to_host(t3, 0x400000 + 5, 1), 0x5a);
+	mem_table_unmap(t2);    /* the last table holding a */
+	cr_assert_eq(count_maps("vhostd-slot-a"), 0);
+	cr_assert_eq(count_maps("vhostd-slot-b"), 1);
+	mem_table_unmap(t3);
+	cr_assert_eq(count_maps("vhostd-slot-b"), 0);
+}
+
+Test(mem, add_refuses_overlap_and_bad_regions)
+{
+	struct mem_region_desc a = { 0x100000, 0x10000, 0x7000000, 0 };
+	int fd = test_memfd("vhostd-slot-bad", 0x20000);
+	struct mem_table *t = NULL, *t2 = NULL;
+	char err[256] = "";
+	const struct mem_region_desc bad[] = {
+		{ 0x108000, 0x10000, 0x8000000, 0 },            /* guest range overlaps */
+		{ 0x200000, 0x10000, 0x7008000, 0 },            /* user range overlaps */
+		{ 0x200000, 0x10000, 0x8000000, 0x18000 },      /* beyond its file */
+		{ 0x200000, 0, 0x8000000, 0 },                  /* empty */
+		{ UINT64_MAX - 0x1000, 0x10000, 0x8000000, 0 }, /* wraps */
+	};
+
+	cr_assert_eq(mem_table_add(NULL, &a, fd, &t, err, sizeof(err)), 0, "%s", err);
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		cr_assert_eq(mem_table_add(t, &bad[i], fd, &t2, err, sizeof(err)), -EINVAL,
+			     "bad region %u accepted", i);
+		cr_assert_neq(err[0], '\0');
+	}
+	cr_assert_eq(count_maps("vhostd-slot-bad"), 1, "a refused region stayed mapped");
+	cr_assert_eq(t->nregions, 1, "the old table is untouched");
+	mem_table_unmap(t);
+	close(fd);
+}
+
+Test(mem, remove_unknown_region_refused)
+{
+	struct mem_region_desc a = { 0x100000, 0x10000, 0x7000000, 0 };
+	struct mem_region_desc other = { 0x100000, 0x8000, 0x7000000, 0 };    /* size differs */
+	int fd = test_memfd("vhostd-slot-rem", 0x10000);
+	struct mem_table *t = NULL, *t2 = NULL;
+	char err[256] = "";
+
+	cr_assert_eq(mem_table_add(NULL, &a, fd, &t, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(mem_table_remove(t, &other, &t2, err, sizeof(err)), -ENOENT);
+	cr_assert_neq(err[0], '\0');
+	cr_assert_eq(mem_table_remove(NULL, &a, &t2, err, sizeof(err)), -ENOENT);
+	mem_table_unmap(t);
+	close(fd);
+}
+
+Test(mem, slots_fill_up)
+{
+	int fd = test_memfd("vhostd-slot-full", 0x1000);
+	struct mem_table *t = NULL, *n;
+	char err[256] = "";
+
+	for (unsigned i = 0; i < MEM_MAX_SLOTS; i++) {
+		struct mem_region_desc d = { i * 0x2000ull, 0x1000, 0x10000000 + i * 0x2000ull, 0 };
+		cr_assert_eq(mem_table_add(t, &d, fd, &n, err, sizeof(err)), 0, "slot %u: %s", i, err);
+		mem_table_unmap(t);
+		t = n;
+	}
+	{
+		struct mem_region_desc d = { 0x40000000, 0x1000, 0x50000000, 0 };
+		cr_assert_eq(mem_table_add(t, &d, fd, &n, err, sizeof(err)), -ENOSPC);
+	}
+	cr_assert_not_null(mem_gpa_to_host(t, 300 * 0x2000ull, 0x1000));
+	cr_assert_null(mem_gpa_to_host(t, 300 * 0x2000ull + 0x1000, 1), "the hole between slots");
+	mem_table_unmap(t);
+	close(fd);
 }
