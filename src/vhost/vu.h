@@ -74,6 +74,15 @@ enum vu_request {
 #define VU_PROTOCOL_F_CONFIG        9
 #define VU_PROTOCOL_F_INFLIGHT_SHMFD 12
 #define VU_PROTOCOL_F_RESET_DEVICE  13
+#define VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS 15
+#define VU_PROTOCOL_F_STATUS        16
+
+/* Requests the back-end sends on the back-end channel (SET_BACKEND_REQ_FD). */
+#define VU_BACKEND_CONFIG_CHANGE_MSG 2
+
+/* virtio device status bits (virtio 1.2 §2.1) we look at. */
+#define VU_STATUS_DRIVER_OK     4
+#define VU_STATUS_NEEDS_RESET   64
 
 #define VU_VRING_IDX_MASK       0xffu
 #define VU_VRING_NOFD_MASK      (1u << 8)
@@ -108,6 +117,12 @@ struct vu_memory {
 	struct mem_region_desc regions[MEM_MAX_REGIONS];
 };
 
+/* ADD_MEM_REG / REM_MEM_REG: "single memory region description". */
+struct vu_mem_reg {
+	uint64_t padding;
+	struct mem_region_desc region;
+};
+
 struct vu_inflight {
 	uint64_t mmap_size;
 	uint64_t mmap_offset;
@@ -129,6 +144,7 @@ struct vu_msg {
 		struct vu_vring_state state;
 		struct vu_vring_addr addr;
 		struct vu_memory memory;
+		struct vu_mem_reg mem_reg;
 		struct vu_config config;
 		struct vu_inflight inflight;
 		uint8_t bytes[VU_MAX_PAYLOAD];
@@ -143,6 +159,7 @@ _Static_assert(sizeof(struct vu_vring_state) == 8, "vring state");
 _Static_assert(sizeof(struct vu_vring_addr) == 40, "vring address");
 _Static_assert(sizeof(struct mem_region_desc) == 32, "memory region description");
 _Static_assert(offsetof(struct vu_memory, regions) == 8, "memory regions description");
+_Static_assert(sizeof(struct vu_mem_reg) == 40, "single memory region description");
 _Static_assert(offsetof(struct vu_inflight, num_queues) == 16 &&
 	       offsetof(struct vu_inflight, queue_size) == 18, "inflight description");
 _Static_assert(offsetof(struct vu_config, region) == 12, "device config space");
@@ -174,6 +191,8 @@ struct vu_conn {
 	size_t inflight_len;
 	uint16_t inflight_nq, inflight_qs;
 	int reply_fd;                   /* fd to send with the next reply */
+	int backend_fd;                 /* back-end channel (SET_BACKEND_REQ_FD), -1 = none */
+	uint8_t status;                 /* virtio device status (SET_STATUS) */
 	/* prepared by a handler, applied by its commit with the rings stopped */
 	struct mem_table *staged_mem;
 	struct vu_inflight_set staged_infl;
@@ -202,5 +221,14 @@ void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *en
 int vu_dispatch(struct vu_conn *c, struct vu_msg *m);
 /* Stop every ring, release memory and fds; the device keeps its data. */
 void vu_conn_teardown(struct vu_conn *c);
+/* Run fn(arg) with every running ring of c stopped (requests in flight
+ * drained), then restart them: for changes the engine must not see half
+ * done (a backend resize).  fn's result, or a ring's restart failure. */
+int vu_conn_quiesce(struct vu_conn *c, int (*fn)(void *arg), void *arg);
+/* Tell the front-end the device's config space changed (a resize), over the
+ * back-end channel.  False (and nothing sent) if the front-end gave none or
+ * did not negotiate it; the front-end then sees the change at its next
+ * GET_CONFIG. */
+bool vu_config_changed(struct vu_conn *c);
 
 #endif

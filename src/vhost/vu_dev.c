@@ -27,8 +27,9 @@
 #define BIT(n) (1ULL << (n))
 
 #define VU_PROTOCOL_FEATURES (BIT(VU_PROTOCOL_F_MQ) | BIT(VU_PROTOCOL_F_REPLY_ACK) | \
-			      BIT(VU_PROTOCOL_F_CONFIG) | BIT(VU_PROTOCOL_F_RESET_DEVICE) | \
-			      BIT(VU_PROTOCOL_F_INFLIGHT_SHMFD))
+			      BIT(VU_PROTOCOL_F_BACKEND_REQ) | BIT(VU_PROTOCOL_F_CONFIG) | \
+			      BIT(VU_PROTOCOL_F_RESET_DEVICE) | BIT(VU_PROTOCOL_F_INFLIGHT_SHMFD) | \
+			      BIT(VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | BIT(VU_PROTOCOL_F_STATUS))
 
 /* Handler results besides -errno. */
 #define VU_OK     0     /* done; REPLY_ACK (if asked) says success */
@@ -140,7 +141,8 @@ static void vq_stop(struct vu_conn *c, struct vq *vq)
 }
 
 /* Run fn with every running ring stopped, then restart them. */
-static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *))
+static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *, void *),
+			      void *arg)
 {
 	bool was[VDEV_MAX_QUEUES];
 	int rc, rc2 = 0;
@@ -149,7 +151,7 @@ static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *))
 		was[i] = c->blk->vqs[i].attached;
 		vq_stop(c, &c->blk->vqs[i]);
 	}
-	rc = fn(c);
+	rc = fn(c, arg);
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
 		if (was[i] && rc2 == 0)
 			rc2 = vq_start(c, &c->blk->vqs[i]);
@@ -246,7 +248,7 @@ static int h_get_queue_num(struct vu_conn *c, struct vu_msg *m)
 	return VU_REPLY;
 }
 
-/* Commit of SET_MEM_TABLE (every ring stopped). */
+/* Commit of SET_MEM_TABLE and ADD/REM_MEM_REG (every ring stopped). */
 static int swap_mem(struct vu_conn *c)
 {
 	struct mem_table *old = c->mem;
@@ -290,6 +292,98 @@ static int h_set_mem_table(struct vu_conn *c, struct vu_msg *m)
 		     (unsigned long long)t->regions[i].size,
 		     (unsigned long long)t->regions[i].uva);
 	c->staged_mem = t;
+	return VU_OK;
+}
+
+static int h_get_max_mem_slots(struct vu_conn *c, struct vu_msg *m)
+{
+	m->payload.u64 = MEM_MAX_SLOTS;
+	m->hdr.size = sizeof(uint64_t);
+	return VU_REPLY;
+}
+
+/* ADD_MEM_REG: the new table is built (the region mapped, checked against
+ * the others) while the rings run; only the swap stops them. */
+static int h_add_mem_reg(struct vu_conn *c, struct vu_msg *m)
+{
+	const struct mem_region_desc *d = &m->payload.mem_reg.region;
+	struct mem_table *t;
+	int rc;
+
+	if (m->nfds != 1) {
+		snprintf(c->err, sizeof(c->err), "ADD_MEM_REG with %u fds", m->nfds);
+		return -EINVAL;
+	}
+	rc = mem_table_add(c->mem, d, m->fds[0], &t, c->err, sizeof(c->err));
+	if (rc < 0)
+		return rc;
+	vlog(LOG_DEBUG, "[%s] add region: gpa 0x%llx size 0x%llx uva 0x%llx (%u regions)",
+	     name(c), (unsigned long long)d->guest_phys_addr,
+	     (unsigned long long)d->memory_size, (unsigned long long)d->userspace_addr,
+	     t->nregions);
+	c->staged_mem = t;
+	return VU_OK;
+}
+
+/* REM_MEM_REG: no request in flight may still use the region, so its
+ * mapping goes only after the swap, with every ring drained. */
+static int h_rem_mem_reg(struct vu_conn *c, struct vu_msg *m)
+{
+	const struct mem_region_desc *d = &m->payload.mem_reg.region;
+	struct mem_table *t;
+	int rc;
+
+	/* No fd is due; one is tolerated (and closed) as the spec allows. */
+	if (m->nfds > 1) {
+		snprintf(c->err, sizeof(c->err), "REM_MEM_REG with %u fds", m->nfds);
+		return -EINVAL;
+	}
+	rc = mem_table_remove(c->mem, d, &t, c->err, sizeof(c->err));
+	if (rc < 0)
+		return rc;
+	vlog(LOG_DEBUG, "[%s] remove region: gpa 0x%llx size 0x%llx (%u regions left)",
+	     name(c), (unsigned long long)d->guest_phys_addr,
+	     (unsigned long long)d->memory_size, t->nregions);
+	c->staged_mem = t;
+	return VU_OK;
+}
+
+static int h_set_status(struct vu_conn *c, struct vu_msg *m)
+{
+	if (m->payload.u64 > 0xff) {
+		snprintf(c->err, sizeof(c->err), "SET_STATUS 0x%llx is not a status byte",
+			 (unsigned long long)m->payload.u64);
+		return -EINVAL;
+	}
+	/* Recorded only: the rings follow their own messages (QEMU sends
+	 * SET_STATUS 0 before GET_VRING_BASE, whose answer must stay right). */
+	c->status = (uint8_t)m->payload.u64;
+	vlog(LOG_DEBUG, "[%s] device status 0x%02x", name(c), c->status);
+	return VU_OK;
+}
+
+static int h_get_status(struct vu_conn *c, struct vu_msg *m)
+{
+	uint64_t st = c->status;
+
+	/* A backing that went away: the driver should reset the device. */
+	if (c->blk->be && atomic_load(&c->blk->be->failed))
+		st |= VU_STATUS_NEEDS_RESET;
+	m->payload.u64 = st;
+	m->hdr.size = sizeof(uint64_t);
+	return VU_REPLY;
+}
+
+static int h_set_backend_req_fd(struct vu_conn *c, struct vu_msg *m)
+{
+	if (m->nfds != 1) {
+		snprintf(c->err, sizeof(c->err), "SET_BACKEND_REQ_FD with %u fds", m->nfds);
+		return -EINVAL;
+	}
+	if (c->backend_fd >= 0)
+		close(c->backend_fd);
+	c->backend_fd = m->fds[0];
+	m->fds[0] = -1;
 	return VU_OK;
 }
 
@@ -632,7 +726,8 @@ static const struct vu_handler handlers[VU_REQUEST_MAX] = {
 		.fn = h_set_vring_enable, VRING_STATE },
 	[VU_SEND_RARP] = { .name = "SEND_RARP" },
 	[VU_NET_SET_MTU] = { .name = "NET_SET_MTU" },
-	[VU_SET_BACKEND_REQ_FD] = { .name = "SET_BACKEND_REQ_FD" },
+	[VU_SET_BACKEND_REQ_FD] = { .name = "SET_BACKEND_REQ_FD",
+		.fn = h_set_backend_req_fd, NONE, .may_have_fds = true },
 	[VU_IOTLB_MSG] = { .name = "IOTLB_MSG" },
 	[VU_SET_VRING_ENDIAN] = { .name = "SET_VRING_ENDIAN" },
 	[VU_GET_CONFIG] = { .name = "GET_CONFIG",
@@ -657,14 +752,27 @@ static const struct vu_handler handlers[VU_REQUEST_MAX] = {
 	[VU_RESET_DEVICE] = { .name = "RESET_DEVICE",
 		.fn = h_reset, NONE },
 	[VU_VRING_KICK] = { .name = "VRING_KICK" },
-	[VU_GET_MAX_MEM_SLOTS] = { .name = "GET_MAX_MEM_SLOTS" },
-	[VU_ADD_MEM_REG] = { .name = "ADD_MEM_REG" },
-	[VU_REM_MEM_REG] = { .name = "REM_MEM_REG" },
-	[VU_SET_STATUS] = { .name = "SET_STATUS" },
-	[VU_GET_STATUS] = { .name = "GET_STATUS" },
+	[VU_GET_MAX_MEM_SLOTS] = { .name = "GET_MAX_MEM_SLOTS",
+		.fn = h_get_max_mem_slots, NONE },
+	[VU_ADD_MEM_REG] = { .name = "ADD_MEM_REG",
+		.fn = h_add_mem_reg, SIZE(struct vu_mem_reg), .may_have_fds = true,
+		.commit = swap_mem, .quiesce = VU_Q_ALL },
+	[VU_REM_MEM_REG] = { .name = "REM_MEM_REG",
+		.fn = h_rem_mem_reg, SIZE(struct vu_mem_reg), .may_have_fds = true,
+		.commit = swap_mem, .quiesce = VU_Q_ALL },
+	[VU_SET_STATUS] = { .name = "SET_STATUS",
+		.fn = h_set_status, SIZE(uint64_t) },
+	[VU_GET_STATUS] = { .name = "GET_STATUS",
+		.fn = h_get_status, NONE },
 };
 
 /* --- dispatcher ----------------------------------------------------------- */
+
+static int run_commit(struct vu_conn *c, void *arg)
+{
+	const struct vu_handler *h = arg;
+	return h->commit(c);
+}
 
 const char *vu_request_name(uint32_t req)
 {
@@ -776,9 +884,9 @@ int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
 		break;
 	}
 	case VU_Q_ALL:
-		rc = h->fn(c, m);
+		rc = h->fn(c, m);           /* stages what commit applies */
 		if (rc >= 0) {
-			int rc2 = with_rings_stopped(c, h->commit);
+			int rc2 = with_rings_stopped(c, run_commit, (void *)h);
 			if (rc2 < 0) {
 				c->reply_fd = -1;       /* no reply goes out */
 				rc = rc2;
@@ -816,11 +924,54 @@ void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *en
 	c->thread_hint = thread_hint;
 	c->inflight_fd = -1;
 	c->reply_fd = -1;
+	c->backend_fd = -1;
+}
+
+struct quiesce_args {
+	int (*fn)(void *arg);
+	void *arg;
+};
+
+static int run_quiesced(struct vu_conn *c, void *arg)
+{
+	struct quiesce_args *q = arg;
+	return q->fn(q->arg);
+}
+
+int vu_conn_quiesce(struct vu_conn *c, int (*fn)(void *arg), void *arg)
+{
+	struct quiesce_args q = { fn, arg };
+	return with_rings_stopped(c, run_quiesced, &q);
+}
+
+bool vu_config_changed(struct vu_conn *c)
+{
+	struct vu_msg m = { .hdr = { .request = VU_BACKEND_CONFIG_CHANGE_MSG,
+				     .flags = VU_VERSION, .size = 0 } };
+	int rc;
+
+	if (c->backend_fd < 0 || !has_protocol(c, VU_PROTOCOL_F_BACKEND_REQ) ||
+	    !has_protocol(c, VU_PROTOCOL_F_CONFIG))
+		return false;
+	/* No NEED_REPLY: the front-end answers a config change by asking for
+	 * the config (GET_CONFIG) on the main channel, which this very thread
+	 * serves; waiting here for its reply would deadlock both. */
+	rc = vu_send(c->backend_fd, &m, NULL, 0);
+	if (rc < 0) {
+		vlog(LOG_WARNING, "[%s] cannot announce the config change: %s", name(c),
+		     strerror(-rc));
+		return false;
+	}
+	return true;
 }
 
 void vu_conn_teardown(struct vu_conn *c)
 {
 	reset_device(c);
+	if (c->backend_fd >= 0)
+		close(c->backend_fd);
+	c->backend_fd = -1;
+	c->status = 0;
 	mem_table_unmap(c->mem);
 	c->mem = NULL;
 	inflight_unmap(c);

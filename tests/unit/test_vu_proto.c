@@ -262,9 +262,7 @@ Test(vu, bad_version)
 Test(vu, unknown_requests)
 {
 	const uint32_t reqs[] = { 0, VU_SET_LOG_BASE, VU_SET_LOG_FD, VU_SEND_RARP,
-				  VU_NET_SET_MTU, VU_SET_BACKEND_REQ_FD, VU_IOTLB_MSG,
-				  VU_ADD_MEM_REG, VU_REM_MEM_REG,
-				  VU_GET_MAX_MEM_SLOTS, VU_SET_STATUS, VU_GET_STATUS,
+				  VU_NET_SET_MTU, VU_IOTLB_MSG, VU_VRING_KICK,
 				  VU_REQUEST_MAX, 1000, 0xffffffff };
 	int e = new_eventfd();
 
@@ -542,8 +540,9 @@ Test(vu, get_protocol_features_and_queue_num)
 	cr_assert_eq(msg0(VU_GET_PROTOCOL_FEATURES, V), 0);
 	pf = reply_u64(VU_GET_PROTOCOL_FEATURES);
 	cr_assert_eq(pf, BIT(VU_PROTOCOL_F_MQ) | BIT(VU_PROTOCOL_F_REPLY_ACK) |
-		     BIT(VU_PROTOCOL_F_CONFIG) | BIT(VU_PROTOCOL_F_RESET_DEVICE) |
-		     BIT(VU_PROTOCOL_F_INFLIGHT_SHMFD),
+		     BIT(VU_PROTOCOL_F_BACKEND_REQ) | BIT(VU_PROTOCOL_F_CONFIG) |
+		     BIT(VU_PROTOCOL_F_RESET_DEVICE) | BIT(VU_PROTOCOL_F_INFLIGHT_SHMFD) |
+		     BIT(VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | BIT(VU_PROTOCOL_F_STATUS),
 		     "0x%llx", (unsigned long long)pf);
 	cr_assert_eq(msg0(VU_GET_QUEUE_NUM, V), 0);
 	cr_assert_eq(reply_u64(VU_GET_QUEUE_NUM), QUEUES);
@@ -1331,4 +1330,134 @@ Test(vu, get_inflight_fd_while_running_stress, .timeout = 60)
 	}
 	cr_assert_eq(fx.broken_calls, 0);
 	end_session(&s);
+}
+
+/* ---- memory slots, status, back-end channel ---------------------------------- */
+
+static int mem_reg(uint32_t req, const struct mem_region_desc *d, const int *fds, unsigned nfds)
+{
+	struct vu_mem_reg r = { 0, *d };
+	return msg(req, V, &r, sizeof(r), fds, nfds);
+}
+
+Test(vu, max_mem_slots)
+{
+	cr_assert_eq(msg0(VU_GET_MAX_MEM_SLOTS, V), 0);
+	cr_assert_geq(reply_u64(VU_GET_MAX_MEM_SLOTS), 32, "Kata needs at least 32");
+}
+
+Test(vu, add_and_remove_regions)
+{
+	struct gmem g;
+	const struct mem_table *before;
+
+	gmem_std(&g);
+	/* regions arrive one by one, the table grows, fds are closed */
+	for (unsigned i = 0; i < 4; i++) {
+		cr_assert_eq(mem_reg(VU_ADD_MEM_REG, &g.d[i], &g.fd[i], 1), 0, "%s", fx.c->err);
+		assert_rx_fds_closed();
+		cr_assert_eq(fx.c->mem->nregions, i + 1);
+		cr_assert_eq(fx.blk->vqs[0].mem, fx.c->mem);
+	}
+	*(uint32_t *)gmem_ptr(&g, R2_GPA + 0x40, 4) = 0xfeedf00d;
+	cr_assert_eq(*(uint32_t *)mem_gpa_to_host(fx.c->mem, R2_GPA + 0x40, 4), 0xfeedf00d);
+	/* the same region twice overlaps itself */
+	before = fx.c->mem;
+	cr_assert_eq(mem_reg(VU_ADD_MEM_REG, &g.d[1], &g.fd[1], 1), -EINVAL);
+	assert_rx_fds_closed();
+	cr_assert_eq(fx.c->mem, before, "a refused region leaves the table alone");
+	/* one fd, exactly */
+	cr_assert_eq(mem_reg(VU_ADD_MEM_REG, &g.d[1], NULL, 0), -EINVAL);
+	cr_assert_eq(mem_reg(VU_ADD_MEM_REG, &g.d[1], g.fd, 2), -EINVAL);
+	assert_rx_fds_closed();
+	/* removal by guest address, user address and size; mmap offset ignored */
+	{
+		struct mem_region_desc r = g.d[1];
+		r.mmap_offset = 0x12345000;
+		cr_assert_eq(mem_reg(VU_REM_MEM_REG, &r, NULL, 0), 0, "%s", fx.c->err);
+	}
+	cr_assert_eq(fx.c->mem->nregions, 3);
+	cr_assert_null(mem_gpa_to_host(fx.c->mem, g.d[1].guest_phys_addr, 1));
+	cr_assert_eq(*(uint32_t *)mem_gpa_to_host(fx.c->mem, R2_GPA + 0x40, 4), 0xfeedf00d);
+	/* an unknown region is refused, nothing changes */
+	before = fx.c->mem;
+	cr_assert_eq(mem_reg(VU_REM_MEM_REG, &g.d[1], NULL, 0), -ENOENT);
+	cr_assert_neq(fx.c->err[0], '\0');
+	cr_assert_eq(fx.c->mem, before);
+	/* a stray fd with REM_MEM_REG is closed, not used */
+	cr_assert_eq(mem_reg(VU_REM_MEM_REG, &g.d[0], &g.fd[0], 1), 0, "%s", fx.c->err);
+	assert_rx_fds_closed();
+	cr_assert_eq(fx.c->mem->nregions, 2);
+	/* wrong payload size */
+	{
+		struct vu_mem_reg r = { 0, g.d[0] };
+		cr_assert_eq(msg(VU_ADD_MEM_REG, V, &r, 32, &g.fd[0], 1), -EINVAL);
+		assert_rx_fds_closed();
+	}
+	gmem_fini(&g);
+}
+
+Test(vu, add_mem_reg_beyond_its_file_with_reply_ack)
+{
+	struct gmem g;
+	struct mem_region_desc big;
+
+	gmem_std(&g);
+	negotiate_reply_ack();
+	big = g.d[0];
+	big.memory_size = 64ull << 20;  /* far past the memfd */
+	cr_assert_eq(mem_reg(VU_ADD_MEM_REG, &big, &g.fd[0], 1), -EINVAL);
+	expect_no_reply();
+	/* with NEED_REPLY the failure is answered and the connection goes on */
+	{
+		struct vu_mem_reg r = { 0, big };
+		cr_assert_eq(msg(VU_ADD_MEM_REG, V | VU_FLAG_NEED_REPLY, &r, sizeof(r),
+				 &g.fd[0], 1), 0);
+		cr_assert_neq(reply_u64(VU_ADD_MEM_REG), 0);
+		r.region = g.d[0];
+		cr_assert_eq(msg(VU_ADD_MEM_REG, V | VU_FLAG_NEED_REPLY, &r, sizeof(r),
+				 &g.fd[0], 1), 0);
+		cr_assert_eq(reply_u64(VU_ADD_MEM_REG), 0);
+	}
+	cr_assert_eq(fx.c->mem->nregions, 1);
+	gmem_fini(&g);
+}
+
+Test(vu, status_is_recorded)
+{
+	cr_assert_eq(msg0(VU_GET_STATUS, V), 0);
+	cr_assert_eq(reply_u64(VU_GET_STATUS), 0);
+	cr_assert_eq(msg_u64(VU_SET_STATUS, V, 0x0f), 0);
+	cr_assert_eq(msg0(VU_GET_STATUS, V), 0);
+	cr_assert_eq(reply_u64(VU_GET_STATUS), 0x0f);
+	cr_assert_eq(msg_u64(VU_SET_STATUS, V, 0x100), -EINVAL);
+	/* a backing that failed asks the driver for a reset */
+	atomic_store(&fx.blk->be->failed, true);
+	cr_assert_eq(msg0(VU_GET_STATUS, V), 0);
+	cr_assert_eq(reply_u64(VU_GET_STATUS), 0x0f | VU_STATUS_NEEDS_RESET);
+	atomic_store(&fx.blk->be->failed, false);
+}
+
+Test(vu, config_change_goes_over_the_backend_channel)
+{
+	int sv[2];
+	struct vu_hdr h;
+
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	/* nothing to send on before the channel is negotiated and given */
+	cr_assert(!vu_config_changed(fx.c));
+	cr_assert_eq(msg_u64(VU_SET_FEATURES, V, BIT(VU_F_PROTOCOL_FEATURES)), 0);
+	cr_assert_eq(msg_u64(VU_SET_PROTOCOL_FEATURES, V,
+			     BIT(VU_PROTOCOL_F_BACKEND_REQ) | BIT(VU_PROTOCOL_F_CONFIG)), 0);
+	cr_assert_eq(msg(VU_SET_BACKEND_REQ_FD, V, NULL, 0, NULL, 0), -EINVAL, "needs its fd");
+	cr_assert_eq(msg(VU_SET_BACKEND_REQ_FD, V, NULL, 0, &sv[1], 1), 0, "%s", fx.c->err);
+	close(sv[1]);
+	cr_assert(vu_config_changed(fx.c));
+	cr_assert_eq(recv(sv[0], &h, sizeof(h), MSG_DONTWAIT), (ssize_t)sizeof(h));
+	cr_assert_eq(h.request, VU_BACKEND_CONFIG_CHANGE_MSG);
+	cr_assert_eq(h.flags, VU_VERSION, "no reply asked: it would deadlock GET_CONFIG");
+	cr_assert_eq(h.size, 0);
+	/* a front-end that closed its end costs a warning, not the daemon */
+	close(sv[0]);
+	cr_assert(!vu_config_changed(fx.c));
 }
