@@ -25,6 +25,13 @@ int be_open(const struct vdev_params *p, struct backend **out, char *err, size_t
 	}
 }
 
+int be_holds_data(struct backend *be, uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return 0;
+	return be->ops->holds_data ? be->ops->holds_data(be, off, len) : 1;
+}
+
 int be_ctx_init(struct be_ctx *ctx, unsigned entries, int *why)
 {
 	struct io_uring_params up = { 0 };

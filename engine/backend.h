@@ -108,6 +108,10 @@ struct be_ops {
 	void (*close)(struct backend *be);
 	/* Optional.  Change the size keeping the data that still fits. */
 	int (*resize)(struct backend *be, uint64_t size);
+	/* Optional.  Whether [off, off+len) holds data (1) or reads as zeros
+	 * (0), or -errno; without it any range counts as holding data.  Asked
+	 * before a shrink would cut that range off. */
+	int (*holds_data)(struct backend *be, uint64_t off, uint64_t len);
 	/* Required.  Start io: 0 (done), -errno (failed), BE_QUEUED (one
 	 * completion per SQE it queued will follow; *nsqe says how many), or
 	 * -EAGAIN with nothing queued (no room: retry later). */
@@ -142,6 +146,8 @@ extern const struct be_ops be_file_ops;
 
 /* Open the backend p->backing names. */
 int be_open(const struct vdev_params *p, struct backend **out, char *err, size_t errlen);
+/* Whether [off, off+len) of be holds data: 1, 0, or -errno. */
+int be_holds_data(struct backend *be, uint64_t off, uint64_t len);
 static inline void be_close(struct backend *be)
 {
 	if (be)

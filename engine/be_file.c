@@ -331,6 +331,21 @@ static int file_resize(struct backend *be, uint64_t size)
 	return 0;
 }
 
+/* A regular file knows where its data is (SEEK_DATA); a block device
+ * does not say, so all of it counts. */
+static int file_holds_data(struct backend *be, uint64_t off, uint64_t len)
+{
+	struct file_backend *f = to_file(be);
+	off_t d;
+
+	if (f->is_blk)
+		return 1;
+	d = lseek(f->fd_buffered, (off_t)off, SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO ? 0 : (errno == EINVAL ? 1 : -errno);
+	return (uint64_t)d < off + len;
+}
+
 /* Could O_DIRECT take this request as it is? */
 static bool aligned(const struct file_backend *f, const struct be_io *io)
 {
@@ -448,6 +463,7 @@ const struct be_ops be_file_ops = {
 	.open = file_open,
 	.close = file_close,
 	.resize = file_resize,
+	.holds_data = file_holds_data,
 	.submit = file_submit,
 	.describe = file_describe,
 };

@@ -24,6 +24,11 @@ static void null_close(struct backend *be)
 	free(be);
 }
 
+static int null_holds_data(struct backend *be, uint64_t off, uint64_t len)
+{
+	return 0;       /* it never held any */
+}
+
 static int null_resize(struct backend *be, uint64_t size)
 {
 	be->size = size;
@@ -41,5 +46,6 @@ const struct be_ops be_null_ops = {
 	.open = null_open,
 	.close = null_close,
 	.resize = null_resize,
+	.holds_data = null_holds_data,
 	.submit = null_submit,
 };

@@ -113,6 +113,25 @@ static void ram_zero(struct ram_backend *r, uint64_t off, uint64_t len)
 	}
 }
 
+static int ram_holds_data(struct backend *be, uint64_t off, uint64_t len)
+{
+	const struct ram_backend *r = to_ram(be);
+	const uint8_t *p = r->data + off, *end = p + len;
+
+	if (off > be->size || len > be->size - off)
+		return -EINVAL;
+	for (; p < end && ((uintptr_t)p & 7); p++)
+		if (*p)
+			return 1;
+	for (; p + 8 <= end; p += 8)
+		if (*(const uint64_t *)p)
+			return 1;
+	for (; p < end; p++)
+		if (*p)
+			return 1;
+	return 0;
+}
+
 static int ram_submit(struct backend *be, const struct be_io *io, struct be_ctx *ctx,
 		      unsigned *nsqe)
 {
@@ -141,5 +160,6 @@ const struct be_ops be_ram_ops = {
 	.open = ram_open,
 	.close = ram_close,
 	.resize = ram_resize,
+	.holds_data = ram_holds_data,
 	.submit = ram_submit,
 };

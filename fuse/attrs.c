@@ -124,6 +124,7 @@ const struct cfs_attr cfs_attrs[] = {
 	KEY_ATTR(CFG_READONLY, "readonly"),
 	KEY_ATTR(CFG_QUEUES, "queues"),
 	KEY_ATTR(CFG_SERIAL, "serial"),
+	KEY_ATTR(CFG_ALLOW_SHRINK, "allow_shrink"),
 	{ "state", 0444, -1, show_state, NULL },
 	{ "socket", 0444, -1, show_socket, NULL },
 	{ "device", 0444, -1, show_device, NULL },

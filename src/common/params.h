@@ -29,6 +29,7 @@ struct vdev_params {
 	bool readonly;
 	uint16_t queues;                /* 1..VDEV_MAX_QUEUES */
 	char serial[VDEV_SERIAL_MAX + 1];
+	bool allow_shrink;              /* a smaller size may cut data off the end */
 };
 
 enum core_poll_mode {

@@ -41,6 +41,7 @@ struct vdev {
 	dev_t sock_dev;
 	ino_t sock_ino;
 	bool keep_socket;               /* daemon shutdown: leave the file */
+	bool size_auto;                 /* size follows the backing's (none was set) */
 	int listen_fd;
 	int broken_fd;                  /* engine -> control: a ring broke */
 	struct vu_conn *conn;           /* NULL when no front-end */
@@ -250,8 +251,41 @@ static void on_ring_broken(struct vblk *b, struct vq *vq, const char *why)
 	(void)!write(d->broken_fd, &one, sizeof(one));
 }
 
+static int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen);
+
+/* The backing block device of d now has `bytes`: a device whose size
+ * follows its backing's takes the new size, and a running guest is told. */
+static void backing_resized(struct vdev *d, uint64_t bytes)
+{
+	char err[VDEV_ERR_MAX] = "";
+	uint64_t old = d->blk->be->size;
+	int rc;
+
+	if (!d->size_auto || bytes == old)
+		return;
+	if (d->conn) {
+		rc = live_resize(d, bytes, err, sizeof(err));
+	} else {
+		rc = d->blk->be->ops->resize ? d->blk->be->ops->resize(d->blk->be, bytes) : -EINVAL;
+		if (rc < 0)
+			snprintf(err, sizeof(err), "%s", strerror(-rc));
+		d->blk->params.size = d->blk->be->size;
+	}
+	if (rc < 0) {
+		char msg[VDEV_ERR_MAX + 64];
+		snprintf(msg, sizeof(msg), "backing device resized to %llu bytes, not followed: %s",
+			 (unsigned long long)bytes, err);
+		set_error(d, msg);
+		vlog(LOG_WARNING, "[%s] %s", d->blk->name, msg);
+		return;
+	}
+	vlog(LOG_INFO, "[%s] backing device resized: %llu -> %llu bytes", d->blk->name,
+	     (unsigned long long)old, (unsigned long long)d->blk->be->size);
+}
+
 /* A block device changed: if it is the backing of a device and it is gone
- * (removed, or its medium went away), fail that device's I/O from now on. */
+ * (removed, or its medium went away), fail that device's I/O from now on;
+ * if it changed size, follow it. */
 static void udev_event(struct core *core)
 {
 	struct udev_device *ud = udev_monitor_receive_device(core->mon);
@@ -279,6 +313,14 @@ static void udev_event(struct core *core)
 			set_error(d, msg);
 			vlog(LOG_ERR, "[%s] %s", d->blk->name, msg);
 		}
+	} else if (action && strcmp(action, "change") == 0 && size && devnum) {
+		char *end;
+		unsigned long long sectors = strtoull(size, &end, 10);
+
+		if (*end == '\0' && sectors > 0 && sectors < (UINT64_MAX >> 9))
+			for (struct vdev *d = core->devs; d; d = d->next)
+				if (d->blk->be && d->blk->be->rdev == devnum && !backend_failed(d))
+					backing_resized(d, sectors << 9);
 	}
 	udev_device_unref(ud);
 }
@@ -508,6 +550,7 @@ static int do_create(struct core *core, void *arg)
 	rc = vblk_create(a->name, a->p, &d->blk, a->err, a->errlen);
 	if (rc < 0)
 		goto fail;
+	d->size_auto = a->p->size == 0;
 	d->blk->owner = d;
 	d->blk->ring_broken = on_ring_broken;
 	d->broken_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -608,6 +651,83 @@ static int reopen_backend(struct vdev *d, const struct vdev_params *p, char *err
 	return rc;
 }
 
+/* Everything but the size (and whether a shrink may cut data) is equal. */
+static bool same_but_size(const struct vdev_params *a, const struct vdev_params *b)
+{
+	return a->block_size == b->block_size && a->backing == b->backing &&
+	       strcmp(a->path, b->path) == 0 && a->readonly == b->readonly &&
+	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0;
+}
+
+/* A shrink to size must not cut data the guest wrote unless the user
+ * allowed it (allow_shrink=1). */
+static int check_shrink(struct vdev *d, const struct vdev_params *p, uint64_t size,
+			char *err, size_t errlen)
+{
+	struct backend *be = d->blk->be;
+	int used;
+
+	if (!be || size >= be->size || p->allow_shrink)
+		return 0;
+	used = be_holds_data(be, size, be->size - size);
+	if (used == 0)
+		return 0;
+	if (used < 0)
+		snprintf(err, errlen, "cannot tell whether the data past %llu bytes is in use (%s); "
+			 "set allow_shrink=1 to shrink anyway", (unsigned long long)size,
+			 strerror(-used));
+	else
+		snprintf(err, errlen, "the disk holds data between %llu and %llu bytes that the "
+			 "shrink would cut off; set allow_shrink=1 to shrink anyway",
+			 (unsigned long long)size, (unsigned long long)be->size);
+	return -EBUSY;
+}
+
+struct resize_args {
+	struct vdev *d;
+	uint64_t size;
+	int rc;
+};
+
+/* With every ring stopped: the engine reads the size for its range checks
+ * and a ram backend's memory may move. */
+static int resize_quiesced(void *arg)
+{
+	struct resize_args *r = arg;
+	struct backend *be = r->d->blk->be;
+
+	r->rc = be->ops->resize(be, r->size);
+	r->d->blk->params.size = be->size;
+	return 0;
+}
+
+/* Change the size under a running guest and tell it. */
+static int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen)
+{
+	struct backend *be = d->blk->be;
+	struct resize_args r = { d, size, 0 };
+	uint64_t old = be->size;
+	int rc;
+
+	if (!be->ops->resize) {
+		snprintf(err, errlen, "a %s backing cannot change size", be->ops->name);
+		return -EINVAL;
+	}
+	rc = vu_conn_quiesce(d->conn, resize_quiesced, &r);
+	if (r.rc < 0) {
+		snprintf(err, errlen, "cannot resize to %llu bytes: %s", (unsigned long long)size,
+			 strerror(-r.rc));
+		return r.rc;
+	}
+	vlog(LOG_INFO, "[%s] resized from %llu to %llu bytes under a connected front-end%s",
+	     d->blk->name, (unsigned long long)old, (unsigned long long)be->size,
+	     vu_config_changed(d->conn) ? "; the guest was told" :
+	     "; no back-end channel: the guest sees it at its next config read");
+	if (rc < 0)     /* a ring would not restart: the connection drops */
+		snprintf(err, errlen, "resized, but %s", d->conn->err);
+	return rc;
+}
+
 static int do_set_params(struct core *core, void *arg)
 {
 	struct set_args *a = arg;
@@ -616,9 +736,29 @@ static int do_set_params(struct core *core, void *arg)
 	bool same_backing = p->backing == old->backing && strcmp(p->path, old->path) == 0;
 	int rc;
 
+	if (p->size && p->size != d->blk->be->size)
+		d->size_auto = false;
 	if (d->conn) {
-		snprintf(a->err, a->errlen, "a front-end is connected");
-		return -EBUSY;
+		uint64_t size = p->size ? p->size : old->size;
+
+		if (!same_but_size(p, old)) {
+			snprintf(a->err, a->errlen, "a front-end is connected: only size "
+				 "can change until it disconnects");
+			return -EBUSY;
+		}
+		rc = check_shrink(d, p, size, a->err, a->errlen);
+		if (rc == 0 && size != d->blk->be->size)
+			rc = live_resize(d, size, a->err, a->errlen);
+		if (rc < 0)
+			return rc;
+		d->blk->params = *p;
+		d->blk->params.size = d->blk->be->size;
+		return 0;
+	}
+	if (p->size && same_backing) {
+		rc = check_shrink(d, p, p->size, a->err, a->errlen);
+		if (rc < 0)
+			return rc;
 	}
 	if (!d->blk->be || !same_backing ||
 	    (p->readonly != old->readonly && p->backing == BE_FILE) ||

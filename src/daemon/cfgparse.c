@@ -15,6 +15,7 @@ static const char *const key_names[CFG_NKEYS] = {
 	[CFG_READONLY] = "readonly",
 	[CFG_QUEUES] = "queues",
 	[CFG_SERIAL] = "serial",
+	[CFG_ALLOW_SHRINK] = "allow_shrink",
 };
 
 const char *cfg_key_name(enum cfg_key k)
@@ -194,6 +195,13 @@ int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
 			return -EINVAL;
 		}
 		return 0;
+	case CFG_ALLOW_SHRINK:
+		if (parse_bool(val, &p->allow_shrink) < 0) {
+			snprintf(err, errlen, "allow_shrink '%s' is invalid: use 0 or 1",
+				 shown(val, sh, sizeof(sh)));
+			return -EINVAL;
+		}
+		return 0;
 	case CFG_QUEUES:
 		if (parse_u64(val, &v, &end) < 0 || *end != '\0' || v < 1 ||
 		    v > VDEV_MAX_QUEUES) {
@@ -361,6 +369,8 @@ void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned 
 		dst->queues = src->queues;
 	if (set & CFG_BIT(CFG_SERIAL))
 		memcpy(dst->serial, src->serial, sizeof(dst->serial));
+	if (set & CFG_BIT(CFG_ALLOW_SHRINK))
+		dst->allow_shrink = src->allow_shrink;
 }
 
 int cfg_check_values(const struct vdev_params *p, unsigned set,
@@ -420,6 +430,9 @@ void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_siz
 		break;
 	case CFG_SERIAL:
 		snprintf(buf, len, "%s", p->serial);
+		break;
+	case CFG_ALLOW_SHRINK:
+		snprintf(buf, len, "%d", p->allow_shrink ? 1 : 0);
 		break;
 	default:
 		snprintf(buf, len, "%s", "");

@@ -22,6 +22,7 @@ enum cfg_key {
 	CFG_READONLY,
 	CFG_QUEUES,
 	CFG_SERIAL,
+	CFG_ALLOW_SHRINK,
 	CFG_NKEYS,
 };
 #define CFG_BIT(k) (1u << (k))

@@ -159,6 +159,7 @@ static bool params_equal(const struct vdev_params *a, const struct vdev_params *
 	return a->size == b->size && a->block_size == b->block_size &&
 	       a->backing == b->backing && a->readonly == b->readonly &&
 	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0 &&
+	       a->allow_shrink == b->allow_shrink &&
 	       (a->backing != BE_FILE || strcmp(a->path, b->path) == 0);
 }
 
@@ -236,7 +237,7 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
 		} else {
 			why[0] = '\0';
 			r = vdev_set_params(c->vdev, &cp, why, sizeof(why));
-			if (r == -EBUSY)
+			if (r == -EBUSY && !why[0])
 				snprintf(why, sizeof(why), "the settings cannot change while "
 					 "a front-end is connected");
 			else if (r < 0 && !why[0])

@@ -187,7 +187,7 @@ C=$CTL/vhostblk0
 
 # ------------------------------------------------------- unconfigured --
 eq "files of a controller" \
-	"backing block_size config device error queues readonly serial size socket state stats" \
+	"allow_shrink backing block_size config device error queues readonly serial size socket state stats" \
 	"$(ls "$C" | tr '\n' ' ' | sed 's/ $//')"
 eq "config is rw" "-rw-r--r--" "$(stat -c %A "$C/config")"
 eq "state is ro" "-r--r--r--" "$(stat -c %A "$C/state")"
@@ -200,7 +200,7 @@ eq "size is empty while unset" "" "$(cat "$C/size")"
 Q0=$(cat "$C/queues")       # the core's default queue count
 check "queues has a default" test "$Q0" -ge 1
 eq "config without size while unset" \
-	"block_size=512 backing=ram readonly=0 queues=$Q0 serial=" "$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
+	"block_size=512 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0" "$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
 eq "error is empty" "" "$(cat "$C/error")"
 contains "stats are zero" "reads 0" "$(cat "$C/stats")"
 check "no socket yet" test ! -e "$SOCKS/vhostblk0"
@@ -233,7 +233,7 @@ eq "node 241:0 right after the write" "241:0" "$(minor_of "$DEVS/vhostblk0")"
 check "node is a block device" test -b "$DEVS/vhostblk0"
 eq "state listening" "listening" "$(cat "$C/state")"
 eq "config read-back" \
-	"size=67108864 block_size=4096 backing=ram readonly=0 queues=$Q0 serial=" \
+	"size=67108864 block_size=4096 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0" \
 	"$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
 cat "$C/config" > "$T/config.saved"
 check "config read-back can be written back" put "$C/config" "$(cat "$T/config.saved")"
@@ -310,9 +310,13 @@ contains ".status overview" "vhostblk0" "$(cat "$CTL/.status")"
 if [ $HAVE_PY = 1 ]; then
 	connect "$SOCKS/vhostblk0"
 	if wait_state vhostblk0 connected; then ok "state connected with a front-end"; else bad "state connected with a front-end" "$(cat "$C/state")"; fi
-	fails "size change while connected -> EBUSY" "Device or resource busy" put "$C/size" 128M
+	fails "readonly change while connected -> EBUSY" "Device or resource busy" put "$C/readonly" 1
 	contains "EBUSY reason in error" "connected" "$(cat "$C/error")"
-	eq "size unchanged" "67108864" "$(cat "$C/size")"
+	eq "readonly unchanged" "0" "$(cat "$C/readonly")"
+	check "size grows while connected" put "$C/size" 128M
+	eq "size grown" "134217728" "$(cat "$C/size")"
+	check "an empty tail shrinks back while connected" put "$C/size" 64M
+	eq "size shrunk" "67108864" "$(cat "$C/size")"
 	check "rewriting the same config while connected is accepted" put "$C/config" "$(cat "$C/config")"
 	fails "rmdir while connected -> EBUSY" "Device or resource busy" rmdir "$C"
 	contains "rmdir refusal in error" "connected" "$(cat "$C/error")"

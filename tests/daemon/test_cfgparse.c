@@ -245,11 +245,11 @@ Test(cfgparse, read_back_can_be_written_back)
 	size_t n;
 
 	config_ok("size=3G block_size=1024 backing=/srv/x.img readonly=1 queues=7 "
-		  "serial=S%1", &p);
+		  "serial=S%1 allow_shrink=1", &p);
 	n = cfg_format_config(&p, true, text, sizeof(text));
 	cr_assert_eq(n, strlen(text));
 	cr_assert_str_eq(text, "size=3221225472\nblock_size=1024\nbacking=/srv/x.img\n"
-			 "readonly=1\nqueues=7\nserial=S%1\n");
+			 "readonly=1\nqueues=7\nserial=S%1\nallow_shrink=1\n");
 	vdev_params_init(&q);
 	cr_assert_eq(cfg_parse_config_text(text, n, &q, &set, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(set, (1u << CFG_NKEYS) - 1);
