@@ -40,6 +40,12 @@ struct eng_cmd {
 	int result;
 	bool done;
 	struct eng_cmd *next;
+	/* asynchronous detach (eng_detach_start): heap-allocated, announced
+	 * on notify_fd, completed by the control thread */
+	struct eng_thread *t;
+	int notify_fd;                  /* -1: a synchronous waiter */
+	uint64_t started_ns;
+	unsigned warned;                /* slow warnings given */
 };
 
 /* Markers for epoll data besides vq pointers. */
@@ -164,10 +170,16 @@ static void *worker_main(void *arg)
 
 static void cmd_done(struct eng_thread *t, struct eng_cmd *c)
 {
+	int notify_fd = c->notify_fd;   /* c may be freed once done is seen */
+
 	pthread_mutex_lock(&t->lock);
 	c->done = true;
 	pthread_cond_broadcast(&t->cond);
 	pthread_mutex_unlock(&t->lock);
+	if (notify_fd >= 0) {
+		uint64_t one = 1;
+		(void)!write(notify_fd, &one, sizeof(one));
+	}
 }
 
 static void vq_started(struct eng_thread *t, struct vq *vq)
@@ -503,16 +515,34 @@ static void *eng_main(void *arg)
 	return NULL;
 }
 
-static int eng_send(struct eng_thread *t, enum eng_cmd_op op, struct vq *vq)
+static void post(struct eng_thread *t, struct eng_cmd *c)
 {
-	struct eng_cmd c = { .op = op, .vq = vq };
-
 	pthread_mutex_lock(&t->lock);
-	c.next = t->cmds;
-	t->cmds = &c;
+	c->next = t->cmds;
+	t->cmds = c;
 	atomic_store(&t->pending, true);
 	pthread_mutex_unlock(&t->lock);
 	wake(t);
+}
+
+static void warn_slow(struct eng_thread *t, enum eng_cmd_op op, struct vq *vq, unsigned waited)
+{
+	if (vq)
+		vlog(LOG_WARNING, "[%s q%u] still waiting after %u s for engine %u to %s it: "
+		     "%u request(s) in flight on the backend have not completed",
+		     vq->devname, vq->index, waited, t->id,
+		     op == ENG_ATTACH ? "attach" : "detach",
+		     (unsigned)atomic_load(&((struct vblk *)vq->dev)->stats[vq->index].inflight));
+	else
+		vlog(LOG_WARNING, "[engine %u] still waiting after %u s for it to stop",
+		     t->id, waited);
+}
+
+static int eng_send(struct eng_thread *t, enum eng_cmd_op op, struct vq *vq)
+{
+	struct eng_cmd c = { .op = op, .vq = vq, .t = t, .notify_fd = -1 };
+
+	post(t, &c);
 
 	/* A detach waits for the queue's requests in flight to finish: no
 	 * timeout can be safe (the backend may still write into guest memory),
@@ -528,15 +558,7 @@ static int eng_send(struct eng_thread *t, enum eng_cmd_op op, struct vq *vq)
 		if (c.done)
 			break;
 		waited += ENG_SLOW_CMD_S;
-		if (vq)
-			vlog(LOG_WARNING, "[%s q%u] still waiting after %u s for engine %u to %s it: "
-			     "%u request(s) in flight on the backend have not completed",
-			     vq->devname, vq->index, waited, t->id,
-			     op == ENG_ATTACH ? "attach" : "detach",
-			     (unsigned)atomic_load(&((struct vblk *)vq->dev)->stats[vq->index].inflight));
-		else
-			vlog(LOG_WARNING, "[engine %u] still waiting after %u s for it to stop",
-			     t->id, waited);
+		warn_slow(t, op, vq, waited);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return c.result;
@@ -685,9 +707,87 @@ int eng_attach(struct engine *eng, struct vq *vq, unsigned hint)
 int eng_detach(struct engine *eng, struct vq *vq)
 {
 	int rc;
+	if (vq->detach_cmd)
+		return eng_detach_wait(vq);
 	if (!vq->attached)
 		return 0;
 	rc = eng_send(vq->thread, ENG_DETACH, vq);
 	vq->attached = false;
 	return rc;
+}
+
+int eng_detach_start(struct engine *eng, struct vq *vq, int notify_fd)
+{
+	struct eng_cmd *c;
+
+	if (!vq->attached || vq->detach_cmd)
+		return 0;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->op = ENG_DETACH;
+	c->vq = vq;
+	c->t = vq->thread;
+	c->notify_fd = notify_fd;
+	c->started_ns = now_ns();
+	vq->detach_cmd = c;
+	post(c->t, c);
+	return 1;
+}
+
+/* Complete an acknowledged asynchronous detach. */
+static void detach_finish(struct vq *vq, struct eng_cmd *c)
+{
+	free(c);
+	vq->detach_cmd = NULL;
+	vq->attached = false;
+}
+
+bool eng_detach_done(struct vq *vq)
+{
+	struct eng_cmd *c = vq->detach_cmd;
+	bool done;
+
+	if (!c)
+		return true;
+	pthread_mutex_lock(&c->t->lock);
+	done = c->done;
+	pthread_mutex_unlock(&c->t->lock);
+	if (!done) {
+		uint64_t waited = (now_ns() - c->started_ns) / 1000000000ull;
+		if (waited >= (uint64_t)(c->warned + 1) * ENG_SLOW_CMD_S) {
+			c->warned++;
+			warn_slow(c->t, ENG_DETACH, vq, c->warned * ENG_SLOW_CMD_S);
+		}
+		return false;
+	}
+	detach_finish(vq, c);
+	return true;
+}
+
+int eng_detach_wait(struct vq *vq)
+{
+	struct eng_cmd *c = vq->detach_cmd;
+	struct eng_thread *t;
+
+	if (!c)
+		return 0;
+	t = c->t;
+	pthread_mutex_lock(&t->lock);
+	while (!c->done) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+		if (!c->done) {
+			uint64_t waited = (now_ns() - c->started_ns) / 1000000000ull;
+			if (waited >= (uint64_t)(c->warned + 1) * ENG_SLOW_CMD_S) {
+				c->warned++;
+				warn_slow(t, ENG_DETACH, vq, c->warned * ENG_SLOW_CMD_S);
+			}
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	detach_finish(vq, c);
+	return 0;
 }

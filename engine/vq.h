@@ -51,6 +51,7 @@ struct vq {
 	bool started;                   /* SET_VRING_KICK seen, no GET_VRING_BASE since */
 	bool enabled;                   /* SET_VRING_ENABLE */
 	bool attached;                  /* running on an engine thread */
+	void *detach_cmd;               /* the engine's asynchronous detach, if one runs */
 	void *dev;                      /* the device model's object (opaque here) */
 	const char *devname;            /* for log lines */
 	/* Called on the engine thread when the ring breaks. */
