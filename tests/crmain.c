@@ -50,6 +50,7 @@ static size_t total_tests, total_skipped;
 static char recap[8192];
 static size_t recap_len;
 
+__attribute__((format(printf, 1, 2)))
 static void recap_add(const char *fmt, ...)
 {
 	va_list ap;
