@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2583,7 +2584,7 @@ Test(badring, valid_request_before_a_bad_one_completes)
 
 struct stopper {
 	struct ffe_vq *vq;
-	volatile bool stop;
+	atomic_bool stop;
 	unsigned submitted, completed;
 	char err[256];
 };
@@ -2702,7 +2703,7 @@ Test(conn, close_with_requests_in_flight)
 
 struct ioloop {
 	struct ffe_vq *vq;
-	volatile bool stop;
+	atomic_bool stop;
 	uint64_t base, seed;
 	unsigned done;
 	char err[256];
@@ -3224,7 +3225,7 @@ Test(badring, inflight_region_contents_lie)
 
 struct pusher {
 	struct ffe_vq *vq;
-	volatile bool stop;
+	atomic_bool stop;
 	unsigned done;
 	char err[256];
 };
@@ -3743,7 +3744,7 @@ Test(badmsg, get_config_size_over_256)
 struct bystander {
 	struct ffe *fe;
 	pthread_t th;
-	volatile bool stop;
+	atomic_bool stop;
 	unsigned done;
 	int64_t worst_ms;
 	char err[256];
@@ -3856,8 +3857,8 @@ struct flood {
 	struct ffe *fe;
 	unsigned n;
 	unsigned sent;
-	volatile unsigned got;          /* replies read so far */
-	volatile bool quit;             /* the reader gave up */
+	atomic_uint got;                /* replies read so far */
+	atomic_bool quit;               /* the reader gave up */
 	char err[256];
 };
 
