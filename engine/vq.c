@@ -270,6 +270,7 @@ void vq_flush_used(struct vq *vq)
 		return;
 	vq->signalled_used = new_idx;
 	ring_wmb();     /* used elements and guest data before the index */
+	ring_guest_release(vq->blk);
 	WRITE_ONCE(vq->used->idx, new_idx);
 	if (vq->infl)
 		inflight_retire(vq, old, new_idx);
@@ -366,6 +367,7 @@ int vq_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 		return -1;
 	}
 	ring_rmb();     /* ring entries after the index that published them */
+	ring_guest_acquire(vq->blk);
 	if (pending > VQ_BATCH)
 		pending = VQ_BATCH;
 	if (pending > room)
