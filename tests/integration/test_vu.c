@@ -2684,7 +2684,8 @@ Test(conn, close_with_requests_in_flight)
 				struct ffe_blk_io *x = &io[q * 16 + k];
 
 				cr_assert_eq(ffe_blk_prep(x, k % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
-							  20000 + k * 256, big, k % 2 ? 0 : 65536,
+							  20000 + q * 4096 + k * 256, big,
+							  k % 2 ? 0 : 65536,
 							  k % 2 ? 65536 : 0, &ind), 0);
 				ffe_submit(&fe->vq[q], &x->req);
 			}
@@ -2847,7 +2848,10 @@ static void *nap_worker(void *arg)
 		int64_t t0 = ffe_now_ms(), dt;
 		int r;
 
-		if (ffe_blk_prep(&io, i % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT, 27000 + (i % 8) * 8,
+		/* each queue its own sectors: the queues' requests run at
+		 * once on different engine threads */
+		if (ffe_blk_prep(&io, i % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
+				 27000 + j->vq->index * 64 + (i % 8) * 8,
 				 i % 2 ? NULL : buf, i % 2 ? 0 : sizeof(buf), i % 2 ? sizeof(buf) : 0,
 				 NULL) < 0)
 			break;
@@ -3241,7 +3245,8 @@ static void *pusher_worker(void *arg)
 		unsigned n = 0;
 
 		for (unsigned k = 0; k < 32; k++, n++)
-			if (ffe_blk_prep(&io[k], FFE_BLK_T_OUT, SCRATCH_SECTOR + 256 + k * 8,
+			if (ffe_blk_prep(&io[k], FFE_BLK_T_OUT,
+					 SCRATCH_SECTOR + 256 + p->vq->index * 256 + k * 8,
 					 buf[p->vq->index % 4], 4096, 0, NULL) < 0 ||
 			    ffe_submit(p->vq, &io[k].req) < 0) {
 				snprintf(p->err, sizeof(p->err), "q%u: submit failed", p->vq->index);
@@ -4050,8 +4055,8 @@ Test(conn, connect_disconnect_100_while_other_serves)
 			for (unsigned q = 0; q < A_QUEUES; q++) {
 				for (unsigned k = 0; k < 8; k++) {
 					ffe_blk_prep(&io[q][k], k % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
-						     SCRATCH_SECTOR + 128 + k * 64, big, k % 2 ? 0 : sizeof(big),
-						     k % 2 ? sizeof(big) : 0, &ind);
+						     SCRATCH_SECTOR + 128 + q * 512 + k * 64, big,
+						     k % 2 ? 0 : sizeof(big), k % 2 ? sizeof(big) : 0, &ind);
 					ffe_submit(&fe->vq[q], &io[q][k].req);
 				}
 				ffe_kick(&fe->vq[q]);
