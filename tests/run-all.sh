@@ -1,7 +1,8 @@
 #!/bin/bash
 # The full test suite: installs the dependencies (Debian 12, as root),
-# builds, runs every test suite, then the core suites again under
-# AddressSanitizer + UndefinedBehaviorSanitizer.  Ends with one summary line
+# builds with -Werror, runs every test suite, then the core suites again
+# under AddressSanitizer + UndefinedBehaviorSanitizer and the unit and
+# integration suites under ThreadSanitizer.  Ends with one summary line
 # "vhostd: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,9 @@ run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
 	local dir="$1"; shift
 	if [ ! -f "$dir/build.ninja" ]; then
 		meson setup "$dir" "$@" || { failed=$((failed + 1)); return; }
+	elif [ $# -gt 0 ]; then
+		# a build dir kept from an earlier run keeps its old options
+		meson configure "$dir" "$@" || { failed=$((failed + 1)); return; }
 	fi
 	ninja -C "$dir" || { failed=$((failed + 1)); return; }
 	local args=()
@@ -45,8 +49,11 @@ run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
 	count "$dir"
 }
 
-run_suite build
+run_suite build -Dwerror=true
 SUITES="unit integration backend cfs fuzz" run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+# The engine threads, the control thread and what connects them (mailboxes,
+# atomics); a report fails the test (TSAN_OPTIONS in the suites' meson.build).
+SUITES="unit integration" run_suite build-tsan -Db_sanitize=thread -Db_lundef=false
 
 # A time-boxed fuzz run of each libFuzzer target (needs clang); FUZZ_SECONDS=0
 # skips it.  It explores: a finding is reported loudly with its input, but
