@@ -2,7 +2,7 @@
 # The full test suite: installs the dependencies (Debian 12, as root),
 # builds with -Werror, runs every test suite, then the core suites again
 # under AddressSanitizer + UndefinedBehaviorSanitizer and the unit,
-# integration and backend suites under ThreadSanitizer.  Ends with one
+# integration, backend and cfs suites under ThreadSanitizer.  Ends with one
 # summary line "vhostd: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,9 +52,10 @@ run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
 run_suite build -Dwerror=true
 SUITES="unit integration backend cfs fuzz" run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
 # The engine threads, the control thread and what connects them (mailboxes,
-# atomics); a report fails the test (TSAN_OPTIONS in the suites' meson.build).
+# atomics), and the daemon's FUSE workers (cfs); a report fails the test
+# (TSAN_OPTIONS in the suites' meson.build; test-cfs.sh greps the daemon log).
 # About a minute of tests.
-SUITES="unit integration backend" run_suite build-tsan -Db_sanitize=thread -Db_lundef=false
+SUITES="unit integration backend cfs" run_suite build-tsan -Db_sanitize=thread -Db_lundef=false
 
 # A time-boxed fuzz run of each libFuzzer target (needs clang); FUZZ_SECONDS=0
 # skips it.  It explores: a finding is reported loudly with its input, but
