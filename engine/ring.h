@@ -99,6 +99,32 @@ static inline void ring_rmb(void) { atomic_thread_fence(memory_order_acquire); }
 static inline void ring_wmb(void) { atomic_thread_fence(memory_order_release); }
 static inline void ring_mb(void)  { atomic_thread_fence(memory_order_seq_cst); }
 
+/* ThreadSanitizer sees none of the ordering above: it does not model
+ * fences, and the guest (in the tests: a front-end thread of this process,
+ * with its own mapping of the memory) is outside what it watches.  So it
+ * cannot know that a request the guest makes available can depend on a
+ * completion the device published earlier, possibly on another queue and
+ * engine thread: the guest's acquire of used->idx and release of avail->idx
+ * carry that order.  These name it for TSan, on one sync object per device
+ * (`key`): a release where the device publishes completions, an acquire
+ * where it takes new requests.  No code in other builds. */
+#if defined(__SANITIZE_THREAD__)
+#define RING_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RING_TSAN 1
+#endif
+#endif
+#ifdef RING_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define ring_guest_acquire(key) __tsan_acquire((void *)(key))
+#define ring_guest_release(key) __tsan_release((void *)(key))
+#else
+#define ring_guest_acquire(key) ((void)(key))
+#define ring_guest_release(key) ((void)(key))
+#endif
+
 /* virtio's vring_need_event(): has new_idx crossed event since old? */
 static inline int vring_need_event(uint16_t event, uint16_t new_idx, uint16_t old)
 {

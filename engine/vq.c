@@ -267,6 +267,7 @@ void vq_flush_used(struct vq *vq)
 		return;
 	vq->signalled_used = new_idx;
 	ring_wmb();     /* used elements and guest data before the index */
+	ring_guest_release(vq->dev);
 	WRITE_ONCE(vq->used->idx, new_idx);
 	if (vq->infl)
 		inflight_retire(vq, old, new_idx);
@@ -334,6 +335,7 @@ int vq_avail_heads(struct vq *vq, uint16_t *heads, unsigned max, char *why, size
 		return -1;
 	}
 	ring_rmb();     /* ring entries after the index that published them */
+	ring_guest_acquire(vq->dev);
 	if (pending > max)
 		pending = max;
 	for (unsigned i = 0; i < pending; i++) {

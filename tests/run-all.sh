@@ -1,8 +1,9 @@
 #!/bin/bash
 # The full test suite: installs the dependencies (Debian 12, as root),
-# builds, runs every test suite, then the core suites again under
-# AddressSanitizer + UndefinedBehaviorSanitizer.  Ends with one summary line
-# "vhostd: N passed, N failed, N skipped".
+# builds with -Werror, runs every test suite, then the core suites again
+# under AddressSanitizer + UndefinedBehaviorSanitizer and the unit,
+# integration, backend and cfs suites under ThreadSanitizer.  Ends with one
+# summary line "vhostd: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,9 @@ run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
 	local dir="$1"; shift
 	if [ ! -f "$dir/build.ninja" ]; then
 		meson setup "$dir" "$@" || { failed=$((failed + 1)); return; }
+	elif [ $# -gt 0 ]; then
+		# a build dir kept from an earlier run keeps its old options
+		meson configure "$dir" "$@" || { failed=$((failed + 1)); return; }
 	fi
 	ninja -C "$dir" || { failed=$((failed + 1)); return; }
 	local args=()
@@ -50,8 +54,13 @@ run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
 	count "$dir"
 }
 
-run_suite build
+run_suite build -Dwerror=true
 SUITES="unit integration backend cfs fuzz" run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+# The engine threads, the control thread and what connects them (mailboxes,
+# atomics), and the daemon's FUSE workers (cfs); a report fails the test
+# (TSAN_OPTIONS in the suites' meson.build; test-cfs.sh greps the daemon log).
+# About a minute of tests.
+SUITES="unit integration backend cfs" run_suite build-tsan -Db_sanitize=thread -Db_lundef=false
 
 # A time-boxed fuzz run of each libFuzzer target (needs clang); FUZZ_SECONDS=0
 # skips it.  It explores: a finding is reported loudly with its input, but

@@ -83,6 +83,7 @@ static bool vq_can_run(const struct vu_conn *c, const struct vq *vq)
 
 static int vq_start(struct vu_conn *c, struct vq *vq)
 {
+	unsigned base;
 	int rc;
 
 	if (vq->attached || !vq_can_run(c, vq))
@@ -123,12 +124,13 @@ static int vq_start(struct vu_conn *c, struct vq *vq)
 		}
 	}
 	atomic_store(&vq->broken, false);
+	base = vq->last_avail;  /* once attached, the engine thread moves it */
 	rc = eng_attach(c->eng, vq, c->thread_hint + vq->index);
 	if (rc < 0)
 		snprintf(c->err, sizeof(c->err), "queue %u: engine refused it", vq->index);
 	else
 		vlog(LOG_DEBUG, "[%s q%u] started: size %u, base %u%s", name(c), vq->index,
-		     vq->num, vq->last_avail, vq->event_idx ? ", event_idx" : "");
+		     vq->num, base, vq->event_idx ? ", event_idx" : "");
 	return rc;
 }
 

@@ -489,6 +489,7 @@ contains "--version" "vhostd " "$("$VHOSTD" --version)"
 
 # A sanitizer build reports to the daemon's stderr: any report fails.
 reports=$(grep -l -e "ERROR: AddressSanitizer" -e "ERROR: LeakSanitizer" -e "runtime error:" \
+	-e "WARNING: ThreadSanitizer" \
 	"$T"/log.* 2>/dev/null)
 eq "no sanitizer report in the daemon logs" "" "$reports"
 [ -n "$reports" ] && grep -h -A20 -e "Sanitizer" -e "runtime error:" $reports | sed 's/^/#   /'

@@ -203,7 +203,8 @@ Test(conn, close_with_requests_in_flight)
 				struct ffe_blk_io *x = &io[q * 16 + k];
 
 				cr_assert_eq(ffe_blk_prep(x, k % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
-							  20000 + k * 256, big, k % 2 ? 0 : 65536,
+							  20000 + q * 4096 + k * 256, big,
+							  k % 2 ? 0 : 65536,
 							  k % 2 ? 65536 : 0, &ind), 0);
 				ffe_submit(&fe->vq[q], &x->req);
 			}
@@ -339,8 +340,8 @@ Test(conn, connect_disconnect_100_while_other_serves)
 			for (unsigned q = 0; q < A_QUEUES; q++) {
 				for (unsigned k = 0; k < 8; k++) {
 					ffe_blk_prep(&io[q][k], k % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
-						     SCRATCH_SECTOR + 128 + k * 64, big, k % 2 ? 0 : sizeof(big),
-						     k % 2 ? sizeof(big) : 0, &ind);
+						     SCRATCH_SECTOR + 128 + q * 512 + k * 64, big,
+						     k % 2 ? 0 : sizeof(big), k % 2 ? sizeof(big) : 0, &ind);
 					ffe_submit(&fe->vq[q], &io[q][k].req);
 				}
 				ffe_kick(&fe->vq[q]);

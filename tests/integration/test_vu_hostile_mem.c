@@ -318,7 +318,7 @@ Test(badmsg, inflight_region_lies)
 
 struct pusher {
 	struct ffe_vq *vq;
-	volatile bool stop;
+	atomic_bool stop;
 	unsigned done;
 	char err[256];
 };
@@ -334,7 +334,8 @@ static void *pusher_worker(void *arg)
 		unsigned n = 0;
 
 		for (unsigned k = 0; k < 32; k++, n++)
-			if (ffe_blk_prep(&io[k], FFE_BLK_T_OUT, SCRATCH_SECTOR + 256 + k * 8,
+			if (ffe_blk_prep(&io[k], FFE_BLK_T_OUT,
+					 SCRATCH_SECTOR + 256 + p->vq->index * 256 + k * 8,
 					 buf[p->vq->index % 4], 4096, 0, NULL) < 0 ||
 			    ffe_submit(p->vq, &io[k].req) < 0) {
 				snprintf(p->err, sizeof(p->err), "q%u: submit failed", p->vq->index);

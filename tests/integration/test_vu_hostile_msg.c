@@ -492,8 +492,8 @@ struct flood {
 	struct ffe *fe;
 	unsigned n;
 	unsigned sent;
-	volatile unsigned got;          /* replies read so far */
-	volatile bool quit;             /* the reader gave up */
+	atomic_uint got;                /* replies read so far */
+	atomic_bool quit;               /* the reader gave up */
 	char err[256];
 };
 

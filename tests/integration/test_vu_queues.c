@@ -293,7 +293,7 @@ Test(busy, io_in_always_poll_mode)
 
 struct stopper {
 	struct ffe_vq *vq;
-	volatile bool stop;
+	atomic_bool stop;
 	unsigned submitted, completed;
 	char err[256];
 };
@@ -400,7 +400,10 @@ static void *nap_worker(void *arg)
 		int64_t t0 = ffe_now_ms(), dt;
 		int r;
 
-		if (ffe_blk_prep(&io, i % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT, 27000 + (i % 8) * 8,
+		/* each queue its own sectors: the queues' requests run at
+		 * once on different engine threads */
+		if (ffe_blk_prep(&io, i % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
+				 27000 + j->vq->index * 64 + (i % 8) * 8,
 				 i % 2 ? NULL : buf, i % 2 ? 0 : sizeof(buf), i % 2 ? sizeof(buf) : 0,
 				 NULL) < 0)
 			break;

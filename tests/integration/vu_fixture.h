@@ -15,6 +15,7 @@
 #define VHOSTD_TESTS_VU_FIXTURE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -82,7 +83,7 @@ int memfd_of(size_t size);
 /* A thread writing and verifying on vq until stop (ioloop_worker). */
 struct ioloop {
 	struct ffe_vq *vq;
-	volatile bool stop;
+	atomic_bool stop;
 	uint64_t base, seed;
 	unsigned done;
 	char err[256];
@@ -94,7 +95,7 @@ void *ioloop_worker(void *arg);
 struct bystander {
 	struct ffe *fe;
 	pthread_t th;
-	volatile bool stop;
+	atomic_bool stop;
 	unsigned done;
 	int64_t worst_ms;
 	char err[256];

@@ -19,19 +19,77 @@
  * - A recap of the failed tests, with their failed assertions, as the last
  *   lines of the run: criterion prints each failure when it happens, in the
  *   middle of the daemon's log, and a CI excerpt that keeps only the end of
- *   a long log would otherwise not say which test failed. */
+ *   a long log would otherwise not say which test failed.
+ * - Under ThreadSanitizer, a rand_r() that steers libcriterion's shared
+ *   arena into memory TSan lets a program map (see below). */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 #include <criterion/options.h>
 
+#include <dlfcn.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "crmain.h"
 
 __attribute__((weak)) unsigned crmain_jobs;
+
+#if defined(__SANITIZE_THREAD__)
+#define CRMAIN_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CRMAIN_TSAN 1
+#endif
+#endif
+
+#ifdef CRMAIN_TSAN
+/* libcriterion's sandbox (BoxFort 0.1) maps the arena it shares with the
+ * test workers MAP_FIXED at 32 TiB + (rand_r() & 0x3fffff) * 16 MiB, and
+ * gives up after 10 addresses it finds in use.  Under ThreadSanitizer most
+ * of that span is TSan's shadow and meta memory or gaps it reserves, where
+ * a program's mapping is refused or lands on TSan's own data: the runner
+ * aborts ("Could not initialize inheritable arena") or crashes, most runs.
+ * This rand_r(), which the library's call binds to ahead of libc's, skips
+ * the values whose address TSan would not give a program: an unfixed mmap
+ * there gets exactly that address only in TSan's application ranges (its
+ * mmap moves any other request).  Other values of the sequence are libc's
+ * own.  TSan test builds only; nothing of ours calls rand_r(). */
+#define BXF_MMAP_BASE 0x200000000000ull
+#define BXF_MMAP_MASK 0x3fffffu
+#define BXF_MMAP_STEP 24
+
+static int tsan_gives(uintptr_t addr, size_t len)
+{
+	void *p = mmap((void *)addr, len, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return 0;
+	munmap(p, len);
+	return p == (void *)addr;
+}
+
+int rand_r(unsigned *seed);
+int rand_r(unsigned *seed)
+{
+	static int (*libc_rand_r)(unsigned *);
+	int r = 0;
+
+	if (!libc_rand_r)
+		libc_rand_r = (int (*)(unsigned *))dlsym(RTLD_NEXT, "rand_r");
+	for (int i = 0; i < 100000; i++) {
+		r = libc_rand_r(seed);
+		if (tsan_gives(BXF_MMAP_BASE + ((uintptr_t)(r & BXF_MMAP_MASK) << BXF_MMAP_STEP),
+			       1u << 20))
+			break;
+	}
+	return r;
+}
+#endif
 
 __attribute__((weak)) void crmain_cleanup(void)
 {
@@ -50,6 +108,7 @@ static size_t total_tests, total_skipped;
 static char recap[8192];
 static size_t recap_len;
 
+__attribute__((format(printf, 1, 2)))
 static void recap_add(const char *fmt, ...)
 {
 	va_list ap;
