@@ -170,16 +170,18 @@ static void *worker_main(void *arg)
 
 static void cmd_done(struct eng_thread *t, struct eng_cmd *c)
 {
-	int notify_fd = c->notify_fd;   /* c may be freed once done is seen */
-
 	pthread_mutex_lock(&t->lock);
 	c->done = true;
+	/* The doorbell rings under the lock: the waiter reads `done` under it
+	 * too, so it sees done when the doorbell rang, and cannot free c and
+	 * close the fd (whose number a new socket may take at once) before
+	 * the write is over. */
+	if (c->notify_fd >= 0) {
+		uint64_t one = 1;
+		(void)!write(c->notify_fd, &one, sizeof(one));
+	}
 	pthread_cond_broadcast(&t->cond);
 	pthread_mutex_unlock(&t->lock);
-	if (notify_fd >= 0) {
-		uint64_t one = 1;
-		(void)!write(notify_fd, &one, sizeof(one));
-	}
 }
 
 static void vq_started(struct eng_thread *t, struct vq *vq)

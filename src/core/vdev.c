@@ -27,7 +27,7 @@
 #include "log.h"
 #include "vu.h"
 
-enum ev_kind { EV_WAKE, EV_LISTEN, EV_CONN, EV_BROKEN, EV_UDEV };
+enum ev_kind { EV_WAKE, EV_LISTEN, EV_CONN, EV_BROKEN, EV_DETACH, EV_UDEV };
 
 struct ev_src {
 	enum ev_kind kind;
@@ -44,12 +44,14 @@ struct vdev {
 	bool size_auto;                 /* size follows the backing's (none was set) */
 	int listen_fd;
 	int broken_fd;                  /* engine -> control: a ring broke */
+	int detach_fd;                  /* engine -> control: a ring let go */
+	int next_fd;                    /* a front-end waiting for the closing one */
 	struct vu_conn *conn;           /* NULL when no front-end */
 	unsigned seq;
 	atomic_int state;
 	pthread_mutex_t err_lock;
 	char last_error[VDEV_ERR_MAX];
-	struct ev_src ev_listen, ev_conn, ev_broken;
+	struct ev_src ev_listen, ev_conn, ev_broken, ev_detach;
 	struct vdev *next;
 };
 
@@ -151,25 +153,119 @@ static bool backend_failed(struct vdev *d)
 	return d->blk->be && atomic_load(&d->blk->be->failed);
 }
 
+static void conn_adopt(struct vdev *d, int fd);
+
+/* The connection is over: its rings are stopped (or wait is true: stop
+ * them now, whatever it takes). */
+static void conn_free(struct vdev *d)
+{
+	struct vu_conn *c = d->conn;
+
+	vu_conn_teardown(c);            /* waits for rings still stopping */
+	free(c);
+	d->conn = NULL;
+	d->blk->wce = true;
+	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_LISTENING);
+	if (d->next_fd >= 0) {          /* a front-end waited for this one to go */
+		int fd = d->next_fd;
+		d->next_fd = -1;
+		conn_adopt(d, fd);
+	}
+}
+
+/* Drop the front-end.  Its rings stop in the engine without holding this
+ * thread (a backend that hangs must not stall the other devices): the
+ * connection is freed once the last one let go (EV_DETACH), and the device
+ * listens again then. */
 static void conn_close(struct vdev *d, const char *why)
 {
 	struct vu_conn *c = d->conn;
 
 	if (!c)
 		return;
-	if (why && why[0]) {
-		vlog(LOG_WARNING, "[%s] front-end disconnected: %s", d->blk->name, why);
-		set_error(d, why);
-	} else {
-		vlog(LOG_INFO, "[%s] front-end disconnected", d->blk->name);
+	if (!c->closing) {
+		if (why && why[0]) {
+			vlog(LOG_WARNING, "[%s] front-end disconnected: %s", d->blk->name, why);
+			set_error(d, why);
+		} else {
+			vlog(LOG_INFO, "[%s] front-end disconnected", d->blk->name);
+		}
+		if (!c->parked)         /* a parked one is out of the epoll set */
+			epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+		if (!vu_conn_close_start(c))
+			return;         /* EV_DETACH finishes it */
+	} else if (vu_resume(c) > 0) {
+		return;
 	}
-	epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	vu_conn_teardown(c);
-	close(c->fd);
-	free(c);
-	d->conn = NULL;
-	d->blk->wce = true;
-	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_LISTENING);
+	conn_free(d);
+}
+
+/* dev_free: no waiting on EV_DETACH any more. */
+static void conn_close_now(struct vdev *d)
+{
+	if (d->next_fd >= 0)
+		close(d->next_fd);
+	d->next_fd = -1;
+	conn_close(d, NULL);
+	if (d->conn)
+		conn_free(d);
+}
+
+/* A user call on d (set params, destroy): a front-end that left is gone,
+ * even if its rings are still stopping (usually a matter of microseconds;
+ * with storage that hangs, this waits for it, as it always did). */
+static void settle(struct vdev *d)
+{
+	if (d->conn && d->conn->closing)
+		conn_free(d);
+}
+
+/* A parked message ran: read the socket again. */
+static void conn_unpark(struct vdev *d)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_conn };
+	struct vu_conn *c = d->conn;
+
+	c->rx_len = 0;
+	c->rx.nfds = 0;
+	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+		conn_close(d, "cannot watch the connection again");
+		return;
+	}
+}
+
+static void conn_readable(struct vdev *d);
+
+/* EV_DETACH, or a periodic look while something waits: a ring let go. */
+static void conn_detached(struct vdev *d)
+{
+	struct vu_conn *c = d->conn;
+	int rc;
+
+	if (!c)
+		return;
+	if (c->closing) {
+		conn_close(d, NULL);
+		return;
+	}
+	if (!c->parked)
+		return;
+	rc = vu_resume(c);
+	if (rc > 0)
+		return;
+	if (rc < 0) {
+		c->parked = false;
+		vu_msg_close_fds(&c->rx);
+		conn_close(d, c->err[0] ? c->err : strerror(-rc));
+		return;
+	}
+	if (c->parked)          /* parked again (cannot happen: all stopped) */
+		return;
+	conn_unpark(d);
+	if (d->conn)
+		conn_readable(d);
 }
 
 static bool conn_hung_up(struct vu_conn *c)
@@ -178,35 +274,18 @@ static bool conn_hung_up(struct vu_conn *c)
 	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-static void conn_accept(struct vdev *d)
+/* Serve the front-end on fd. */
+static void conn_adopt(struct vdev *d, int fd)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_conn };
-	struct vu_conn *c;
-	int fd;
+	struct vu_conn *c = malloc(sizeof(*c));
 
-	fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			vlog(LOG_WARNING, "[%s] accept: %s", d->blk->name, strerror(errno));
-		return;
-	}
-	if (d->conn && conn_hung_up(d->conn)) {
-		/* The old front-end is gone and its EOF not yet processed
-		 * (QEMU reconnecting at once): retire it first. */
-		conn_close(d, NULL);
-	}
-	if (d->conn) {
-		/* One front-end per device, like a disk in one VM. */
-		vlog(LOG_WARNING, "[%s] refused a second front-end connection", d->blk->name);
-		close(fd);
-		return;
-	}
-	c = malloc(sizeof(*c));
 	if (!c) {
 		close(fd);
 		return;
 	}
 	vu_conn_init(c, fd, d->blk, d->core->eng, d->seq);
+	c->detach_fd = d->detach_fd;
 	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		free(c);
 		close(fd);
@@ -217,18 +296,54 @@ static void conn_accept(struct vdev *d)
 	vlog(LOG_INFO, "[%s] front-end connected", d->blk->name);
 }
 
+static void conn_accept(struct vdev *d)
+{
+	int fd;
+
+	fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			vlog(LOG_WARNING, "[%s] accept: %s", d->blk->name, strerror(errno));
+		return;
+	}
+	if (d->conn && !d->conn->closing && conn_hung_up(d->conn)) {
+		/* The old front-end is gone and its EOF not yet processed
+		 * (QEMU reconnecting at once): retire it first. */
+		conn_close(d, NULL);
+	}
+	if (d->conn && d->conn->closing && d->next_fd < 0) {
+		/* The old one's rings are still stopping: the new one waits
+		 * (its messages stay in the socket) and is served after. */
+		d->next_fd = fd;
+		return;
+	}
+	if (d->conn) {
+		/* One front-end per device, like a disk in one VM. */
+		vlog(LOG_WARNING, "[%s] refused a second front-end connection", d->blk->name);
+		close(fd);
+		return;
+	}
+	conn_adopt(d, fd);
+}
+
 static void conn_readable(struct vdev *d)
 {
 	struct vu_conn *c = d->conn;
 	int rc;
 
-	while (c && (rc = vu_recv(c)) != 0) {
+	while (c && !c->closing && (rc = vu_recv(c)) != 0) {
 		if (rc < 0) {
 			conn_close(d, rc == -ECONNRESET && !c->err[0] ? NULL :
 				   c->err[0] ? c->err : strerror(-rc));
 			return;
 		}
 		rc = vu_dispatch(c, &c->rx);
+		if (rc == 0 && c->parked) {
+			/* Until its rings stopped: nothing more is read (level-
+			 * triggered epoll would report the socket again). */
+			epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+			return;
+		}
 		c->rx_len = 0;
 		c->rx.nfds = 0;
 		if (rc < 0) {
@@ -331,7 +446,21 @@ static void *core_main(void *arg)
 	struct epoll_event evs[32];
 
 	while (!core->stop) {
-		int n = epoll_wait(core->epfd, evs, 32, -1);
+		int timeout = -1, n;
+
+		/* Rings stopping: look every second, to warn about a backend
+		 * that does not complete (eng_detach_done). */
+		for (struct vdev *d = core->devs; d; d = d->next)
+			if (d->conn && (d->conn->parked || d->conn->closing))
+				timeout = 1000;
+		n = epoll_wait(core->epfd, evs, 32, timeout);
+		if (n == 0) {
+			for (struct vdev *d = core->devs, *next; d; d = next) {
+				next = d->next;
+				conn_detached(d);
+			}
+			continue;
+		}
 		for (int i = 0; i < n; i++) {
 			struct ev_src *s = evs[i].data.ptr;
 			switch (s->kind) {
@@ -354,6 +483,12 @@ static void *core_main(void *arg)
 				(void)!read(s->dev->broken_fd, &v, sizeof(v));
 				vdev_last_error(s->dev, msg, sizeof(msg));
 				conn_close(s->dev, msg);
+				break;
+			}
+			case EV_DETACH: {
+				uint64_t v;
+				(void)!read(s->dev->detach_fd, &v, sizeof(v));
+				conn_detached(s->dev);
 				break;
 			}
 			}
@@ -507,7 +642,7 @@ static void unlink_socket(struct vdev *d)
 
 static void dev_free(struct vdev *d)
 {
-	conn_close(d, NULL);
+	conn_close_now(d);
 	if (d->listen_fd >= 0) {
 		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, d->listen_fd, NULL);
 		close(d->listen_fd);
@@ -516,6 +651,10 @@ static void dev_free(struct vdev *d)
 	if (d->broken_fd >= 0) {
 		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, d->broken_fd, NULL);
 		close(d->broken_fd);
+	}
+	if (d->detach_fd >= 0) {
+		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, d->detach_fd, NULL);
+		close(d->detach_fd);
 	}
 	vblk_destroy(d->blk);
 	pthread_mutex_destroy(&d->err_lock);
@@ -541,11 +680,12 @@ static int do_create(struct core *core, void *arg)
 	if (!d)
 		return -ENOMEM;
 	d->core = core;
-	d->listen_fd = d->broken_fd = -1;
+	d->listen_fd = d->broken_fd = d->detach_fd = d->next_fd = -1;
 	pthread_mutex_init(&d->err_lock, NULL);
 	d->ev_listen = (struct ev_src){ EV_LISTEN, d };
 	d->ev_conn = (struct ev_src){ EV_CONN, d };
 	d->ev_broken = (struct ev_src){ EV_BROKEN, d };
+	d->ev_detach = (struct ev_src){ EV_DETACH, d };
 
 	rc = vblk_create(a->name, a->p, &d->blk, a->err, a->errlen);
 	if (rc < 0)
@@ -560,6 +700,12 @@ static int do_create(struct core *core, void *arg)
 	}
 	ev.data.ptr = &d->ev_broken;
 	if (epoll_ctl(core->epfd, EPOLL_CTL_ADD, d->broken_fd, &ev) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	d->detach_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	ev.data.ptr = &d->ev_detach;
+	if (d->detach_fd < 0 || epoll_ctl(core->epfd, EPOLL_CTL_ADD, d->detach_fd, &ev) < 0) {
 		rc = -errno;
 		goto fail;
 	}
@@ -713,6 +859,11 @@ static int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen)
 		snprintf(err, errlen, "a %s backing cannot change size", be->ops->name);
 		return -EINVAL;
 	}
+	if (d->conn->parked || d->conn->closing) {
+		snprintf(err, errlen, "the front-end is stopping the device's queues; "
+			 "try again once it has");
+		return -EBUSY;
+	}
 	rc = vu_conn_quiesce(d->conn, resize_quiesced, &r);
 	if (r.rc < 0) {
 		snprintf(err, errlen, "cannot resize to %llu bytes: %s", (unsigned long long)size,
@@ -736,6 +887,7 @@ static int do_set_params(struct core *core, void *arg)
 	bool same_backing = p->backing == old->backing && strcmp(p->path, old->path) == 0;
 	int rc;
 
+	settle(d);
 	if (p->size && p->size != d->blk->be->size)
 		d->size_auto = false;
 	if (d->conn) {
@@ -804,6 +956,7 @@ static int do_destroy(struct core *core, void *arg)
 	struct destroy_args *a = arg;
 	struct vdev **pp;
 
+	settle(a->d);
 	if (a->d->conn && !a->force)
 		return -EBUSY;
 	for (pp = &core->devs; *pp; pp = &(*pp)->next) {

@@ -192,6 +192,12 @@ struct vu_conn {
 	uint16_t inflight_nq, inflight_qs;
 	int reply_fd;                   /* fd to send with the next reply */
 	int backend_fd;                 /* back-end channel (SET_BACKEND_REQ_FD), -1 = none */
+	/* Stopping rings without holding the control thread: the engine
+	 * signals detach_fd (-1: stop synchronously) when a ring let go. */
+	int detach_fd;
+	bool parked;                    /* rx waits for rings to stop (vu_resume) */
+	bool closing;                   /* going away once its rings stopped */
+	uint64_t restart_mask;          /* rings to start again after the parked message */
 	uint8_t status;                 /* virtio device status (SET_STATUS) */
 	/* prepared by a handler, applied by its commit with the rings stopped */
 	struct mem_table *staged_mem;
@@ -217,8 +223,19 @@ int vu_send(int fd, const struct vu_msg *m, const int *fds, unsigned nfds);
 void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *eng,
 		  unsigned thread_hint);
 /* Handle the message in c->rx (whose fds it consumes).  0 to go on,
- * -errno to drop the connection (reason in c->err). */
+ * -errno to drop the connection (reason in c->err).  A message that must
+ * wait for rings to stop (GET_VRING_BASE, a new memory table...) while
+ * c->detach_fd is set is parked instead: c->parked, m kept whole, nothing
+ * more may be read from the socket until vu_resume() has run it. */
 int vu_dispatch(struct vu_conn *c, struct vu_msg *m);
+/* detach_fd fired: 1 while rings are still stopping, 0 once the parked
+ * message (if any) has run (or, closing, nothing is left to wait for),
+ * -errno to drop the connection. */
+int vu_resume(struct vu_conn *c);
+/* The front-end is going: stop every ring without waiting (c->closing).
+ * True when nothing is left running, so vu_conn_teardown() will not wait;
+ * else call again when detach_fd fires. */
+bool vu_conn_close_start(struct vu_conn *c);
 /* Stop every ring, release memory and fds; the device keeps its data. */
 void vu_conn_teardown(struct vu_conn *c);
 /* Run fn(arg) with every running ring of c stopped (requests in flight

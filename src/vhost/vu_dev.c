@@ -142,6 +142,49 @@ static void vq_stop(struct vu_conn *c, struct vq *vq)
 	vlog(LOG_DEBUG, "[%s q%u] stopped at %u", name(c), vq->index, vq->last_avail);
 }
 
+/* --- stopping rings without waiting ---------------------------------------- */
+
+static uint64_t attached_mask(const struct vu_conn *c)
+{
+	uint64_t m = 0;
+
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		if (c->blk->vqs[i].attached)
+			m |= BIT(i);
+	return m;
+}
+
+/* Post a detach for every ring of mask that runs; returns at once. */
+static void detach_start(struct vu_conn *c, uint64_t mask)
+{
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+		struct vq *vq = &c->blk->vqs[i];
+
+		if (!(mask & BIT(i)) || !vq->attached)
+			continue;
+		if (eng_detach_start(c->eng, vq, c->detach_fd) < 0)
+			eng_detach(c->eng, vq);         /* no memory: the old way */
+	}
+}
+
+/* Whether every posted detach is over (completing those that are). */
+static bool detaches_done(struct vu_conn *c)
+{
+	bool all = true;
+
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+		struct vq *vq = &c->blk->vqs[i];
+
+		if (!vq->detach_cmd)
+			continue;
+		if (eng_detach_done(vq))
+			vlog(LOG_DEBUG, "[%s q%u] stopped at %u", name(c), vq->index, vq->last_avail);
+		else
+			all = false;
+	}
+	return all;
+}
+
 /* Run fn with every running ring stopped, then restart them. */
 static int with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *, void *),
 			      void *arg)
@@ -798,6 +841,41 @@ static int send_reply(struct vu_conn *c, struct vu_msg *m)
 	return rc;
 }
 
+/* The running rings a request stops (and, for the VU_Q_* ones, restarts). */
+static uint64_t rings_to_stop(const struct vu_conn *c, const struct vu_handler *h,
+			      const struct vu_msg *m)
+{
+	uint64_t all = attached_mask(c), one = BIT(m->payload.state.index % 64);
+
+	switch (m->hdr.request) {
+	case VU_GET_VRING_BASE:
+		return one & all;
+	case VU_SET_VRING_ENABLE:
+		return m->payload.state.num == 0 ? one & all : 0;
+	case VU_RESET_OWNER:
+	case VU_RESET_DEVICE:
+		return all;
+	}
+	if (h->quiesce == VU_Q_RING)
+		return one & all;
+	if (h->quiesce == VU_Q_ALL)
+		return all;
+	return 0;
+}
+
+/* Start again the rings a parked VU_Q_* request stopped. */
+static int restart_rings(struct vu_conn *c)
+{
+	uint64_t mask = c->restart_mask;
+	int rc = 0;
+
+	c->restart_mask = 0;
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES && rc == 0; i++)
+		if (mask & BIT(i))
+			rc = vq_start(c, &c->blk->vqs[i]);
+	return rc;
+}
+
 static int check_shape(struct vu_conn *c, const struct vu_handler *h, struct vu_msg *m)
 {
 	uint32_t req = m->hdr.request;
@@ -867,6 +945,23 @@ int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
 	if (rc < 0)
 		goto out;
 
+	/* Rings to stop first: the engine drains them while this thread
+	 * serves the other devices, and the message waits, parked. */
+	if (!c->parked && c->detach_fd >= 0) {
+		uint64_t stop = rings_to_stop(c, h, m);
+
+		if (stop) {
+			if (h->quiesce != VU_Q_NONE)
+				c->restart_mask = stop;
+			detach_start(c, stop);
+			if (!detaches_done(c)) {
+				c->parked = true;
+				return 0;       /* m (and its fds) kept for vu_resume */
+			}
+		}
+	}
+	c->parked = false;
+
 	switch (h->quiesce) {
 	case VU_Q_NONE:
 		rc = h->fn(c, m);
@@ -895,6 +990,11 @@ int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
 			}
 		}
 		break;
+	}
+	if (c->restart_mask) {
+		int rc2 = restart_rings(c);
+		if (rc2 < 0 && rc >= 0)
+			rc = rc2;
 	}
 	if (rc == VU_REPLY) {
 		rc = send_reply(c, m);
@@ -927,6 +1027,27 @@ void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *en
 	c->inflight_fd = -1;
 	c->reply_fd = -1;
 	c->backend_fd = -1;
+	c->detach_fd = -1;
+}
+
+int vu_resume(struct vu_conn *c)
+{
+	if (!detaches_done(c))
+		return 1;
+	if (c->closing || !c->parked)
+		return 0;
+	return vu_dispatch(c, &c->rx);
+}
+
+bool vu_conn_close_start(struct vu_conn *c)
+{
+	c->closing = true;
+	c->parked = false;
+	c->restart_mask = 0;
+	vu_msg_close_fds(&c->rx);
+	if (c->detach_fd >= 0)
+		detach_start(c, attached_mask(c));
+	return detaches_done(c);
 }
 
 struct quiesce_args {
