@@ -6,10 +6,12 @@
  * requests instead of answering them: the kernel, io_uring and the engine
  * then wait for an answer that does not come, exactly as on real storage
  * that hangs.  What the core promises for that case (engine/engine.c,
- * eng_send): when the front-end leaves, the control thread waits for the
+ * eng_detach_start): when the front-end leaves, its queue waits for the
  * read in flight however long it takes (the backend may still write into
- * guest memory, so no timeout is safe), says so on stderr every 10 s,
- * naming the device and queue, and serves again once the storage answers.
+ * guest memory, so no timeout is safe) without holding the control thread:
+ * another device is set up and served meanwhile.  The wait is logged on
+ * stderr every 10 s, naming the device and queue, and the device serves
+ * again once the storage answers.
  * The test captures stderr (fd 2, where vlog writes) in a file to see that.
  *
  * Needs io_uring, root and /dev/fuse (the test skips without them); exit 77
@@ -389,6 +391,10 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	p.size = 0;
 	p.queues = 1;
 	fx_add(DEV_NAME, &p);
+	/* a bystander on the same core: its control messages must not wait
+	 * for A's stuck queue */
+	fx_params(&p, 4096 * KiB, 1, "hung-bystander");
+	fx_add(DEV_NAME "B", &p);
 
 	/* the path works while the storage answers */
 	fe = fe_ready();
@@ -415,6 +421,20 @@ Test(hung, read_that_never_completes_stalls_the_detach_with_a_warning)
 	 * must wait for the read, and say so after 10 s. */
 	ffe_disconnect(fe);
 	t0 = ffe_now_ms();
+	/* Meanwhile the control thread serves the other device: a front-end
+	 * sets it up (negotiation, memory table, rings) and does I/O, while
+	 * A's detach still waits for its read. */
+	{
+		struct ffe *feb = fx_ready(1, NULL, 0, 1, 64);
+
+		fx_rw_verify(&feb->vq[0], 16, 64 * KiB, 4343, NULL);
+		cr_assert_eq(parked_reads(), 1, "the hung read completed meanwhile: the test "
+			     "proves nothing");
+		cr_log_info("bystander set up and served %" PRId64 " ms after A's front-end left "
+			    "with a read hung", ffe_now_ms() - t0);
+		cr_expect_lt(ffe_now_ms() - t0, 5000, "the bystander waited for A's stuck queue");
+		fx_close_wait(1, feb, VDEV_LISTENING);
+	}
 	ffe_deadline_start(&dl, 14000);
 	while (!log_line(SLOW_WARNING, line, sizeof(line)) && ffe_deadline_left(&dl))
 		usleep(50000);
