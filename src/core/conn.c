@@ -1,0 +1,324 @@
+/* A device's front-end connection, on the control thread: accept (one
+ * front-end per device; one more may wait while the last one's rings
+ * stop), read and dispatch, park a message until its rings stopped,
+ * close without waiting for the engine, and the block-device events that
+ * concern a connected device.  See core_int.h. */
+#include "core_int.h"
+
+#include <errno.h>
+#include <libudev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "blk.h"
+#include "engine.h"
+#include "fault.h"
+#include "log.h"
+#include "vu.h"
+
+/* --- connections ------------------------------------------------------------ */
+
+bool backend_failed(struct vdev *d)
+{
+	return d->blk->be && atomic_load(&d->blk->be->failed);
+}
+
+static void conn_adopt(struct vdev *d, int fd);
+
+/* The connection is over: its rings are stopped (or wait is true: stop
+ * them now, whatever it takes). */
+static void conn_free(struct vdev *d)
+{
+	struct vu_conn *c = d->conn;
+
+	vu_conn_teardown(c);            /* waits for rings still stopping */
+	free(c);
+	d->conn = NULL;
+	d->blk->wce = true;
+	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_LISTENING);
+	if (d->next_fd >= 0) {          /* a front-end waited for this one to go */
+		int fd = d->next_fd;
+		d->next_fd = -1;
+		conn_adopt(d, fd);
+	}
+}
+
+/* Drop the front-end.  Its rings stop in the engine without holding this
+ * thread (a backend that hangs must not stall the other devices): the
+ * connection is freed once the last one let go (EV_DETACH), and the device
+ * listens again then. */
+void conn_close(struct vdev *d, const char *why)
+{
+	struct vu_conn *c = d->conn;
+
+	if (!c)
+		return;
+	if (!c->closing) {
+		if (why && why[0]) {
+			vlog(LOG_WARNING, "[%s] front-end disconnected: %s", d->blk->name, why);
+			set_error(d, why);
+		} else {
+			vlog(LOG_INFO, "[%s] front-end disconnected", d->blk->name);
+		}
+		if (!c->parked)         /* a parked one is out of the epoll set */
+			epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+		if (!vu_conn_close_start(c))
+			return;         /* EV_DETACH finishes it */
+	} else if (vu_resume(c) > 0) {
+		return;
+	}
+	conn_free(d);
+}
+
+/* dev_free: no waiting on EV_DETACH any more. */
+void conn_close_now(struct vdev *d)
+{
+	if (d->next_fd >= 0)
+		close(d->next_fd);
+	d->next_fd = -1;
+	conn_close(d, NULL);
+	if (d->conn)
+		conn_free(d);
+}
+
+/* A user call on d (set params, destroy): a front-end that left is gone,
+ * even if its rings are still stopping (usually a matter of microseconds;
+ * with storage that hangs, this waits for it, as it always did). */
+void settle(struct vdev *d)
+{
+	if (d->conn && d->conn->closing)
+		conn_free(d);
+}
+
+/* A parked message ran: read the socket again. */
+static void conn_unpark(struct vdev *d)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_conn };
+	struct vu_conn *c = d->conn;
+
+	c->rx_len = 0;
+	c->rx.nfds = 0;
+	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+		conn_close(d, "cannot watch the connection again");
+		return;
+	}
+}
+
+void conn_readable(struct vdev *d);
+
+/* EV_DETACH, or a periodic look while something waits: a ring let go. */
+void conn_detached(struct vdev *d)
+{
+	struct vu_conn *c = d->conn;
+	int rc;
+
+	if (!c)
+		return;
+	if (c->closing) {
+		conn_close(d, NULL);
+		return;
+	}
+	if (!c->parked)
+		return;
+	rc = vu_resume(c);
+	if (rc > 0)
+		return;
+	if (rc < 0) {
+		c->parked = false;
+		vu_msg_close_fds(&c->rx);
+		conn_close(d, c->err[0] ? c->err : strerror(-rc));
+		return;
+	}
+	if (c->parked)          /* parked again (cannot happen: all stopped) */
+		return;
+	conn_unpark(d);
+	if (d->conn)
+		conn_readable(d);
+}
+
+static bool conn_hung_up(struct vu_conn *c)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLRDHUP };
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* Serve the front-end on fd. */
+static void conn_adopt(struct vdev *d, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_conn };
+	struct vu_conn *c = malloc(sizeof(*c));
+
+	if (!c) {
+		close(fd);
+		return;
+	}
+	vu_conn_init(c, fd, d->blk, d->core->eng, d->seq);
+	c->detach_fd = d->detach_fd;
+	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		free(c);
+		close(fd);
+		return;
+	}
+	d->conn = c;
+	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_CONNECTED);
+	vlog(LOG_INFO, "[%s] front-end connected", d->blk->name);
+}
+
+void conn_accept(struct vdev *d)
+{
+	int fd;
+
+	fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			vlog(LOG_WARNING, "[%s] accept: %s", d->blk->name, strerror(errno));
+		return;
+	}
+	if (d->conn && !d->conn->closing && conn_hung_up(d->conn)) {
+		/* The old front-end is gone and its EOF not yet processed
+		 * (QEMU reconnecting at once): retire it first. */
+		conn_close(d, NULL);
+	}
+	if (d->conn && d->conn->closing && d->next_fd < 0) {
+		/* The old one's rings are still stopping: the new one waits
+		 * (its messages stay in the socket) and is served after. */
+		d->next_fd = fd;
+		return;
+	}
+	if (d->conn) {
+		/* One front-end per device, like a disk in one VM. */
+		vlog(LOG_WARNING, "[%s] refused a second front-end connection", d->blk->name);
+		close(fd);
+		return;
+	}
+	conn_adopt(d, fd);
+}
+
+void conn_readable(struct vdev *d)
+{
+	struct vu_conn *c = d->conn;
+	int rc;
+
+	while (c && !c->closing && (rc = vu_recv(c)) != 0) {
+		if (rc < 0) {
+			conn_close(d, rc == -ECONNRESET && !c->err[0] ? NULL :
+				   c->err[0] ? c->err : strerror(-rc));
+			return;
+		}
+		rc = vu_dispatch(c, &c->rx);
+		if (rc == 0 && c->parked) {
+			/* Until its rings stopped: nothing more is read (level-
+			 * triggered epoll would report the socket again). */
+			epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+			return;
+		}
+		c->rx_len = 0;
+		c->rx.nfds = 0;
+		if (rc < 0) {
+			conn_close(d, c->err[0] ? c->err : strerror(-rc));
+			return;
+		}
+	}
+}
+
+/* Engine thread: a ring of d broke.  The control thread drops the
+ * connection; the vq itself is already skipped by the engine. */
+void on_ring_broken(struct vblk *b, struct vq *vq, const char *why)
+{
+	struct vdev *d = b->owner;
+	uint64_t one = 1;
+	char msg[VDEV_ERR_MAX];
+
+	snprintf(msg, sizeof(msg), "queue %u: %s", vq->index, why);
+	set_error(d, msg);
+	(void)!write(d->broken_fd, &one, sizeof(one));
+}
+
+
+int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen);
+
+/* The backing block device of d now has `bytes`: a device whose size
+ * follows its backing's takes the new size, and a running guest is told. */
+static void backing_resized(struct vdev *d, uint64_t bytes)
+{
+	char err[VDEV_ERR_MAX] = "";
+	uint64_t old = d->blk->be->size;
+	int rc;
+
+	if (!d->size_auto || bytes == old)
+		return;
+	if (d->conn) {
+		rc = live_resize(d, bytes, err, sizeof(err));
+	} else {
+		rc = d->blk->be->ops->resize ? d->blk->be->ops->resize(d->blk->be, bytes) : -EINVAL;
+		if (rc < 0)
+			snprintf(err, sizeof(err), "%s", strerror(-rc));
+		d->blk->params.size = d->blk->be->size;
+	}
+	if (rc < 0) {
+		char msg[VDEV_ERR_MAX + 64];
+		snprintf(msg, sizeof(msg), "backing device resized to %llu bytes, not followed: %s",
+			 (unsigned long long)bytes, err);
+		set_error(d, msg);
+		vlog(LOG_WARNING, "[%s] %s", d->blk->name, msg);
+		return;
+	}
+	vlog(LOG_INFO, "[%s] backing device resized: %llu -> %llu bytes", d->blk->name,
+	     (unsigned long long)old, (unsigned long long)d->blk->be->size);
+}
+
+/* A block device changed: if it is the backing of a device and it is gone
+ * (removed, or its medium went away), fail that device's I/O from now on;
+ * if it changed size, follow it. */
+void udev_event(struct core *core)
+{
+	struct udev_device *ud = udev_monitor_receive_device(core->mon);
+	const char *action, *size;
+	dev_t devnum;
+	bool gone;
+
+	if (!ud)
+		return;
+	action = udev_device_get_action(ud);
+	devnum = udev_device_get_devnum(ud);
+	size = udev_device_get_sysattr_value(ud, "size");
+	gone = action && (strcmp(action, "remove") == 0 ||
+			  (strcmp(action, "change") == 0 && size && strcmp(size, "0") == 0));
+	if (gone && devnum) {
+		for (struct vdev *d = core->devs; d; d = d->next) {
+			char msg[VDEV_ERR_MAX + 4096];
+			if (!d->blk->be || d->blk->be->rdev != devnum || backend_failed(d))
+				continue;
+			atomic_store(&d->blk->be->failed, true);
+			atomic_store(&d->state, VDEV_ERROR);
+			snprintf(msg, sizeof(msg),
+				 "backing device %s (%u:%u) disappeared; I/O fails until it is reconfigured",
+				 d->blk->params.path, major(devnum), minor(devnum));
+			set_error(d, msg);
+			vlog(LOG_ERR, "[%s] %s", d->blk->name, msg);
+		}
+	} else if (action && strcmp(action, "change") == 0 && size && devnum) {
+		char *end;
+		unsigned long long sectors = strtoull(size, &end, 10);
+
+		if (*end == '\0' && sectors > 0 && sectors < (UINT64_MAX >> 9))
+			for (struct vdev *d = core->devs; d; d = d->next)
+				if (d->blk->be && d->blk->be->rdev == devnum && !backend_failed(d))
+					backing_resized(d, sectors << 9);
+	}
+	udev_device_unref(ud);
+}
+
