@@ -274,7 +274,10 @@ part_memhp() {
 	[ "$ACCEPTED" -ge "$DIMMS" ] ||
 		fail "only $ACCEPTED of $DIMMS DIMMs accepted with vhostd (refused: $REFUSAL)"
 
-	if [ "$ACCEPTED" -gt 0 ]; then
+	if [ "$ACCEPTED" -eq 0 ]; then
+		echo "no DIMM was accepted: nothing for the guest to online or remove; stopping it"
+		stop_guest
+	else
 		step "memhp 3. The guest onlines the $ACCEPTED new DIMMs and does verified I/O with buffers in them"
 		# one 128 MiB DIMM = one memory block of this guest (checked by the count)
 		r=0
@@ -295,7 +298,7 @@ part_memhp() {
 	fi
 
 	step "memhp 5. The guest's verdict"
-	end_guest 120
+	[ -n "$RG_PID" ] && end_guest 120
 	guest_progress
 	local stall
 	stall=$(grep -aoE 'memhp round [0-9]+: .* max_lat_ms=[0-9.]+' "$CONSOLE" | sed 's/.*max_lat_ms=//' | sort -g | tail -n 1)
