@@ -10,7 +10,9 @@
 #            verified I/O on /dev/vda while 9 pc-dimms of 128 MiB are
 #            hot-added (object-add memory-backend-memfd share=on +
 #            device_add pc-dimm); the guest onlines them (online_movable) and
-#            a round must then have its I/O buffers in the hot-added memory;
+#            steers each round's I/O buffers into one hot-added DIMM (the
+#            others offlined inside the guest for the round, newest first):
+#            a round must have all its buffers in the last DIMM added;
 #            one DIMM is removed again (device_del, DEVICE_DELETED) and the
 #            I/O carries on.  Prints how many DIMMs were accepted; with
 #            /usr/bin/qemu-storage-daemon the same DIMM-count step runs
@@ -279,12 +281,16 @@ part_memhp() {
 		stop_guest
 	else
 		step "memhp 3. The guest onlines the $ACCEPTED new DIMMs and does verified I/O with buffers in them"
-		# one 128 MiB DIMM = one memory block of this guest (checked by the count)
+		# One 128 MiB DIMM = one memory block of this guest (checked by the
+		# count).  The guest steers each round's buffers into one hot-added
+		# block, the newest (the last DIMM) first: wanted, a round with all
+		# its buffer pages in the last DIMM.
+		local want="memhp round [0-9]+: hotadded_blocks=$ACCEPTED .*rc=0 target=memory[0-9]+\(newest\) in_target=([1-9][0-9]*)/\1 "
 		r=0
-		need_console "memhp round [0-9]+: hotadded_blocks=$ACCEPTED .*rc=0 bufpages_above=[1-9]" 60 1 \
-			"a round of verified I/O with all $ACCEPTED DIMMs online and buffers in them" || r=1
+		need_console "$want" 60 1 \
+			"a round of verified I/O with all $ACCEPTED DIMMs online and all its buffers in the last one" || r=1
 		guest_progress
-		[ $r -eq 0 ] && echo "seen: $(console_last "memhp round [0-9]+: hotadded_blocks=$ACCEPTED ")"
+		[ $r -eq 0 ] && echo "seen: $(console_last "$want")"
 
 		step "memhp 4. device_del one DIMM (dimm$ACCEPTED) while the I/O goes on"
 		QMP_TIMEOUT=60 qmp device_del "{\"id\":\"dimm$ACCEPTED\"}" --event DEVICE_DELETED --match "device=dimm$ACCEPTED"
