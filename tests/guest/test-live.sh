@@ -20,7 +20,8 @@
 #   resize   a 64M ram controller, guest running: echo 128M > ctl/NAME/size;
 #            the guest must see /sys/block/vda/size change within a second
 #            (host-side time from the write returning to the guest's line on
-#            the console) and write+read back the whole new size.  A control
+#            the console) and write+read back the whole new size; then the
+#            same to 192M by writing config back with only size= changed.  A control
 #            run does the same grow on QEMU's own virtio-blk (QMP
 #            block_resize), so a failure is the back-end's, not the test's.
 #   plug     Kata's attach path: a VM booted without the disk; twice
@@ -352,38 +353,45 @@ part_memhp() {
 # ============================================================================
 # resize
 # ============================================================================
-# resize_seen T0 WHO: the guest's view after a grow to 128M at T0 (ms).
+# resize_seen T0 WHO STEP BYTES: the guest's view after grow STEP (to BYTES)
+# made at T0 (ms).
 resize_seen() {
 	local seen_ms
-	if wait_console 'VHOSTD-GUEST-RESIZED' 10; then
+	if wait_console "VHOSTD-GUEST-RESIZED $3 " 10; then
 		seen_ms=$(( $(now_ms) - $1 ))
-		echo "guest: $(console_last 'VHOSTD-GUEST-RESIZED')"
-		timing "$2: size change until the guest saw the new /sys/block/vda/size" "$seen_ms"
+		echo "guest: $(console_last "VHOSTD-GUEST-RESIZED $3 ")"
+		timing "$2: grow $3 until the guest saw the new /sys/block/vda/size" "$seen_ms"
 		echo "$2: the guest saw the new size $seen_ms ms after the change"
-		grep -aq 'VHOSTD-GUEST-RESIZED bytes=134217728' "$CONSOLE" ||
-			fail "$2: the guest saw '$(console_last 'VHOSTD-GUEST-RESIZED')', expected 134217728 bytes"
+		grep -aq "VHOSTD-GUEST-RESIZED $3 bytes=$4 " "$CONSOLE" ||
+			fail "$2: grow $3: the guest saw '$(console_last "VHOSTD-GUEST-RESIZED $3 ")', expected $4 bytes"
 		[ "$seen_ms" -le 1000 ] ||
-			fail "$2: the guest saw the new size $seen_ms ms after the change (limit 1000 ms)"
+			fail "$2: grow $3: the guest saw the new size $seen_ms ms after the change (limit 1000 ms)"
 	else
-		fail "$2: the guest did not see the new size within 10 s (the change is not announced to the running guest)"
+		fail "$2: grow $3: the guest did not see the new size within 10 s (the change is not announced to the running guest)"
 	fi
+}
+# resize_done WHO: the guest's verdict and its write+read past the old ends.
+resize_done() {
 	end_guest 120
 	guest_progress
-	grep -aq 'resize: verified write+read of all 134217728 bytes' "$CONSOLE" ||
-		fail "$2: no verified write+read past the old end in the guest"
+	grep -aq 'resize 1: verified write+read of all 134217728 bytes' "$CONSOLE" ||
+		fail "$1: no verified write+read past the old end (64M) in the guest after the grow to 128M"
+	grep -aq 'resize 2: verified write+read of all 201326592 bytes' "$CONSOLE" ||
+		fail "$1: no verified write+read past the old end (128M) in the guest after the grow to 192M"
 }
+RESIZE_TESTS=resize:134217728/201326592
 
 part_resize() {
-	local t0
+	local t0 cfg
 	step "resize 1. A 64M ram controller and a guest doing verified I/O on it"
 	controller 64M
-	start_guest --socket "$SOCKS/$NAME" --mem 256 --timeout 150 --tests resize:134217728 \
+	start_guest --socket "$SOCKS/$NAME" --mem 256 --timeout 150 --tests "$RESIZE_TESTS" \
 		--append "vhostd.resize_wait=60"
-	need_console 'VHOSTD-GUEST-READY resize' 90 1 "the guest watches /sys/block/vda/size" || finish
+	need_console 'VHOSTD-GUEST-READY resize1' 90 1 "the guest watches /sys/block/vda/size" || finish
 	guest_progress
 	sleep 1
 
-	step "resize 2. Grow it to 128M while the guest runs"
+	step "resize 2. Grow it to 128M through ctl/$NAME/size while the guest runs"
 	t0=$(now_ms)
 	sh_run "echo 128M > $Q_CTL/$NAME/size"
 	if [ $RC -ne 0 ]; then
@@ -397,30 +405,57 @@ part_resize() {
 	else
 		sh_run "cat $Q_CTL/$NAME/size"
 		[ "$OUT" = 134217728 ] || fail "ctl/$NAME/size reads '$OUT' after the write, expected 134217728"
-		step "resize 3. The guest sees it and writes and reads back past the old end"
-		resize_seen "$t0" vhostd
-		sh_run "cat $Q_CTL/$NAME/stats"
-		[ "$(stat_of errors "$OUT")" = 0 ] || fail "stats: errors='$(stat_of errors "$OUT")'"
+		resize_seen "$t0" vhostd 1 134217728
+
+		step "resize 3. Grow it to 192M by writing config back with only size= changed"
+		need_console 'VHOSTD-GUEST-READY resize2' 60 1 "the guest checked the first grow and watches again" || finish
+		guest_progress
+		sleep 1
+		cfg=$(sed 's/^size=.*/size=201326592/' "$CTL/$NAME/config")
+		echo "$ cat \$STORE/block/ctl/$NAME/config | sed 's/^size=.*/size=201326592/' > \$STORE/block/ctl/$NAME/config"
+		t0=$(now_ms)
+		set +e
+		OUT=$(printf '%s\n' "$cfg" 2>&1 > "$CTL/$NAME/config")
+		RC=$?
+		set -e
+		[ -n "$OUT" ] && echo "$OUT"
+		if [ $RC -ne 0 ]; then
+			fail "config with only size= changed was refused (status $RC): $(cat "$CTL/$NAME/error" 2>/dev/null)"
+			stop_guest
+		else
+			sh_run "cat $Q_CTL/$NAME/config"
+			grep -qx 'size=201326592' <<<"$OUT" || fail "config does not read back size=201326592 after the write"
+			resize_seen "$t0" vhostd 2 201326592
+			step "resize 4. The guest wrote and read back past each old end"
+			resize_done vhostd
+			sh_run "cat $Q_CTL/$NAME/stats"
+			[ "$(stat_of errors "$OUT")" = 0 ] || fail "stats: errors='$(stat_of errors "$OUT")'"
+		fi
 	fi
 
-	# --- control: the same grow announced by QEMU's own virtio-blk ----------
+	# --- control: the same grows announced by QEMU's own virtio-blk ---------
 	# Proves the guest side of this test sees a resize when the device
 	# announces one (qemu-storage-daemon 7.2 resizes its export on
 	# block_resize but does not announce it to the guest, so it is no
 	# reference here).
-	step "resize 4. Control: the same grow on QEMU's built-in virtio-blk (QMP block_resize)"
+	step "resize 5. Control: the same grows on QEMU's built-in virtio-blk (QMP block_resize)"
 	truncate -s 64M "$T/control.img"
-	start_guest --mem 256 --timeout 150 --tests resize:134217728 \
+	start_guest --mem 256 --timeout 150 --tests "$RESIZE_TESTS" \
 		--append "vhostd.disks=1 vhostd.resize_wait=60" \
 		--qemu-arg -blockdev --qemu-arg "driver=file,node-name=ctl0,filename=$T/control.img" \
 		--qemu-arg -device --qemu-arg virtio-blk-pci,drive=ctl0
-	need_console 'VHOSTD-GUEST-READY resize' 90 1 "the control guest watches its size" || finish
-	guest_progress
-	sleep 1
-	t0=$(now_ms)
-	qmp block_resize '{"node-name":"ctl0","size":134217728}'
-	[ $RC -eq 0 ] || fail "control: block_resize: $OUT"
-	resize_seen "$t0" "control (QEMU virtio-blk)"
+	local i bytes
+	for i in 1 2; do
+		bytes=$(( (i + 1) * 64 << 20 ))
+		need_console "VHOSTD-GUEST-READY resize$i" 90 1 "the control guest watches its size" || finish
+		guest_progress
+		sleep 1
+		t0=$(now_ms)
+		qmp block_resize "{\"node-name\":\"ctl0\",\"size\":$bytes}"
+		[ $RC -eq 0 ] || fail "control: block_resize: $OUT"
+		resize_seen "$t0" "control (QEMU virtio-blk)" "$i" "$bytes"
+	done
+	resize_done "control (QEMU virtio-blk)"
 }
 
 # ============================================================================
