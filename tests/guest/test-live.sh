@@ -286,12 +286,15 @@ part_memhp() {
 		# count).  The guest steers each round's buffers into one hot-added
 		# block, the newest (the last DIMM) first: wanted, a round with all
 		# its buffer pages in the last DIMM.
-		local want="memhp round [0-9]+: hotadded_blocks=$ACCEPTED .*rc=0 target=memory[0-9]+\(newest\) in_target=([1-9][0-9]*)/\1 "
+		local want="memhp round [0-9]+: hotadded_blocks=$ACCEPTED .*rc=0 target=memory[0-9]+\(newest\)[^ ]* in_target=([1-9][0-9]*)/\1 "
 		r=0
 		need_console "$want" 60 1 \
 			"a round of verified I/O with all $ACCEPTED DIMMs online and all its buffers in the last one" || r=1
 		guest_progress
 		[ $r -eq 0 ] && echo "seen: $(console_last "$want")"
+		need_console "VHOSTD-GUEST-READY memhp-remove blocks=$ACCEPTED" 30 1 \
+			"the guest stopped steering its buffers (no offlining in the guest during the removal)" || true
+		guest_progress
 
 		step "memhp 4. device_del one DIMM (dimm$ACCEPTED) while the I/O goes on"
 		QMP_TIMEOUT=60 qmp device_del "{\"id\":\"dimm$ACCEPTED\"}" --event DEVICE_DELETED --match "device=dimm$ACCEPTED"
