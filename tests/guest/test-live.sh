@@ -530,6 +530,14 @@ part_reset() {
 	[ "$(grep -ac 'vhostd-guest: tests=' "$CONSOLE")" = 2 ] ||
 		fail "the guest booted $(grep -ac 'vhostd-guest: tests=' "$CONSOLE") times, expected 2"
 	grep -aq 'BLKCHECK randverify OK' "$CONSOLE" || fail "no verified I/O passed after the reset"
+	local stall
+	stall=$(grep -aoE 'BLKCHECK randverify OK .*max_lat_ms=[0-9.]+ max_lat_at_s=[0-9.]+' "$CONSOLE" |
+		sed 's/.*max_lat_ms=\([0-9.]*\) max_lat_at_s=\([0-9.]*\)/\1 ms (at \2 s into the run)/' | tail -n 1)
+	echo "longest single guest I/O after the reset: ${stall:-?}"
+	case "${stall%%.*}" in
+	[0-9][0-9][0-9][0-9]*) [ "${stall%%.*}" -ge 5000 ] &&
+		echo "WARNING: a guest I/O took ${stall} after the reset (a lost notification? or a starved machine)" ;;
+	esac
 	sh_run "cat $Q_CTL/$NAME/state $Q_CTL/$NAME/stats"
 }
 
