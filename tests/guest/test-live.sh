@@ -137,7 +137,7 @@ qmp() {
 	fi
 	t0=$(now_ms)
 	set +e
-	OUT=$(python3 "$HERE/qmp.py" --timeout "${QMP_TIMEOUT:-30}" "${QMP_TARGET:-$QMPS}" "$@" 2>&1)
+	OUT=$(python3 -B "$HERE/qmp.py" --timeout "${QMP_TIMEOUT:-30}" "${QMP_TARGET:-$QMPS}" "$@" 2>&1)
 	RC=$?
 	set -e
 	LAST_MS=$(( $(now_ms) - t0 ))
