@@ -17,6 +17,11 @@
  *       started, max_lat_at_s, seconds from the start) and p99_lat_ms, so a
  *       test that restarts the back-end under the guest can say how long the
  *       guest's I/O paused.
+ *       With BLKCHECK_PHYS_ABOVE=ADDR in the environment (root: it reads
+ *       /proc/self/pagemap), each thread looks up the guest-physical pages
+ *       of its I/O buffers at the end and the OK line adds
+ *       bufpages_above=N/M (N of its M buffer pages lie at or above ADDR,
+ *       e.g. in hot-added memory) and buf_phys=LOWEST-HIGHEST.
  *   blkcheck writepattern DEV SEED
  *   blkcheck verifypattern DEV SEED
  *       The two halves of fullcheck, for checks across a restart/on the host.
@@ -248,6 +253,8 @@ static int pio(bool wr, int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+static int parse_u64(const char *s, uint64_t *v);
+
 static void *xalloc(size_t len)
 {
 	void *p = NULL;
@@ -361,6 +368,9 @@ struct rv_shared {
 	double deadline;                /* 0: use op budget */
 	atomic_long ops_left;
 	atomic_int stop;
+	uint64_t phys_above;            /* BLKCHECK_PHYS_ABOVE, 0: not asked */
+	atomic_ulong pages, pages_above, pages_unknown;
+	atomic_ullong phys_lo, phys_hi;
 };
 
 struct lat_hist {
@@ -527,6 +537,38 @@ static bool rv_more(struct rv_thread *t)
 	return atomic_fetch_sub(&sh->ops_left, 1) > 0;
 }
 
+/* Count the pages of BUF (LEN bytes, touched) by guest-physical address
+ * through /proc/self/pagemap: bit 63 present, bits 0-54 the PFN (0 without
+ * CAP_SYS_ADMIN: counted as unknown). */
+static void rv_phys(struct rv_shared *sh, const void *buf, size_t len)
+{
+	long psz = sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)buf & ~((uintptr_t)psz - 1);
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	for (; a < (uintptr_t)buf + len; a += (uintptr_t)psz) {
+		uint64_t e = 0, pfn, pa, lo, hi;
+
+		atomic_fetch_add(&sh->pages, 1);
+		if (fd < 0 || pread(fd, &e, sizeof(e), (off_t)(a / (uintptr_t)psz * 8)) != 8 ||
+		    !(e >> 63) || !(pfn = e & ((1ULL << 55) - 1))) {
+			atomic_fetch_add(&sh->pages_unknown, 1);
+			continue;
+		}
+		pa = pfn * (uint64_t)psz;
+		if (pa >= sh->phys_above)
+			atomic_fetch_add(&sh->pages_above, 1);
+		lo = atomic_load(&sh->phys_lo);
+		while (pa < lo && !atomic_compare_exchange_weak(&sh->phys_lo, &lo, pa))
+			;
+		hi = atomic_load(&sh->phys_hi);
+		while (pa > hi && !atomic_compare_exchange_weak(&sh->phys_hi, &hi, pa))
+			;
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
 static void *rv_main(void *arg)
 {
 	struct rv_thread *t = arg;
@@ -591,6 +633,10 @@ static void *rv_main(void *arg)
 			goto out;
 	}
 	t->rc = 0;
+	if (sh->phys_above) {
+		rv_phys(sh, wbuf, maxlen);
+		rv_phys(sh, rbuf, maxlen);
+	}
 out:
 	if (t->rc)
 		atomic_store(&sh->stop, 1);
@@ -639,6 +685,9 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 	}
 	if (strcmp(end, "ops") == 0)
 		atomic_store(&sh.ops_left, (long)v);
+	if (getenv("BLKCHECK_PHYS_ABOVE") &&
+	    parse_u64(getenv("BLKCHECK_PHYS_ABOVE"), &sh.phys_above) == 0 && sh.phys_above)
+		atomic_store(&sh.phys_lo, UINT64_MAX);
 	t0 = now_s();
 	if (strcmp(end, "ops") != 0)
 		sh.deadline = t0 + (double)v;
@@ -685,6 +734,13 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 		    mib_s(bytes, secs), (double)lat.max_us / 1e3,
 		    lat.count ? lat.max_at - t0 : 0.0, (double)lat_pct(&lat, 99.0) / 1e3,
 		    direct ? "" : " (buffered)");
+		if (sh.phys_above)
+			out("BLKCHECK randverify bufpages_above=%lu/%lu unknown=%lu"
+			    " buf_phys=0x%llx-0x%llx above=0x%" PRIx64 "\n",
+			    atomic_load(&sh.pages_above), atomic_load(&sh.pages),
+			    atomic_load(&sh.pages_unknown),
+			    atomic_load(&sh.phys_lo) == UINT64_MAX ? 0ULL : atomic_load(&sh.phys_lo),
+			    atomic_load(&sh.phys_hi), sh.phys_above);
 	} else if (lat.count) {
 		/* how long the I/O stalled is worth knowing when it failed too */
 		out("BLKCHECK randverify latency dev=%s ios=%" PRIu64 " max_lat_ms=%.1f"

@@ -25,7 +25,19 @@
 #                      script can watch it, e.g. for "=== rand" or a BLKCHECK
 #                      line); it is kept after the run
 #   --append ARGS      extra kernel command line
+#   --qmp PATH         QMP socket (-qmp unix:PATH,server=on,wait=off) so a
+#                      test can drive the running VM (tests/guest/qmp.py)
+#   --mem-opts OPTS    appended to -m, e.g. slots=10,maxmem=2G (memory hot-add)
+#   --hugepages DIR    guest RAM from memory-backend-file,mem-path=DIR,share=on
+#                      (hugetlbfs) instead of memfd
+#   --allow-reboot     no -no-reboot: a reset (QMP system_reset) reboots the
+#                      guest instead of ending QEMU
+#   --pidfile FILE     write QEMU's pid to FILE once it runs
+#   --qemu-arg ARG     one more QEMU argument (repeatable)
 #   -v|--verbose       stream the guest console while it runs
+#
+# Without --socket the guest boots with no disk (vhostd.disks=0): a test can
+# hot-plug one through --qmp.
 #
 # Cache: $VHOSTD_GUEST_CACHE or ${XDG_CACHE_HOME:-$HOME/.cache}/vhostd-guest
 # Exit: 0 guest PASS, 1 guest FAIL / timeout / QEMU error, 77 a host
@@ -49,6 +61,12 @@ BLKCHECK_BIN=${BLKCHECK:-}
 LOGCOPY=
 APPEND_EXTRA=
 VERBOSE=0
+QMP_SOCK=
+MEM_OPTS=
+HUGEDIR=
+NO_REBOOT=1
+PIDFILE=
+QEMU_EXTRA=()
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2; exit 2; }
 skip() { echo "run-guest: SKIP: $*" >&2; exit 77; }
@@ -70,12 +88,17 @@ while [ $# -gt 0 ]; do
 	--blkcheck)   BLKCHECK_BIN=$2; shift 2 ;;
 	--log)        LOGCOPY=$2; shift 2 ;;
 	--append)     APPEND_EXTRA=$2; shift 2 ;;
+	--qmp)        QMP_SOCK=$2; shift 2 ;;
+	--mem-opts)   MEM_OPTS=$2; shift 2 ;;
+	--hugepages)  HUGEDIR=$2; shift 2 ;;
+	--allow-reboot) NO_REBOOT=0; shift ;;
+	--pidfile)    PIDFILE=$2; shift 2 ;;
+	--qemu-arg)   QEMU_EXTRA+=("$2"); shift 2 ;;
 	-v|--verbose) VERBOSE=1; shift ;;
 	-h|--help)    usage ;;
 	*)            echo "run-guest: unknown argument '$1'" >&2; usage ;;
 	esac
 done
-[ ${#SOCKETS[@]} -gt 0 ] || { echo "run-guest: at least one --socket is required" >&2; usage; }
 [ ${#SOCKETS[@]} -le 16 ] || die "at most 16 sockets"
 for v in QUEUES SMP MEM TIMEOUT THREADS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,} wants a positive integer, got '${!v}'"
@@ -145,14 +168,20 @@ QERR=$WORK/qemu.stderr
 # shellcheck disable=SC2054  # commas are QEMU option syntax
 ARGS=(
 	-accel tcg -cpu max -smp "$SMP"
-	-m "${MEM}M"
-	-object "memory-backend-memfd,id=mem,size=${MEM}M,share=on"
+	-m "${MEM}M${MEM_OPTS:+,$MEM_OPTS}"
 	-numa node,memdev=mem
 	-nodefaults -no-user-config -display none
 	-chardev "file,id=serial0,path=$(qesc "$LOG")" -serial chardev:serial0
 	-kernel "$KERNEL" -initrd "$INITRD"
-	-no-reboot
 )
+if [ -n "$HUGEDIR" ]; then
+	ARGS+=(-object "memory-backend-file,id=mem,size=${MEM}M,mem-path=$(qesc "$HUGEDIR"),share=on")
+else
+	ARGS+=(-object "memory-backend-memfd,id=mem,size=${MEM}M,share=on")
+fi
+[ $NO_REBOOT -eq 1 ] && ARGS+=(-no-reboot)
+[ -n "$QMP_SOCK" ] && ARGS+=(-qmp "unix:$(qesc "$QMP_SOCK"),server=on,wait=off")
+ARGS+=("${QEMU_EXTRA[@]}")
 i=0
 for s in "${SOCKETS[@]}"; do
 	chr="socket,id=vub$i,path=$(qesc "$s")"
@@ -170,6 +199,7 @@ echo "run-guest: $QEMU ${ARGS[*]}" >&2
 START=$(date +%s)
 "$QEMU" "${ARGS[@]}" < /dev/null > "$QERR" 2>&1 &
 QEMU_PID=$!
+[ -n "$PIDFILE" ] && echo "$QEMU_PID" > "$PIDFILE"
 if [ $VERBOSE -eq 1 ]; then
 	tail -n +1 -f "$LOG" >&2 &
 	TAIL_PID=$!
