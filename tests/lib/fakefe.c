@@ -185,6 +185,8 @@ int ffe_alloc(struct ffe *fe, size_t len, size_t align, int region,
 			i = (unsigned)region;
 		} else {
 			i = (rr++) % fe->nregions;
+			if (fe->r[i].gone)
+				continue;
 		}
 		r = &fe->r[i];
 		cur = (r->next_free + align - 1) & ~(uint64_t)(align - 1);
@@ -1225,7 +1227,11 @@ int ffe_vq_alloc(struct ffe_vq *vq, size_t len, size_t align, struct ffe_buf *ou
 		n = 1;
 	for (unsigned t = 0; t < n; t++) {
 		unsigned k = vq->scratch_only ? vq->scratch_only - 1 : (vq->scratch_rr++) % n;
-		uint64_t cur = (vq->scratch[k].cur + align - 1) & ~(uint64_t)(align - 1);
+		uint64_t cur;
+
+		if (!vq->scratch_only && fe->r[k].gone)
+			continue;
+		cur = (vq->scratch[k].cur + align - 1) & ~(uint64_t)(align - 1);
 
 		if (cur + len > vq->scratch[k].size)
 			continue;
@@ -1794,22 +1800,32 @@ void ffe_mem_reg_of(struct ffe *fe, unsigned i, struct ffe_mem_reg *out)
 int ffe_add_mem_reg(struct ffe *fe, unsigned i)
 {
 	struct ffe_mem_reg mr;
+	int ret;
 
 	if (i >= fe->nregions)
 		return -EINVAL;
 	ffe_mem_reg_of(fe, i, &mr);
-	return ffe_call(fe, FFE_ADD_MEM_REG, &mr, sizeof(mr), &fe->r[i].fd, 1);
+	ret = ffe_call(fe, FFE_ADD_MEM_REG, &mr, sizeof(mr), &fe->r[i].fd, 1);
+	if (ret == 0)
+		fe->r[i].gone = false;
+	return ret;
 }
 
 int ffe_rem_mem_reg(struct ffe *fe, unsigned i, bool with_fd)
 {
 	struct ffe_mem_reg mr;
+	int ret;
 
 	if (i >= fe->nregions)
 		return -EINVAL;
 	ffe_mem_reg_of(fe, i, &mr);
-	return ffe_call(fe, FFE_REM_MEM_REG, &mr, sizeof(mr), with_fd ? &fe->r[i].fd : NULL,
-			with_fd ? 1 : 0);
+	/* no buffer of a new request may land there from now on */
+	fe->r[i].gone = true;
+	ret = ffe_call(fe, FFE_REM_MEM_REG, &mr, sizeof(mr), with_fd ? &fe->r[i].fd : NULL,
+		       with_fd ? 1 : 0);
+	if (ret > 0)
+		fe->r[i].gone = false;          /* refused: still there */
+	return ret;
 }
 
 int ffe_get_max_mem_slots(struct ffe *fe, uint64_t *n)

@@ -64,6 +64,8 @@ struct ffe_region {
 	int fd;                 /* fd sent for it (may be shared) */
 	uint8_t *hva;           /* our mapping of its first byte */
 	uint64_t next_free;     /* bump allocator cursor, bytes from start */
+	bool gone;              /* removed by REM_MEM_REG: no buffers from it
+				 * unless a queue is pinned there */
 };
 
 struct ffe_buf {
@@ -304,7 +306,9 @@ int ffe_region_new(struct ffe *fe, uint64_t gpa, uint64_t size);
 /* The ADD/REM_MEM_REG payload for region i. */
 void ffe_mem_reg_of(struct ffe *fe, unsigned i, struct ffe_mem_reg *out);
 /* ADD_MEM_REG of region i with its fd; REM_MEM_REG of it (with_fd: its fd
- * along, as the spec allows).  0, the ack value (refused), or -errno. */
+ * along, as the spec allows).  0, the ack value (refused), or -errno.  A
+ * region removed (acked, or sent without REPLY_ACK) gives no more buffers
+ * (ffe_alloc, ffe_vq_alloc) until added again. */
 int ffe_add_mem_reg(struct ffe *fe, unsigned i);
 int ffe_rem_mem_reg(struct ffe *fe, unsigned i, bool with_fd);
 int ffe_get_max_mem_slots(struct ffe *fe, uint64_t *n);
