@@ -177,8 +177,9 @@ static void *hp_worker(void *arg)
 	return NULL;
 }
 
-/* Move every thread to region k and wait until each did 2 cycles there. */
-static void hp_move(struct hp *t, unsigned n, int k)
+/* Move every thread to region k and wait until each did 3 cycles there.
+ * False (the reason in why) if one failed or did not get there in 5 s. */
+static bool hp_move(struct hp *t, unsigned n, int k, char *why, size_t whylen)
 {
 	unsigned base[A_QUEUES];
 	struct ffe_deadline dl;
@@ -192,19 +193,29 @@ static void hp_move(struct hp *t, unsigned n, int k)
 		while (!t[q].err[0] && (k >= 0 ? t[q].done_in[k] : t[q].done) < base[q] + 3 &&
 		       ffe_deadline_left(&dl))
 			usleep(200);
-		cr_assert(!t[q].err[0], "%s", t[q].err);
-		cr_assert_geq((k >= 0 ? t[q].done_in[k] : t[q].done), base[q] + 3,
-			      "q%u did no I/O with buffers in region %d within 5 s", q, k);
+		if (t[q].err[0]) {
+			snprintf(why, whylen, "%s", t[q].err);
+			return false;
+		}
+		if ((k >= 0 ? t[q].done_in[k] : t[q].done) < base[q] + 3) {
+			snprintf(why, whylen, "q%u did no I/O with buffers in region %d within 5 s", q, k);
+			return false;
+		}
 	}
+	return true;
 }
 
+/* Threads drive every queue while regions come and go; on any failure the
+ * threads are stopped before the test fails (they use fe's memory). */
 Test(slots, add_and_remove_under_running_io)
 {
 	struct ffe *fe = slots_fe(1, A_QUEUES);
 	struct hp t[A_QUEUES];
-	unsigned added[HOTPLUG_ADDS], nrem = 0;
+	unsigned added[HOTPLUG_ADDS], nadd = 0, nrem = 0;
 	bool removed[FFE_MAX_REGIONS] = { false };
 	int64_t t0 = ffe_now_ms();
+	char why[400] = "";
+	int r;
 
 	memset(t, 0, sizeof(t));
 	for (unsigned q = 0; q < A_QUEUES; q++) {
@@ -213,34 +224,54 @@ Test(slots, add_and_remove_under_running_io)
 		pthread_create(&t[q].th, NULL, hp_worker, &t[q]);
 	}
 	/* one by one up to 35 regions, every queue following into the new one */
-	for (unsigned k = 0; k < HOTPLUG_ADDS; k++) {
-		added[k] = add_region(fe, SLOT_SIZE);
-		hp_move(t, A_QUEUES, (int)added[k]);
+	for (; nadd < HOTPLUG_ADDS; nadd++) {
+		r = ffe_region_new(fe, 0, SLOT_SIZE);
+		if (r < 0) {
+			snprintf(why, sizeof(why), "cannot make region: %s", strerror(-r));
+			goto out;
+		}
+		added[nadd] = (unsigned)r;
+		r = ffe_add_mem_reg(fe, added[nadd]);
+		if (r != 0) {
+			snprintf(why, sizeof(why), "ADD_MEM_REG of region %u: %d (%s)", added[nadd], r,
+				 fe->err);
+			goto out;
+		}
+		if (!hp_move(t, A_QUEUES, (int)added[nadd], why, sizeof(why)))
+			goto out;
 	}
-	cr_log_info("%u regions added under I/O in %" PRId64 " ms", HOTPLUG_ADDS,
-		    ffe_now_ms() - t0);
+	cr_log_info("%u regions added under I/O in %" PRId64 " ms", nadd, ffe_now_ms() - t0);
 	/* remove every third one while the queues work in the others */
 	for (unsigned k = 0; k < HOTPLUG_ADDS; k += 3) {
 		/* a neighbour that stays (k + 1 is never removed, k - 1 neither) */
 		unsigned keep = added[k + 1 < HOTPLUG_ADDS ? k + 1 : k - 1];
 
-		hp_move(t, A_QUEUES, (int)keep);
-		rem_region(fe, added[k], k % 2);        /* with and without the fd */
+		if (!hp_move(t, A_QUEUES, (int)keep, why, sizeof(why)))
+			goto out;
+		r = ffe_rem_mem_reg(fe, added[k], k % 2);       /* with and without the fd */
+		if (r != 0) {
+			snprintf(why, sizeof(why), "REM_MEM_REG of region %u: %d (%s)", added[k], r,
+				 fe->err);
+			goto out;
+		}
 		removed[added[k]] = true;
 		nrem++;
-		hp_move(t, A_QUEUES, (int)keep);
+		if (!hp_move(t, A_QUEUES, (int)keep, why, sizeof(why)))
+			goto out;
 	}
 	/* the survivors all still serve, after the removals */
 	for (unsigned k = 0; k < HOTPLUG_ADDS; k++)
-		if (!removed[added[k]])
-			hp_move(t, A_QUEUES, (int)added[k]);
-	hp_move(t, A_QUEUES, -1);
+		if (!removed[added[k]] && !hp_move(t, A_QUEUES, (int)added[k], why, sizeof(why)))
+			goto out;
+	hp_move(t, A_QUEUES, -1, why, sizeof(why));
+out:
 	for (unsigned q = 0; q < A_QUEUES; q++) {
 		t[q].stop = true;
 		pthread_join(t[q].th, NULL);
 		cr_expect(!t[q].err[0], "%s", t[q].err);
 		cr_log_info("q%u: %u write+read cycles", q, t[q].done);
 	}
+	cr_assert(!why[0], "after %u regions added and %u removed: %s", nadd, nrem, why);
 	cr_log_info("%u added, %u removed, %" PRId64 " ms", HOTPLUG_ADDS, nrem, ffe_now_ms() - t0);
 	/* a request into a removed region fails, and only it */
 	{
