@@ -1834,8 +1834,17 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	p.size = 8 * MiB;
 	p.queues = 1;
 	b = fx_add("vbhpB", &p);
-	fea = fe_ready(a, 1, 128, NULL);
+	{
+		struct ffe_opts o;
+
+		ffe_opts_init(&o);
+		o.extra_protocol_features = FFE_BIT(FFE_PF_STATUS);
+		fea = fe_ready(a, 1, 128, &o);
+	}
 	feb = fe_ready(b, 1, 128, NULL);
+	cr_assert(fea->protocol_features & FFE_BIT(FFE_PF_STATUS));
+	cr_assert_eq(ffe_set_status(fea, FFE_STATUS_ACKNOWLEDGE | FFE_STATUS_DRIVER |
+				     FFE_STATUS_FEATURES_OK | FFE_STATUS_DRIVER_OK), 0, "%s", fea->err);
 	fx_write_pattern(&fea->vq[0], 0, 64 * KiB, 801, NULL);
 	fx_read_check(&fea->vq[0], 0, 64 * KiB, 801, NULL, "A before unplug");
 	fx_write_pattern(&feb->vq[0], 0, 64 * KiB, 802, NULL);
@@ -1875,6 +1884,15 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	st = stats_of(a);
 	cr_expect_geq(st.errors, st0.errors + 3, "errors %" PRIu64 " -> %" PRIu64, st0.errors,
 		      st.errors);
+	{
+		/* the driver is told to reset the device (virtio DEVICE_NEEDS_RESET) */
+		uint8_t vs = 0;
+
+		cr_expect_eq(ffe_get_status(fea, &vs), 0, "%s", fea->err);
+		cr_expect_eq(vs, FFE_STATUS_ACKNOWLEDGE | FFE_STATUS_DRIVER | FFE_STATUS_FEATURES_OK |
+			     FFE_STATUS_DRIVER_OK | FFE_STATUS_NEEDS_RESET,
+			     "GET_STATUS with the backing gone: 0x%02x", vs);
+	}
 
 	/* the other device is untouched */
 	cr_expect_eq(vdev_get_state(fx.dev[b]), VDEV_CONNECTED);
@@ -2105,6 +2123,34 @@ Test(loop, resize_while_connected)
 	fx_rw_verify(&fe->vq[1], 36 * MiB / SECT, 64 * KiB, 1203, NULL);
 	host_check(loopdev(l), 36 * MiB, 64 * KiB, 1203, "written near the new end");
 	cr_expect_eq(vdev_get_state(fx.dev[d]), VDEV_CONNECTED);
+}
+
+Test(loop, grown_without_a_front_end_is_followed)
+{
+	struct vdev_params p;
+	struct ffe *fe;
+	struct ffe_deadline dl;
+	unsigned l, d;
+
+	core_up(1, 0);
+	l = loop_new("grow-idle.img", 16 * MiB, 0);
+	d = loop_dev("vbgrowi", l, 0, 512, 1);
+	fe = fe_ready(d, 1, 128, NULL);
+	fx_write_pattern(&fe->vq[0], 8 * MiB / SECT, 64 * KiB, 1301, NULL);
+	fx_close_wait(d, fe, VDEV_LISTENING);
+
+	loop_grow(l, 32 * MiB);
+	ffe_deadline_start(&dl, 5000);
+	do
+		vdev_get_params(fx.dev[d], &p);
+	while (p.size != 32 * MiB && ffe_deadline_left(&dl) && usleep(10000) == 0);
+	cr_expect_eq(p.size, 32 * MiB, "size 5 s after %s grew to 32 MiB with no front-end: %" PRIu64,
+		     loopdev(l), p.size);
+	fe = fe_ready(d, 1, 128, NULL);
+	cr_expect_eq(fe->cfg.capacity, 32 * MiB / SECT, "capacity seen by the next front-end");
+	fx_rw_verify(&fe->vq[0], 24 * MiB / SECT, 64 * KiB, 1302, NULL);
+	fx_read_check(&fe->vq[0], 8 * MiB / SECT, 64 * KiB, 1301, NULL, "data before the grow");
+	host_check(loopdev(l), 24 * MiB, 64 * KiB, 1302, "written past the old end");
 }
 
 /* ---- runner: safety net and exit status ---------------------------------------- */
