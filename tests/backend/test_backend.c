@@ -2153,6 +2153,65 @@ Test(loop, grown_without_a_front_end_is_followed)
 	host_check(loopdev(l), 24 * MiB, 64 * KiB, 1302, "written past the old end");
 }
 
+/* Memory hot-plug with requests really in flight on the io_uring: a region
+ * that holds none of their buffers goes away meanwhile; they complete and
+ * their data is on the disk. */
+Test(file, requests_in_flight_across_rem_mem_reg)
+{
+	enum { NQ = 2, PER = 32, LEN = 64 * 1024 };
+	char path[200];
+	struct vdev_params p;
+	struct ffe_opts o;
+	struct ffe_blk_io *io = calloc(NQ * PER, sizeof(*io));
+	uint8_t *w = malloc(LEN);
+	struct ffe *fe;
+	int r1, r2;
+	unsigned d;
+
+	core_up(2, 0);
+	snprintf(path, sizeof(path), "%s/slots.img", fx.dir);
+	mkfile(path, 64 * MiB);
+	file_params(&p, path, 64 * MiB, 512, NQ);
+	d = fx_add("vbslot", &p);
+	ffe_opts_init(&o);
+	o.translate = true;
+	o.extra_protocol_features = FFE_BIT(FFE_PF_CONFIGURE_MEM_SLOTS);
+	fe = fe_ready(d, NQ, 128, &o);
+	cr_assert(fe->protocol_features & FFE_BIT(FFE_PF_CONFIGURE_MEM_SLOTS));
+	r1 = ffe_region_new(fe, 0, 8 * MiB);
+	r2 = ffe_region_new(fe, 0, 2 * MiB);
+	cr_assert(r1 >= 0 && r2 >= 0);
+	cr_assert_eq(ffe_add_mem_reg(fe, (unsigned)r1), 0, "%s", fe->err);
+	cr_assert_eq(ffe_add_mem_reg(fe, (unsigned)r2), 0, "%s", fe->err);
+	for (unsigned q = 0; q < NQ; q++)
+		cr_assert_eq(ffe_vq_scratch_region(&fe->vq[q], r1, 4 * MiB), 0);
+	for (unsigned k = 0; k < NQ * PER; k++) {
+		ffe_pattern(w, LEN, 1400 + k);
+		cr_assert_eq(ffe_blk_prep(&io[k], FFE_BLK_T_OUT, (uint64_t)k * (LEN / SECT), w, LEN, 0,
+					  NULL), 0);
+		cr_assert_eq(ffe_submit(&fe->vq[k % NQ], &io[k].req), 0);
+	}
+	for (unsigned q = 0; q < NQ; q++)
+		ffe_kick(&fe->vq[q]);
+	/* at once: most of them are on the io_uring now */
+	cr_assert_eq(ffe_rem_mem_reg(fe, (unsigned)r2, true), 0, "%s", fe->err);
+	for (unsigned k = 0; k < NQ * PER; k++) {
+		cr_assert_eq(ffe_wait(&fe->vq[k % NQ], &io[k].req, 10000), 0,
+			     "write %u in flight across REM_MEM_REG did not complete", k);
+		cr_expect_eq(ffe_blk_status(&io[k]), FFE_BLK_S_OK, "write %u: status %d", k,
+			     ffe_blk_status(&io[k]));
+		ffe_blk_io_release(&fe->vq[k % NQ], &io[k]);
+	}
+	free(io);
+	free(w);
+	for (unsigned q = 0; q < NQ; q++)
+		ffe_vq_scratch_region(&fe->vq[q], -1, 0);
+	flush_ok(&fe->vq[0]);
+	for (unsigned k = 0; k < NQ * PER; k += 7)
+		host_check(path, (uint64_t)k * LEN, LEN, 1400 + k, "written across REM_MEM_REG");
+	fx_rw_verify(&fe->vq[1], 60 * MiB / SECT, 64 * KiB, 1499, NULL);
+}
+
 /* ---- runner: safety net and exit status ---------------------------------------- */
 
 /* loop devices, mounts and udev events: one test at a time */
