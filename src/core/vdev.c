@@ -346,11 +346,11 @@ static int do_set_params(struct core *core, void *arg)
 	struct vdev *d = a->d;
 	const struct vdev_params *old = &d->blk->params, *p = a->p;
 	bool same_backing = p->backing == old->backing && strcmp(p->path, old->path) == 0;
+	/* a size set by hand stops following the backing's, once applied */
+	bool by_hand = p->size && p->size != d->blk->be->size;
 	int rc;
 
 	settle(d);
-	if (p->size && p->size != d->blk->be->size)
-		d->size_auto = false;
 	if (d->conn) {
 		uint64_t size = p->size ? p->size : old->size;
 
@@ -366,6 +366,8 @@ static int do_set_params(struct core *core, void *arg)
 			return rc;
 		d->blk->params = *p;
 		d->blk->params.size = d->blk->be->size;
+		if (by_hand)
+			d->size_auto = false;
 		return 0;
 	}
 	if (p->size && same_backing) {
@@ -389,6 +391,8 @@ static int do_set_params(struct core *core, void *arg)
 	}
 	d->blk->params = *p;
 	d->blk->params.size = d->blk->be->size;
+	if (by_hand)
+		d->size_auto = false;
 	if (atomic_load(&d->state) == VDEV_ERROR && !backend_failed(d))
 		atomic_store(&d->state, VDEV_LISTENING);
 	return 0;

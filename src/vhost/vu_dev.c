@@ -480,12 +480,17 @@ int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
 		goto out;
 	}
 	if (need_reply && vu_has_protocol(c, VU_PROTOCOL_F_REPLY_ACK)) {
+		bool refused = rc < 0;
+
 		/* The front-end learns of the failure and goes on. */
-		if (rc < 0)
+		if (refused)
 			vlog(LOG_WARNING, "[%s] %s failed: %s", vu_name(c), vu_request_name(req), c->err);
-		m->payload.u64 = rc < 0 ? 1 : 0;
+		m->payload.u64 = refused ? 1 : 0;
 		m->hdr.size = sizeof(uint64_t);
 		rc = send_reply(c, m);
+		/* Told and done with: not the reason of a later disconnect. */
+		if (refused && rc >= 0)
+			c->err[0] = '\0';
 	}
 out:
 	vu_msg_close_fds(m);

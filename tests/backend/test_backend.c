@@ -1834,8 +1834,17 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	p.size = 8 * MiB;
 	p.queues = 1;
 	b = fx_add("vbhpB", &p);
-	fea = fe_ready(a, 1, 128, NULL);
+	{
+		struct ffe_opts o;
+
+		ffe_opts_init(&o);
+		o.extra_protocol_features = FFE_BIT(FFE_PF_STATUS);
+		fea = fe_ready(a, 1, 128, &o);
+	}
 	feb = fe_ready(b, 1, 128, NULL);
+	cr_assert(fea->protocol_features & FFE_BIT(FFE_PF_STATUS));
+	cr_assert_eq(ffe_set_status(fea, FFE_STATUS_ACKNOWLEDGE | FFE_STATUS_DRIVER |
+				     FFE_STATUS_FEATURES_OK | FFE_STATUS_DRIVER_OK), 0, "%s", fea->err);
 	fx_write_pattern(&fea->vq[0], 0, 64 * KiB, 801, NULL);
 	fx_read_check(&fea->vq[0], 0, 64 * KiB, 801, NULL, "A before unplug");
 	fx_write_pattern(&feb->vq[0], 0, 64 * KiB, 802, NULL);
@@ -1875,6 +1884,15 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	st = stats_of(a);
 	cr_expect_geq(st.errors, st0.errors + 3, "errors %" PRIu64 " -> %" PRIu64, st0.errors,
 		      st.errors);
+	{
+		/* the driver is told to reset the device (virtio DEVICE_NEEDS_RESET) */
+		uint8_t vs = 0;
+
+		cr_expect_eq(ffe_get_status(fea, &vs), 0, "%s", fea->err);
+		cr_expect_eq(vs, FFE_STATUS_ACKNOWLEDGE | FFE_STATUS_DRIVER | FFE_STATUS_FEATURES_OK |
+			     FFE_STATUS_DRIVER_OK | FFE_STATUS_NEEDS_RESET,
+			     "GET_STATUS with the backing gone: 0x%02x", vs);
+	}
 
 	/* the other device is untouched */
 	cr_expect_eq(vdev_get_state(fx.dev[b]), VDEV_CONNECTED);
@@ -1893,6 +1911,305 @@ Test(hotplug, loop_device_removed_under_a_connected_front_end)
 	if (!loop_is_ours(l))
 		bx.loop[l][0] = '\0';
 	fx_read_check(&feb->vq[0], 256, 64 * KiB, 803, NULL, "B after A was destroyed");
+}
+
+/* ---- online resize (a front-end connected) ------------------------------------ */
+
+/* A front-end with the back-end channel (BACKEND_REQ), kept for the teardown. */
+static struct ffe *fe_live(unsigned dev, unsigned nq)
+{
+	struct ffe_opts o;
+	struct ffe *fe;
+
+	ffe_opts_init(&o);
+	o.extra_protocol_features = FFE_BIT(FFE_PF_BACKEND_REQ);
+	fe = fe_ready(dev, nq, 128, &o);
+	cr_assert_geq(fe->backend_fd, 0, "no back-end channel (protocol features 0x%" PRIx64 ")",
+		      fe->dev_protocol_features);
+	return fe;
+}
+
+static int set_size(unsigned dev, uint64_t size, bool allow_shrink, char *err)
+{
+	struct vdev_params p;
+
+	vdev_get_params(fx.dev[dev], &p);
+	p.size = size;
+	p.allow_shrink = allow_shrink;
+	err[0] = '\0';
+	return vdev_set_params(fx.dev[dev], &p, err, VDEV_ERR_MAX);
+}
+
+static void resize_ok(unsigned dev, uint64_t size, bool allow_shrink)
+{
+	char err[VDEV_ERR_MAX];
+	int r = set_size(dev, size, allow_shrink, err);
+
+	cr_assert_eq(r, 0, "resize of %s to %" PRIu64 " bytes%s while connected: %s (%s)",
+		     fx.name[dev], size, allow_shrink ? " (allow_shrink)" : "", strerror(-r), err);
+}
+
+static uint64_t capacity(struct ffe *fe)
+{
+	struct ffe_blk_config c;
+
+	cr_assert_eq(ffe_get_config(fe, 0, &c, sizeof(c)), 0, "GET_CONFIG: %s", fe->err);
+	return c.capacity;
+}
+
+/* A CONFIG_CHANGE_MSG within ms (1), or nothing (0). */
+static int config_change(struct ffe *fe, int ms, const char *after)
+{
+	struct ffe_msg *m = malloc(sizeof(*m));
+	int r = ffe_backend_recv(fe, m, ms);
+
+	if (r == 0) {
+		cr_expect(m->hdr.request == FFE_BACKEND_CONFIG_CHANGE_MSG &&
+			  m->hdr.flags == FFE_FLAG_VERSION && m->hdr.size == 0,
+			  "after %s: back-end request %u flags 0x%x size %u, expected "
+			  "CONFIG_CHANGE_MSG", after, m->hdr.request, m->hdr.flags, m->hdr.size);
+		ffe_msg_close_fds(m);
+	} else {
+		cr_expect_eq(r, -ETIMEDOUT, "after %s: back-end channel: %s", after, strerror(-r));
+	}
+	free(m);
+	return r == 0;
+}
+
+static void expect_ioerr_at(struct ffe_vq *vq, uint64_t sector, const char *what)
+{
+	uint8_t b[4096];
+	int s;
+
+	ffe_pattern(b, sizeof(b), sector);
+	s = ffe_blk_write(vq, sector, b, sizeof(b), NULL);
+	cr_expect_eq(s, FFE_BLK_S_IOERR, "OUT at sector %" PRIu64 " (%s): status %d", sector, what, s);
+	s = ffe_blk_read(vq, sector, b, sizeof(b), NULL);
+	cr_expect_eq(s, FFE_BLK_S_IOERR, "IN at sector %" PRIu64 " (%s): status %d", sector, what, s);
+}
+
+Test(file, resize_while_connected)
+{
+	char path[200], err[VDEV_ERR_MAX];
+	struct vdev_params p;
+	struct ffe *fe;
+	unsigned d;
+	int r;
+
+	core_up(2, 0);
+	snprintf(path, sizeof(path), "%s/resize.img", fx.dir);
+	mkfile(path, 16 * MiB);
+	file_params(&p, path, 16 * MiB, 512, 2);
+	d = fx_add("vbrsz", &p);
+	fe = fe_live(d, 2);
+	cr_assert_eq(capacity(fe), 16 * MiB / SECT);
+	fx_write_pattern(&fe->vq[0], MiB / SECT, 64 * KiB, 1101, NULL);
+
+	/* grow: the file follows, the guest is told, the new range works */
+	resize_ok(d, 32 * MiB, false);
+	cr_expect(config_change(fe, 3000, "a grow"), "no CONFIG_CHANGE_MSG after a grow");
+	cr_expect_eq(capacity(fe), 32 * MiB / SECT);
+	cr_expect_geq(stat_of(path).st_size, (off_t)(32 * MiB), "the file did not grow");
+	fx_write_pattern(&fe->vq[1], 24 * MiB / SECT, 64 * KiB, 1102, NULL);   /* right after: same rings */
+	fx_read_check(&fe->vq[0], 24 * MiB / SECT, 64 * KiB, 1102, NULL, "past the old end");
+	flush_ok(&fe->vq[1]);
+	host_check(path, 24 * MiB, 64 * KiB, 1102, "written past the old end");
+	fx_rw_verify(&fe->vq[1], 16 * MiB / SECT - 8, 8192, 1103, NULL);       /* across the old end */
+	expect_ioerr_at(&fe->vq[0], 32 * MiB / SECT, "past the new end");
+
+	/* shrink over a hole: accepted */
+	resize_ok(d, 28 * MiB, false);
+	cr_expect(config_change(fe, 3000, "a shrink over a hole"), "no CONFIG_CHANGE_MSG");
+	cr_expect_eq(capacity(fe), 28 * MiB / SECT);
+	expect_ioerr_at(&fe->vq[1], 28 * MiB / SECT, "past the shrunk end");
+
+	/* shrink over data (24 MiB): refused, then chosen */
+	r = set_size(d, 20 * MiB, false, err);
+	cr_log_info("shrink over data: %s", err);
+	cr_expect_eq(r, -EBUSY, "shrink of a file over data: %d (%s)", r, err);
+	cr_expect(strstr(err, "allow_shrink") != NULL, "the reason does not say how: '%s'", err);
+	cr_expect(!config_change(fe, 300, "a refused shrink"), "CONFIG_CHANGE_MSG after a refused shrink");
+	cr_expect_eq(capacity(fe), 28 * MiB / SECT);
+	fx_read_check(&fe->vq[0], 24 * MiB / SECT, 64 * KiB, 1102, NULL, "after a refused shrink");
+	resize_ok(d, 20 * MiB, true);
+	cr_expect(config_change(fe, 3000, "a shrink with allow_shrink"), "no CONFIG_CHANGE_MSG");
+	cr_expect_eq(capacity(fe), 20 * MiB / SECT);
+	expect_ioerr_at(&fe->vq[0], 24 * MiB / SECT, "where the cut data was");
+	fx_read_check(&fe->vq[1], MiB / SECT, 64 * KiB, 1101, NULL, "data below every new end");
+
+	/* anything else: EBUSY */
+	vdev_get_params(fx.dev[d], &p);
+	p.queues = 1;
+	r = vdev_set_params(fx.dev[d], &p, err, sizeof(err));
+	cr_expect_eq(r, -EBUSY, "queues changed while connected: %d (%s)", r, err);
+	fx_rw_verify(&fe->vq[1], 4 * MiB / SECT, 16 * KiB, 1104, NULL);
+	cr_expect_eq(vdev_get_state(fx.dev[d]), VDEV_CONNECTED);
+}
+
+/* Grow the loop device's file and tell the loop driver (LOOP_SET_CAPACITY):
+ * the kernel then sends a change event for the disk. */
+static void loop_grow(unsigned l, uint64_t size)
+{
+	char out[256] = "";
+	int r;
+
+	r = truncate(bx.loopfile[l], (off_t)size);
+	cr_assert_eq(r, 0, "truncate %s: %s", bx.loopfile[l], strerror(errno));
+	r = sh(out, sizeof(out), "losetup -c %s 2>&1", loopdev(l));
+	cr_assert_eq(r, 0, "losetup -c %s: %s", loopdev(l), out);
+	cr_assert_eq((uint64_t)sysfs_uint(l, "size"), size / SECT, "%s did not grow", loopdev(l));
+}
+
+Test(loop, resize_while_connected)
+{
+	char err[VDEV_ERR_MAX];
+	struct vdev_params p;
+	struct ffe *fe;
+	unsigned l, d;
+	int64_t t0;
+	int r;
+
+	core_up(2, 0);
+	l = loop_new("resize.img", 16 * MiB, 0);
+	d = loop_dev("vbrszl", l, 0, 512, 2);           /* no size: the device's, followed */
+	fe = fe_live(d, 2);
+	cr_assert_eq(capacity(fe), 16 * MiB / SECT);
+	fx_write_pattern(&fe->vq[0], MiB / SECT, 64 * KiB, 1201, NULL);
+
+	/* a size the device does not have: refused, nothing changes (and the
+	 * controller still follows its device) */
+	r = set_size(d, 32 * MiB, false, err);
+	cr_log_info("grow past the block device: %d (%s)", r, err);
+	cr_expect_lt(r, 0, "growing a controller past its block device (16 MiB) to 32 MiB: accepted");
+	cr_expect(!config_change(fe, 300, "a refused grow"), "CONFIG_CHANGE_MSG after a refused grow");
+	cr_expect_eq(capacity(fe), 16 * MiB / SECT);
+
+	/* the device grows underneath: the udev change event is followed */
+	t0 = ffe_now_ms();
+	loop_grow(l, 32 * MiB);
+	cr_expect(config_change(fe, 5000, "the loop device grew"),
+		  "no CONFIG_CHANGE_MSG within 5 s of %s growing to 32 MiB", loopdev(l));
+	cr_log_info("grown device announced %" PRId64 " ms after losetup -c", ffe_now_ms() - t0);
+	cr_expect_eq(capacity(fe), 32 * MiB / SECT, "capacity after the loop device grew");
+	vdev_get_params(fx.dev[d], &p);
+	cr_expect_eq(p.size, 32 * MiB);
+	fx_write_pattern(&fe->vq[1], 24 * MiB / SECT, 64 * KiB, 1202, NULL);
+	fx_read_check(&fe->vq[0], 24 * MiB / SECT, 64 * KiB, 1202, NULL, "past the old end");
+	flush_ok(&fe->vq[1]);
+	host_check(loopdev(l), 24 * MiB, 64 * KiB, 1202, "written past the old end");
+	expect_ioerr_at(&fe->vq[0], 32 * MiB / SECT, "past the new end");
+
+	/* a block device cannot tell where its data is: any shrink needs the choice */
+	r = set_size(d, 24 * MiB, false, err);
+	cr_log_info("shrink of a block device: %s", err);
+	cr_expect_eq(r, -EBUSY, "shrink of a block device without allow_shrink: %d (%s)", r, err);
+	cr_expect(strstr(err, "allow_shrink") != NULL, "the reason does not say how: '%s'", err);
+	cr_expect(!config_change(fe, 300, "a refused shrink"), "CONFIG_CHANGE_MSG after a refused shrink");
+	resize_ok(d, 24 * MiB, true);
+	cr_expect(config_change(fe, 3000, "a shrink with allow_shrink"), "no CONFIG_CHANGE_MSG");
+	cr_expect_eq(capacity(fe), 24 * MiB / SECT);
+	expect_ioerr_at(&fe->vq[1], 28 * MiB / SECT, "past the shrunk end");
+	fx_read_check(&fe->vq[0], MiB / SECT, 64 * KiB, 1201, NULL, "data below every new end");
+
+	/* set by hand now: the device growing again is not followed... */
+	loop_grow(l, 48 * MiB);
+	cr_expect(!config_change(fe, 1000, "a grow of a device whose size was set by hand"),
+		  "a controller sized by hand followed its device");
+	cr_expect_eq(capacity(fe), 24 * MiB / SECT);
+	/* ...but the device's room can be taken by hand */
+	resize_ok(d, 40 * MiB, false);
+	cr_expect(config_change(fe, 3000, "a grow by hand"), "no CONFIG_CHANGE_MSG");
+	cr_expect_eq(capacity(fe), 40 * MiB / SECT);
+	fx_rw_verify(&fe->vq[1], 36 * MiB / SECT, 64 * KiB, 1203, NULL);
+	host_check(loopdev(l), 36 * MiB, 64 * KiB, 1203, "written near the new end");
+	cr_expect_eq(vdev_get_state(fx.dev[d]), VDEV_CONNECTED);
+}
+
+Test(loop, grown_without_a_front_end_is_followed)
+{
+	struct vdev_params p;
+	struct ffe *fe;
+	struct ffe_deadline dl;
+	unsigned l, d;
+
+	core_up(1, 0);
+	l = loop_new("grow-idle.img", 16 * MiB, 0);
+	d = loop_dev("vbgrowi", l, 0, 512, 1);
+	fe = fe_ready(d, 1, 128, NULL);
+	fx_write_pattern(&fe->vq[0], 8 * MiB / SECT, 64 * KiB, 1301, NULL);
+	fx_close_wait(d, fe, VDEV_LISTENING);
+
+	loop_grow(l, 32 * MiB);
+	ffe_deadline_start(&dl, 5000);
+	do
+		vdev_get_params(fx.dev[d], &p);
+	while (p.size != 32 * MiB && ffe_deadline_left(&dl) && usleep(10000) == 0);
+	cr_expect_eq(p.size, 32 * MiB, "size 5 s after %s grew to 32 MiB with no front-end: %" PRIu64,
+		     loopdev(l), p.size);
+	fe = fe_ready(d, 1, 128, NULL);
+	cr_expect_eq(fe->cfg.capacity, 32 * MiB / SECT, "capacity seen by the next front-end");
+	fx_rw_verify(&fe->vq[0], 24 * MiB / SECT, 64 * KiB, 1302, NULL);
+	fx_read_check(&fe->vq[0], 8 * MiB / SECT, 64 * KiB, 1301, NULL, "data before the grow");
+	host_check(loopdev(l), 24 * MiB, 64 * KiB, 1302, "written past the old end");
+}
+
+/* Memory hot-plug with requests really in flight on the io_uring: a region
+ * that holds none of their buffers goes away meanwhile; they complete and
+ * their data is on the disk. */
+Test(file, requests_in_flight_across_rem_mem_reg)
+{
+	enum { NQ = 2, PER = 32, LEN = 64 * 1024 };
+	char path[200];
+	struct vdev_params p;
+	struct ffe_opts o;
+	struct ffe_blk_io *io = calloc(NQ * PER, sizeof(*io));
+	uint8_t *w = malloc(LEN);
+	struct ffe *fe;
+	int r1, r2;
+	unsigned d;
+
+	core_up(2, 0);
+	snprintf(path, sizeof(path), "%s/slots.img", fx.dir);
+	mkfile(path, 64 * MiB);
+	file_params(&p, path, 64 * MiB, 512, NQ);
+	d = fx_add("vbslot", &p);
+	ffe_opts_init(&o);
+	o.translate = true;
+	o.extra_protocol_features = FFE_BIT(FFE_PF_CONFIGURE_MEM_SLOTS);
+	fe = fe_ready(d, NQ, 128, &o);
+	cr_assert(fe->protocol_features & FFE_BIT(FFE_PF_CONFIGURE_MEM_SLOTS));
+	r1 = ffe_region_new(fe, 0, 8 * MiB);
+	r2 = ffe_region_new(fe, 0, 2 * MiB);
+	cr_assert(r1 >= 0 && r2 >= 0);
+	cr_assert_eq(ffe_add_mem_reg(fe, (unsigned)r1), 0, "%s", fe->err);
+	cr_assert_eq(ffe_add_mem_reg(fe, (unsigned)r2), 0, "%s", fe->err);
+	for (unsigned q = 0; q < NQ; q++)
+		cr_assert_eq(ffe_vq_scratch_region(&fe->vq[q], r1, 4 * MiB), 0);
+	for (unsigned k = 0; k < NQ * PER; k++) {
+		ffe_pattern(w, LEN, 1400 + k);
+		cr_assert_eq(ffe_blk_prep(&io[k], FFE_BLK_T_OUT, (uint64_t)k * (LEN / SECT), w, LEN, 0,
+					  NULL), 0);
+		cr_assert_eq(ffe_submit(&fe->vq[k % NQ], &io[k].req), 0);
+	}
+	for (unsigned q = 0; q < NQ; q++)
+		ffe_kick(&fe->vq[q]);
+	/* at once: most of them are on the io_uring now */
+	cr_assert_eq(ffe_rem_mem_reg(fe, (unsigned)r2, true), 0, "%s", fe->err);
+	for (unsigned k = 0; k < NQ * PER; k++) {
+		cr_assert_eq(ffe_wait(&fe->vq[k % NQ], &io[k].req, 10000), 0,
+			     "write %u in flight across REM_MEM_REG did not complete", k);
+		cr_expect_eq(ffe_blk_status(&io[k]), FFE_BLK_S_OK, "write %u: status %d", k,
+			     ffe_blk_status(&io[k]));
+		ffe_blk_io_release(&fe->vq[k % NQ], &io[k]);
+	}
+	free(io);
+	free(w);
+	for (unsigned q = 0; q < NQ; q++)
+		ffe_vq_scratch_region(&fe->vq[q], -1, 0);
+	flush_ok(&fe->vq[0]);
+	for (unsigned k = 0; k < NQ * PER; k += 7)
+		host_check(path, (uint64_t)k * LEN, LEN, 1400 + k, "written across REM_MEM_REG");
+	fx_rw_verify(&fe->vq[1], 60 * MiB / SECT, 64 * KiB, 1499, NULL);
 }
 
 /* ---- runner: safety net and exit status ---------------------------------------- */

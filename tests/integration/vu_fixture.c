@@ -100,6 +100,9 @@ TestSuite(conn, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(mem, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(badmsg, .init = setup, .fini = teardown, .timeout = 120);
 TestSuite(badring, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(slots, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(resize, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(status, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- shared by several files ------------------------------------------------ */
 

@@ -185,6 +185,8 @@ int ffe_alloc(struct ffe *fe, size_t len, size_t align, int region,
 			i = (unsigned)region;
 		} else {
 			i = (rr++) % fe->nregions;
+			if (fe->r[i].gone)
+				continue;
 		}
 		r = &fe->r[i];
 		cur = (r->next_free + align - 1) & ~(uint64_t)(align - 1);
@@ -288,13 +290,14 @@ struct ffe *ffe_open(const char *path, const struct ffe_opts *opts)
 		fe->opts.mem_size = 64 * MiB;
 	if (fe->opts.nregions == 0)
 		fe->opts.nregions = 1;
-	if (fe->opts.nregions > FFE_MAX_REGIONS)
-		fe->opts.nregions = FFE_MAX_REGIONS;
+	if (fe->opts.nregions > FFE_MEM_TABLE_MAX)
+		fe->opts.nregions = FFE_MEM_TABLE_MAX;
 	if (fe->opts.scratch_per_queue == 0)
 		fe->opts.scratch_per_queue = 4 * MiB;
 	fe->timeout_ms = fe->opts.timeout_ms > 0 ? fe->opts.timeout_ms : FFE_TIMEOUT_MS;
 	fe->sock = -1;
 	fe->inflight_fd = -1;
+	fe->backend_fd = -1;
 	pthread_mutex_init(&fe->alloc_lock, NULL);
 	for (i = 0; i < FFE_MAX_QUEUES; i++) {
 		fe->vq[i].fe = fe;
@@ -337,6 +340,9 @@ void ffe_disconnect(struct ffe *fe)
 	if (fe->sock >= 0)
 		close(fe->sock);
 	fe->sock = -1;
+	if (fe->backend_fd >= 0)
+		close(fe->backend_fd);
+	fe->backend_fd = -1;
 	for (i = 0; i < FFE_MAX_QUEUES; i++)
 		vq_close_fds(&fe->vq[i]);
 }
@@ -460,14 +466,14 @@ int ffe_send_raw(struct ffe *fe, uint32_t request, uint32_t flags,
 
 /* Read exactly len bytes (or drain them if buf is NULL) before the deadline,
  * collecting fds into m. */
-static int recv_exact(struct ffe *fe, void *buf, size_t len, struct ffe_msg *m,
+static int recv_exact(int fd, void *buf, size_t len, struct ffe_msg *m,
 		      struct ffe_deadline *dl)
 {
 	char drain[4096];
 	size_t got = 0;
 
 	while (got < len) {
-		struct pollfd p = { .fd = fe->sock, .events = POLLIN };
+		struct pollfd p = { .fd = fd, .events = POLLIN };
 		union {
 			char b[CMSG_SPACE(sizeof(int) * FFE_MAX_FDS)];
 			struct cmsghdr align;
@@ -496,7 +502,7 @@ static int recv_exact(struct ffe *fe, void *buf, size_t len, struct ffe_msg *m,
 			iov.iov_base = drain;
 			iov.iov_len = len - got < sizeof(drain) ? len - got : sizeof(drain);
 		}
-		n = recvmsg(fe->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
@@ -522,29 +528,34 @@ static int recv_exact(struct ffe *fe, void *buf, size_t len, struct ffe_msg *m,
 	return 0;
 }
 
-static int recv_msg(struct ffe *fe, struct ffe_msg *m, struct ffe_deadline *deadline)
+static int recv_msg_on(int fd, struct ffe_msg *m, struct ffe_deadline *deadline)
 {
 	size_t want;
 	int ret;
 
 	m->nfds = 0;
 	m->got = 0;
-	if (fe->sock < 0)
+	if (fd < 0)
 		return -ENOTCONN;
-	ret = recv_exact(fe, &m->hdr, sizeof(m->hdr), m, deadline);
+	ret = recv_exact(fd, &m->hdr, sizeof(m->hdr), m, deadline);
 	if (ret < 0)
 		return ret;
 	want = m->hdr.size < FFE_MSG_MAX ? m->hdr.size : FFE_MSG_MAX;
-	ret = recv_exact(fe, m->payload, want, m, deadline);
+	ret = recv_exact(fd, m->payload, want, m, deadline);
 	if (ret < 0)
 		return ret;
 	m->got = want;
 	if (m->hdr.size > want) {
-		ret = recv_exact(fe, NULL, m->hdr.size - want, m, deadline);
+		ret = recv_exact(fd, NULL, m->hdr.size - want, m, deadline);
 		if (ret < 0)
 			return ret;
 	}
 	return 0;
+}
+
+static int recv_msg(struct ffe *fe, struct ffe_msg *m, struct ffe_deadline *deadline)
+{
+	return recv_msg_on(fe->sock, m, deadline);
 }
 
 int ffe_recv_raw(struct ffe *fe, struct ffe_msg *m, int timeout_ms)
@@ -776,7 +787,8 @@ int ffe_negotiate(struct ffe *fe, uint64_t want)
 			return ret;
 		pf = fe->dev_protocol_features &
 		     (FFE_BIT(FFE_PF_MQ) | FFE_BIT(FFE_PF_REPLY_ACK) | FFE_BIT(FFE_PF_CONFIG) |
-		      (fe->opts.inflight ? FFE_BIT(FFE_PF_INFLIGHT_SHMFD) : 0));
+		      (fe->opts.inflight ? FFE_BIT(FFE_PF_INFLIGHT_SHMFD) : 0) |
+		      fe->opts.extra_protocol_features);
 		ret = ffe_set_u64(fe, FFE_SET_PROTOCOL_FEATURES, pf);
 		if (ret != 0)
 			return ret < 0 ? ret : -EIO;
@@ -831,6 +843,12 @@ int ffe_set_mem_table(struct ffe *fe)
 {
 	uint8_t buf[sizeof(struct ffe_mem_table_hdr) +
 		    FFE_MAX_REGIONS * sizeof(struct ffe_mem_region)];
+
+	if (fe->nregions > FFE_MEM_TABLE_MAX) {
+		ffe_seterr(fe, "SET_MEM_TABLE: %u regions, at most %u fit", fe->nregions,
+			   FFE_MEM_TABLE_MAX);
+		return -E2BIG;
+	}
 	int fds[FFE_MAX_REGIONS];
 	size_t len = ffe_mem_table_payload(fe, buf, fds);
 
@@ -1130,6 +1148,11 @@ int ffe_setup(struct ffe *fe, uint64_t want, unsigned nq, unsigned num)
 
 	if (ret < 0)
 		return ret;
+	if (fe->protocol_features & FFE_BIT(FFE_PF_BACKEND_REQ)) {
+		ret = ffe_set_backend_req_fd(fe);
+		if (ret != 0)
+			return ret < 0 ? ret : -EIO;
+	}
 	if (fe->opts.inflight) {
 		if (!(fe->protocol_features & FFE_BIT(FFE_PF_INFLIGHT_SHMFD))) {
 			ffe_seterr(fe, "back-end does not offer INFLIGHT_SHMFD");
@@ -1145,10 +1168,21 @@ int ffe_setup(struct ffe *fe, uint64_t want, unsigned nq, unsigned num)
 		if (ret != 0)
 			return ret < 0 ? ret : -EIO;
 	}
-	ret = ffe_set_mem_table(fe);
-	if (ret != 0) {
-		ffe_seterr(fe, "SET_MEM_TABLE: %s", ret < 0 ? strerror(-ret) : "refused");
-		return ret < 0 ? ret : -EIO;
+	if (fe->protocol_features & FFE_BIT(FFE_PF_CONFIGURE_MEM_SLOTS)) {
+		for (unsigned i = 0; i < fe->nregions; i++) {
+			ret = ffe_add_mem_reg(fe, i);
+			if (ret != 0) {
+				ffe_seterr(fe, "ADD_MEM_REG of region %u: %s", i,
+					   ret < 0 ? strerror(-ret) : "refused");
+				return ret < 0 ? ret : -EIO;
+			}
+		}
+	} else {
+		ret = ffe_set_mem_table(fe);
+		if (ret != 0) {
+			ffe_seterr(fe, "SET_MEM_TABLE: %s", ret < 0 ? strerror(-ret) : "refused");
+			return ret < 0 ? ret : -EIO;
+		}
 	}
 	for (unsigned i = 0; i < nq; i++) {
 		ret = ffe_vq_start(fe, i, num);
@@ -1189,9 +1223,15 @@ int ffe_vq_alloc(struct ffe_vq *vq, size_t len, size_t align, struct ffe_buf *ou
 
 	if (align == 0)
 		align = 8;
+	if (vq->scratch_only)
+		n = 1;
 	for (unsigned t = 0; t < n; t++) {
-		unsigned k = (vq->scratch_rr++) % n;
-		uint64_t cur = (vq->scratch[k].cur + align - 1) & ~(uint64_t)(align - 1);
+		unsigned k = vq->scratch_only ? vq->scratch_only - 1 : (vq->scratch_rr++) % n;
+		uint64_t cur;
+
+		if (!vq->scratch_only && fe->r[k].gone)
+			continue;
+		cur = (vq->scratch[k].cur + align - 1) & ~(uint64_t)(align - 1);
 
 		if (cur + len > vq->scratch[k].size)
 			continue;
@@ -1700,4 +1740,177 @@ bool ffe_pattern_ok(const void *buf, size_t len, uint64_t seed)
 			return false;
 	}
 	return true;
+}
+
+/* ---- memory slots, status, the back-end channel ------------------------------ */
+
+#define SLOT_PAD (64 * 1024)    /* file bytes before a hot-added region */
+
+int ffe_region_new(struct ffe *fe, uint64_t gpa, uint64_t size)
+{
+	unsigned i = fe->nregions, m = fe->nmaps;
+	struct ffe_region *r;
+	uint8_t *p;
+	int fd;
+
+	if (i >= FFE_MAX_REGIONS || m >= FFE_MAX_REGIONS) {
+		ffe_seterr(fe, "no room for region %u", i);
+		return -ENOSPC;
+	}
+	if (size == 0 || (size & 0xffff))
+		return -EINVAL;
+	fd = new_memfd(SLOT_PAD + size);
+	if (fd < 0)
+		return fd;
+	p = mmap(NULL, SLOT_PAD + size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	fe->memfd[m] = fd;
+	fe->map[m] = p;
+	fe->map_size[m] = SLOT_PAD + size;
+	fe->nmaps = m + 1;
+	r = &fe->r[i];
+	*r = (struct ffe_region){
+		/* the initial regions sit below 16 GiB (gpa) and at
+		 * 0x5f8000000000..0x600000000000 (uva) */
+		.gpa = gpa ? gpa : 0x1000000000ull + (uint64_t)i * 0x40000000ull,
+		.size = size,
+		.uva = 0x400000000000ull + (uint64_t)i * 0x100000000ull,
+		.mmap_offset = SLOT_PAD,
+		.fd = fd,
+		.hva = p + SLOT_PAD,
+	};
+	__atomic_store_n(&fe->nregions, i + 1, __ATOMIC_RELEASE);
+	return (int)i;
+}
+
+void ffe_mem_reg_of(struct ffe *fe, unsigned i, struct ffe_mem_reg *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->region = (struct ffe_mem_region){
+		.gpa = fe->r[i].gpa, .size = fe->r[i].size,
+		.uva = fe->r[i].uva, .mmap_offset = fe->r[i].mmap_offset,
+	};
+}
+
+int ffe_add_mem_reg(struct ffe *fe, unsigned i)
+{
+	struct ffe_mem_reg mr;
+	int ret;
+
+	if (i >= fe->nregions)
+		return -EINVAL;
+	ffe_mem_reg_of(fe, i, &mr);
+	ret = ffe_call(fe, FFE_ADD_MEM_REG, &mr, sizeof(mr), &fe->r[i].fd, 1);
+	if (ret == 0)
+		fe->r[i].gone = false;
+	return ret;
+}
+
+int ffe_rem_mem_reg(struct ffe *fe, unsigned i, bool with_fd)
+{
+	struct ffe_mem_reg mr;
+	int ret;
+
+	if (i >= fe->nregions)
+		return -EINVAL;
+	ffe_mem_reg_of(fe, i, &mr);
+	/* no buffer of a new request may land there from now on */
+	fe->r[i].gone = true;
+	ret = ffe_call(fe, FFE_REM_MEM_REG, &mr, sizeof(mr), with_fd ? &fe->r[i].fd : NULL,
+		       with_fd ? 1 : 0);
+	if (ret > 0)
+		fe->r[i].gone = false;          /* refused: still there */
+	return ret;
+}
+
+int ffe_get_max_mem_slots(struct ffe *fe, uint64_t *n)
+{
+	return ffe_get_u64(fe, FFE_GET_MAX_MEM_SLOTS, n);
+}
+
+int ffe_set_backend_req_fd(struct ffe *fe)
+{
+	int sv[2], ret;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	ret = ffe_call(fe, FFE_SET_BACKEND_REQ_FD, NULL, 0, &sv[1], 1);
+	close(sv[1]);
+	if (ret != 0) {
+		close(sv[0]);
+		return ret;
+	}
+	if (fe->backend_fd >= 0)
+		close(fe->backend_fd);
+	fe->backend_fd = sv[0];
+	return 0;
+}
+
+int ffe_backend_recv(struct ffe *fe, struct ffe_msg *m, int timeout_ms)
+{
+	struct ffe_deadline dl;
+	int ret;
+
+	ffe_deadline_start(&dl, timeout_ms < 0 ? fe->timeout_ms : timeout_ms);
+	ret = recv_msg_on(fe->backend_fd, m, &dl);
+	if (ret < 0) {
+		ffe_seterr(fe, "back-end channel: %s", strerror(-ret));
+		return ret;
+	}
+	if (m->hdr.flags & FFE_FLAG_NEED_REPLY) {
+		struct { struct ffe_hdr h; uint64_t v; } __attribute__((packed)) a = {
+			{ m->hdr.request, FFE_FLAG_VERSION | FFE_FLAG_REPLY, 8 }, 0 };
+
+		if (send(fe->backend_fd, &a, sizeof(a), MSG_NOSIGNAL) != (ssize_t)sizeof(a))
+			ffe_seterr(fe, "back-end channel: cannot ack request %u", m->hdr.request);
+	}
+	return 0;
+}
+
+int ffe_set_status(struct ffe *fe, uint8_t status)
+{
+	return ffe_set_u64(fe, FFE_SET_STATUS, status);
+}
+
+int ffe_get_status(struct ffe *fe, uint8_t *status)
+{
+	uint64_t v = 0;
+	int ret = ffe_get_u64(fe, FFE_GET_STATUS, &v);
+
+	if (ret == 0 && v > 0xff) {
+		ffe_seterr(fe, "GET_STATUS: 0x%llx is not a status byte", (unsigned long long)v);
+		return -EPROTO;
+	}
+	if (ret == 0)
+		*status = (uint8_t)v;
+	return ret;
+}
+
+int ffe_vq_scratch_region(struct ffe_vq *vq, int k, size_t len)
+{
+	struct ffe *fe = vq->fe;
+	struct ffe_buf s;
+	int ret;
+
+	if (k < 0) {
+		vq->scratch_only = 0;
+		return 0;
+	}
+	if ((unsigned)k >= fe->nregions || vq->ninflight)
+		return -EINVAL;
+	if (vq->scratch[k].size < len) {
+		ret = ffe_alloc(fe, len, 4096, k, &s);
+		if (ret < 0)
+			return ret;
+		vq->scratch[k].off = (uint64_t)((uint8_t *)s.hva - fe->r[k].hva);
+		vq->scratch[k].size = len;
+	}
+	vq->scratch[k].cur = 0;
+	vq->scratch_only = (unsigned)k + 1;
+	return 0;
 }

@@ -26,7 +26,7 @@
 #include "vu_wire.h"          /* the protocol constants and structs */
 
 #define FFE_TIMEOUT_MS          5000
-#define FFE_MAX_REGIONS         8
+#define FFE_MAX_REGIONS         64      /* the first 8 (opts.nregions), then hot-added */
 #define FFE_MAX_QUEUES          16
 #define FFE_MAX_QSIZE           1024
 #define FFE_MAX_DESCS           512     /* per request (direct or indirect) */
@@ -64,6 +64,8 @@ struct ffe_region {
 	int fd;                 /* fd sent for it (may be shared) */
 	uint8_t *hva;           /* our mapping of its first byte */
 	uint64_t next_free;     /* bump allocator cursor, bytes from start */
+	bool gone;              /* removed by REM_MEM_REG: no buffers from it
+				 * unless a queue is pinned there */
 };
 
 struct ffe_buf {
@@ -136,11 +138,12 @@ struct ffe_vq {
 	/* per-queue scratch memory, one piece per region, reset when idle */
 	struct { uint64_t off, size, cur; } scratch[FFE_MAX_REGIONS];
 	unsigned scratch_rr;
+	unsigned scratch_only;  /* 0, or 1 + the only region buffers come from */
 };
 
 struct ffe_opts {
 	size_t mem_size;        /* guest memory; default 64 MiB */
-	unsigned nregions;      /* 1..8, default 1 */
+	unsigned nregions;      /* 1..8 (FFE_MEM_TABLE_MAX), default 1 */
 	bool translate;         /* gpa != uva, nonzero mmap_offset (forced if nregions > 1) */
 	bool fd_per_region;     /* one memfd per region instead of one shared file */
 	bool contiguous_gpa;    /* regions back to back in gpa (but not in the file) */
@@ -149,6 +152,10 @@ struct ffe_opts {
 	/* negotiate INFLIGHT_SHMFD; ffe_setup then gets an inflight region
 	 * for its queues and sets it, as QEMU does on every start */
 	bool inflight;
+	/* protocol features negotiated besides MQ, REPLY_ACK, CONFIG (and
+	 * INFLIGHT_SHMFD above) when the back-end offers them, e.g.
+	 * CONFIGURE_MEM_SLOTS, BACKEND_REQ, STATUS */
+	uint64_t extra_protocol_features;
 };
 
 struct ffe {
@@ -187,6 +194,9 @@ struct ffe {
 	 * send_gap_us apart, fds with the first piece */
 	unsigned send_chunk;
 	unsigned send_gap_us;
+
+	/* our end of the back-end channel (SET_BACKEND_REQ_FD), -1: none */
+	int backend_fd;
 
 	struct ffe_vq vq[FFE_MAX_QUEUES];
 	char err[256];
@@ -279,9 +289,41 @@ int ffe_vq_resume_at(struct ffe *fe, unsigned i, uint16_t base);
 /* GET_VRING_BASE: the back-end stops the ring and returns its index. */
 int ffe_vq_stop(struct ffe *fe, unsigned i, uint32_t *base);
 int ffe_vq_enable(struct ffe *fe, unsigned i, bool on);
-/* Convenience: negotiate + (opts.inflight: GET_INFLIGHT_FD + SET_INFLIGHT_FD)
- * + mem table + start nq queues of size num. */
+/* Convenience: negotiate + (BACKEND_REQ negotiated: SET_BACKEND_REQ_FD)
+ * + (opts.inflight: GET_INFLIGHT_FD + SET_INFLIGHT_FD) + memory (SET_MEM_TABLE,
+ * or with CONFIGURE_MEM_SLOTS negotiated one ADD_MEM_REG per region, as QEMU
+ * does) + start nq queues of size num. */
 int ffe_setup(struct ffe *fe, uint64_t want_features, unsigned nq, unsigned num);
+
+/* ---- memory slots (CONFIGURE_MEM_SLOTS), status, the back-end channel ---- */
+
+/* A new region of size bytes (a multiple of 64 KiB) in a memfd of its own,
+ * at guest address gpa (0: the next free GiB above 64 GiB), starting 64 KiB
+ * into its file, at a user address no other region has.  Only ours: send it
+ * with ffe_add_mem_reg.  Its index, or -errno.  Not thread-safe with other
+ * calls that add regions; readers of fe->r on other threads see it whole. */
+int ffe_region_new(struct ffe *fe, uint64_t gpa, uint64_t size);
+/* The ADD/REM_MEM_REG payload for region i. */
+void ffe_mem_reg_of(struct ffe *fe, unsigned i, struct ffe_mem_reg *out);
+/* ADD_MEM_REG of region i with its fd; REM_MEM_REG of it (with_fd: its fd
+ * along, as the spec allows).  0, the ack value (refused), or -errno.  A
+ * region removed (acked, or sent without REPLY_ACK) gives no more buffers
+ * (ffe_alloc, ffe_vq_alloc) until added again. */
+int ffe_add_mem_reg(struct ffe *fe, unsigned i);
+int ffe_rem_mem_reg(struct ffe *fe, unsigned i, bool with_fd);
+int ffe_get_max_mem_slots(struct ffe *fe, uint64_t *n);
+/* SET_BACKEND_REQ_FD with one end of a new socketpair; the other end is
+ * kept in fe->backend_fd (closed on disconnect).  0, ack value or -errno. */
+int ffe_set_backend_req_fd(struct ffe *fe);
+/* Wait for one request of the back-end on its channel: 0 (in *m; acked with
+ * 0 if it asked for a reply), -ETIMEDOUT, -ECONNRESET, -ENOTCONN. */
+int ffe_backend_recv(struct ffe *fe, struct ffe_msg *m, int timeout_ms);
+int ffe_set_status(struct ffe *fe, uint8_t status);
+int ffe_get_status(struct ffe *fe, uint8_t *status);
+/* Buffers of vq's requests from region k only (len bytes of it are taken
+ * for this queue the first time); k < 0: every region again.  Call it from
+ * the thread driving vq, with no request of vq in flight. */
+int ffe_vq_scratch_region(struct ffe_vq *vq, int k, size_t len);
 
 /* ---- inflight tracking and back-end restarts ------------------------------ */
 

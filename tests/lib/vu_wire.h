@@ -119,6 +119,24 @@ struct ffe_mem_region {
 	uint64_t mmap_offset;
 };
 
+/* ADD_MEM_REG / REM_MEM_REG payload ("single memory region description"):
+ * 8 bytes of padding, then one region; ADD carries exactly one fd. */
+struct ffe_mem_reg {
+	uint64_t padding;
+	struct ffe_mem_region region;
+};
+
+/* Requests the back-end sends on its channel (SET_BACKEND_REQ_FD). */
+#define FFE_BACKEND_CONFIG_CHANGE_MSG 2
+
+/* virtio device status bits (virtio 1.2, 2.1) for SET/GET_STATUS */
+#define FFE_STATUS_ACKNOWLEDGE  1
+#define FFE_STATUS_DRIVER       2
+#define FFE_STATUS_DRIVER_OK    4
+#define FFE_STATUS_FEATURES_OK  8
+#define FFE_STATUS_NEEDS_RESET  64
+#define FFE_STATUS_FAILED       128
+
 struct ffe_vring_addr {
 	uint32_t index;
 	uint32_t flags;
@@ -261,6 +279,7 @@ _Static_assert(sizeof(struct ffe_vring_state) == 8, "vhost_vring_state");
 _Static_assert(sizeof(struct ffe_vring_addr) == 40, "vhost_vring_addr");
 _Static_assert(sizeof(struct ffe_mem_table_hdr) == 8, "memory table header");
 _Static_assert(sizeof(struct ffe_mem_region) == 32, "memory region");
+_Static_assert(sizeof(struct ffe_mem_reg) == 40, "single memory region description");
 _Static_assert(sizeof(struct ffe_config_hdr) == 12, "device config header");
 _Static_assert(sizeof(struct ffe_blk_config) == 60, "virtio_blk_config layout");
 _Static_assert(offsetof(struct ffe_blk_config, blk_size) == 20, "virtio_blk_config.blk_size");
