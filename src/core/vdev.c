@@ -283,6 +283,11 @@ static int check_shrink(struct vdev *d, const struct vdev_params *p, uint64_t si
 		snprintf(err, errlen, "cannot tell whether the data past %llu bytes is in use (%s); "
 			 "set allow_shrink=1 to shrink anyway", (unsigned long long)size,
 			 strerror(-used));
+	else if (!be->ops->holds_data || (be->rdev && be->ops == &be_file_ops))
+		snprintf(err, errlen, "a %s backing cannot tell whether its blocks between %llu "
+			 "and %llu bytes hold data; set allow_shrink=1 to shrink anyway",
+			 be->rdev ? "block device" : be->ops->name, (unsigned long long)size,
+			 (unsigned long long)be->size);
 	else
 		snprintf(err, errlen, "the disk holds data between %llu and %llu bytes that the "
 			 "shrink would cut off; set allow_shrink=1 to shrink anyway",
@@ -314,6 +319,7 @@ int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen)
 	struct backend *be = d->blk->be;
 	struct resize_args r = { d, size, 0 };
 	uint64_t old = be->size;
+	bool told;
 	int rc;
 
 	if (!be->ops->resize) {
@@ -331,9 +337,10 @@ int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen)
 			 strerror(-r.rc));
 		return r.rc;
 	}
+	told = vu_config_changed(d->conn);
 	vlog(LOG_INFO, "[%s] resized from %llu to %llu bytes under a connected front-end%s",
 	     d->blk->name, (unsigned long long)old, (unsigned long long)be->size,
-	     vu_config_changed(d->conn) ? "; the guest was told" :
+	     told ? "; the guest was told" :
 	     "; no back-end channel: the guest sees it at its next config read");
 	if (rc < 0)     /* a ring would not restart: the connection drops */
 		snprintf(err, errlen, "resized, but %s", d->conn->err);
