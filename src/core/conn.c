@@ -43,6 +43,12 @@ static void conn_free(struct vdev *d)
 	struct vu_conn *c = d->conn;
 
 	vu_conn_teardown(c);            /* waits for rings still stopping */
+	/* Only now: the front-end takes the hang-up as the end of the
+	 * device's work and stops looking at the rings.  Completions that
+	 * were still to come must be in the used rings, their interrupts
+	 * sent, before it does. */
+	if (c->fd >= 0)
+		close(c->fd);
 	free(c);
 	d->conn = NULL;
 	d->blk->wce = true;
@@ -73,8 +79,8 @@ void conn_close(struct vdev *d, const char *why)
 		}
 		if (!c->parked)         /* a parked one is out of the epoll set */
 			epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-		close(c->fd);
-		c->fd = -1;
+		/* The socket stays open (unread) until the rings drained:
+		 * conn_free closes it. */
 		if (!vu_conn_close_start(c))
 			return;         /* EV_DETACH finishes it */
 	} else if (vu_resume(c) > 0) {
