@@ -20,6 +20,16 @@ enum be_kind {
 	BE_FILE,        /* regular file or block device at `path` (io_uring) */
 };
 
+/* I/O limits of a device or of a group of devices: per second, 0 =
+ * unlimited.  A burst is how much the bucket may hold beyond the steady
+ * rate (requests, bytes); 0 = a tenth of a second's worth. */
+struct vdev_limits {
+	uint64_t iops;
+	uint64_t bps, read_bps, write_bps;      /* bytes per second */
+	uint64_t iops_burst;                    /* requests */
+	uint64_t bps_burst;                     /* bytes */
+};
+
 struct vdev_params {
 	uint64_t size;                  /* bytes; multiple of block_size; 0 only
 					 * for BE_FILE: the file's/device's size */
@@ -30,6 +40,8 @@ struct vdev_params {
 	uint16_t queues;                /* 1..VDEV_MAX_QUEUES */
 	char serial[VDEV_SERIAL_MAX + 1];
 	bool allow_shrink;              /* a smaller size may cut data off the end */
+	struct vdev_limits limits;      /* this device's own */
+	char group[VDEV_NAME_MAX + 1];  /* throttle group shared with others, "" = none */
 };
 
 enum core_poll_mode {

@@ -22,11 +22,24 @@ enum vdev_state {
 	VDEV_ERROR,                     /* backend failed; see vdev_last_error */
 };
 
+/* Request kinds of the latency figures. */
+enum vdev_op { VDEV_OP_READ = 0, VDEV_OP_WRITE, VDEV_OP_FLUSH, VDEV_OP_OTHER, VDEV_NOPS };
+
+/* Latency of completed requests of one kind, from the guest's request
+ * being taken off the ring to its completion being pushed (nanoseconds;
+ * percentiles from a fixed log-linear histogram, within 1/16 of the value). */
+struct vdev_latency {
+	uint64_t count;
+	uint64_t p50_ns, p99_ns, p999_ns, max_ns;
+};
+
 struct vdev_stats {
 	uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
 	uint64_t bytes_read, bytes_written;
 	uint64_t errors;                /* requests completed with IOERR/UNSUPP */
 	uint64_t inflight;
+	struct vdev_latency lat[VDEV_NOPS];
+	uint64_t throttled_ns;          /* time its queues waited for a limit */
 	char detail[64];                /* backend lines, e.g. "io_mode direct\n" */
 };
 
@@ -47,7 +60,19 @@ int vdev_create(struct core *core, const char *name, const char *sock_path,
 		const struct vdev_params *p, struct vdev **out,
 		char *err, size_t errlen);
 
-/* Change the parameters of a device.  -EBUSY if a front-end is connected.
+/* Throttle groups: limits shared by every device whose params.group names
+ * the group (as qemu's throttle groups).  Set creates or changes a group
+ * (at once, devices connected or not); remove refuses (-EBUSY) a group a
+ * device still names, -ENOENT for none.  -EINVAL and a reason for a bad
+ * name. */
+const char *vdev_op_name(enum vdev_op op);
+int core_group_set(struct core *core, const char *name, const struct vdev_limits *l,
+		   char *err, size_t errlen);
+int core_group_remove(struct core *core, const char *name, char *err, size_t errlen);
+
+/* Change the parameters of a device.  While a front-end is connected only
+ * the size, allow_shrink, the limits and the group may change (else
+ * -EBUSY); a group that does not exist is refused (-EINVAL).
  * Data of a ram backend is kept (truncated/extended to the new size). */
 int vdev_set_params(struct vdev *d, const struct vdev_params *p,
 		    char *err, size_t errlen);
