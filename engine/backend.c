@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 int be_open(const struct vdev_params *p, struct backend **out, char *err, size_t errlen)
@@ -78,6 +79,16 @@ void be_ctx_fini(struct be_ctx *ctx)
 	if (ctx->ring_fd >= 0)
 		close(ctx->ring_fd);
 	ctx->ring_fd = -1;
+}
+
+uint64_t be_ctx_now(struct be_ctx *ctx)
+{
+	if (!ctx->now_ns) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ctx->now_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	}
+	return ctx->now_ns;
 }
 
 bool be_ctx_ready(struct be_ctx *ctx)

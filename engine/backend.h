@@ -64,6 +64,7 @@ struct be_ctx {
 	struct io_uring *ring;          /* NULL: no io_uring on this thread */
 	int ring_fd;                    /* eventfd signalled on completions, -1 = none */
 	unsigned inflight;              /* completions still to come */
+	uint64_t now_ns;                /* this pass's clock (be_ctx_now), 0 = not read */
 	/* Run job on a worker thread; its result comes back to this engine
 	 * thread as one completion for job->cookie. */
 	void (*offload)(struct be_ctx *ctx, struct be_job *job);
@@ -76,6 +77,9 @@ struct be_ctx {
 #define BE_CTX_NO_URING 1
 int be_ctx_init(struct be_ctx *ctx, unsigned entries, int *why);
 void be_ctx_fini(struct be_ctx *ctx);
+/* The monotonic clock in ns, read at most once per pass of the engine
+ * loop (which clears now_ns), and only when some request needs it. */
+uint64_t be_ctx_now(struct be_ctx *ctx);
 /* Completions waiting to be reaped. */
 bool be_ctx_ready(struct be_ctx *ctx);
 /* Let completions signal ctx->ring_fd (before sleeping) or not. */

@@ -123,12 +123,26 @@ static void iov_drop_last_byte(struct iovec *iov, unsigned *cnt)
 		(*cnt)--;
 }
 
+static enum vblk_op op_of(uint8_t type)
+{
+	switch (type) {
+	case VIRTIO_BLK_T_IN: return VBLK_OP_READ;
+	case VIRTIO_BLK_T_OUT: return VBLK_OP_WRITE;
+	case VIRTIO_BLK_T_FLUSH: return VBLK_OP_FLUSH;
+	default: return VBLK_OP_OTHER;
+	}
+}
+
 /* Write the status, push the used element, count it, free the slot. */
-static void finish(struct vblk_req *req)
+static void finish(struct vblk_req *req, struct be_ctx *ctx)
 {
 	struct vq *vq = req->vq;
-	struct vblk_stats *st = &((struct vblk *)vq->dev)->stats[vq->index];
+	struct vblk *b = vq->dev;
+	struct vblk_stats *st = &b->stats[vq->index];
 	uint32_t written = req->written;
+	uint64_t now = be_ctx_now(ctx);
+
+	qos_hist_add(&b->hist[op_of(req->type)], now > req->start_ns ? now - req->start_ns : 0);
 
 	if (req->result != VIRTIO_BLK_S_OK) {
 		written = 1;
@@ -161,7 +175,7 @@ static void finish(struct vblk_req *req)
 	vq_push_used(vq, req->chain.head, written);
 }
 
-bool vblk_complete(void *cookie, int res)
+bool vblk_complete(struct be_ctx *ctx, void *cookie, int res)
 {
 	struct vblk_req *req = cookie;
 	struct vq *vq = req->vq;
@@ -179,7 +193,7 @@ bool vblk_complete(void *cookie, int res)
 	STAT_ADD(((struct vblk *)vq->dev)->stats[vq->index].inflight, -1);
 	if (vq->dead)
 		return true;    /* nowhere to report it: the memory is gone */
-	finish(req);
+	finish(req, ctx);
 	return true;
 }
 
@@ -191,7 +205,7 @@ static void submit(struct vblk *b, struct vblk_req *req, struct be_io *io, struc
 
 	if (atomic_load_explicit(&b->be->failed, memory_order_relaxed)) {
 		req->result = VIRTIO_BLK_S_IOERR;
-		finish(req);
+		finish(req, ctx);
 		return;
 	}
 	io->cookie = req;
@@ -211,7 +225,7 @@ static void submit(struct vblk *b, struct vblk_req *req, struct be_io *io, struc
 	}
 	if (rc < 0)
 		req->result = VIRTIO_BLK_S_IOERR;
-	finish(req);
+	finish(req, ctx);
 }
 
 static uint8_t parse_ranges(struct vblk *b, struct vblk_req *req, struct iovec *iov,
@@ -290,7 +304,7 @@ static void handle(struct vblk *b, struct vq *vq, struct vblk_req *req, struct b
 	req->type = 0xff;
 	if (c->out_len < sizeof(hdr)) {
 		req->result = VIRTIO_BLK_S_IOERR;
-		finish(req);
+		finish(req, ctx);
 		return;
 	}
 	if (c->iov[0].iov_len >= sizeof(hdr))
@@ -363,7 +377,7 @@ static void handle(struct vblk *b, struct vq *vq, struct vblk_req *req, struct b
 		req->result = VIRTIO_BLK_S_UNSUPP;
 		break;
 	}
-	finish(req);
+	finish(req, ctx);
 }
 
 /* Run again the requests that were in flight when the previous back-end
@@ -387,10 +401,59 @@ static int resubmit(struct vblk *b, struct vq *vq, struct be_ctx *ctx, unsigned 
 		}
 		be_ctx_make_room(ctx);
 		vq_resubmit_take(vq);
+		req->start_ns = be_ctx_now(ctx);
 		handle(b, vq, req, ctx);
 	}
 	vq_flush_used(vq);
 	return n;
+}
+
+/* What a limit counts of the request whose chain is in req: its kind and
+ * data bytes, read from the header without trusting it (handle() checks
+ * it; a bad one is counted as "other" and fails there). */
+static enum qos_kind qos_peek(const struct vblk_req *req, uint64_t *bytes)
+{
+	const struct vq_chain *c = &req->chain;
+	uint32_t type;
+
+	*bytes = 0;
+	if (c->fault || c->nout == 0 || c->iov[0].iov_len < sizeof(struct vblk_req_hdr))
+		return QOS_OTHER;
+	type = READ_ONCE(((const struct vblk_req_hdr *)c->iov[0].iov_base)->type);
+	if (type == VIRTIO_BLK_T_IN && c->in_len) {
+		*bytes = c->in_len - 1;
+		return QOS_READ;
+	}
+	if (type == VIRTIO_BLK_T_OUT && c->out_len >= sizeof(struct vblk_req_hdr)) {
+		*bytes = c->out_len - sizeof(struct vblk_req_hdr);
+		return QOS_WRITE;
+	}
+	return QOS_OTHER;
+}
+
+/* May the request in req start now, as far as the device's limits and its
+ * group's go?  If not, its queue is held until the tokens are there. */
+static bool admit(struct vblk *b, struct vq *vq, struct vblk_req *req, uint64_t now)
+{
+	struct qos *g = atomic_load_explicit(&b->group, memory_order_acquire);
+	uint64_t bytes, wait = 0;
+	enum qos_kind kind;
+
+	if (!qos_active(&b->qos) && !qos_active(g))
+		return true;
+	kind = qos_peek(req, &bytes);
+	if ((qos_active(&b->qos) && !qos_check(&b->qos, kind, bytes, now, &wait)) ||
+	    (qos_active(g) && !qos_check(g, kind, bytes, now, &wait))) {
+		vq->throttled_until = now + wait;
+		if (!vq->throttled_since)
+			vq->throttled_since = now;
+		return false;
+	}
+	if (qos_active(&b->qos))
+		qos_charge(&b->qos, kind, bytes);
+	if (qos_active(g))
+		qos_charge(g, kind, bytes);
+	return true;
 }
 
 int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
@@ -400,9 +463,15 @@ int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 	uint16_t heads[VQ_BATCH];
 	char why[64] = "";
 	int ok, n = 0;
+	uint64_t now;
 
 	if (!vq_accepting(vq))
 		return 0;
+	if (vq->throttled_until) {
+		if (be_ctx_now(ctx) < vq->throttled_until)
+			return 0;       /* held by a limit: the ring keeps them */
+		vq->throttled_until = 0;
+	}
 	if (vq->resubmitted < vq->nresubmit)
 		return resubmit(b, vq, ctx, room);
 
@@ -430,6 +499,7 @@ int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 		if (req->chain.nout)
 			__builtin_prefetch(req->chain.iov[0].iov_base);
 	}
+	now = be_ctx_now(ctx);
 	for (; n < ok; n++) {
 		uint16_t head = heads[n];
 		struct vblk_req *req = &reqs[head];
@@ -438,6 +508,15 @@ int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 			snprintf(why, sizeof(why), "head %u made available twice", head);
 			break;
 		}
+		if (!admit(b, vq, req, now)) {
+			why[0] = '\0';         /* what follows a held one waits too */
+			break;
+		}
+		if (vq->throttled_since) {
+			STAT_ADD(b->stats[vq->index].throttled_ns, now - vq->throttled_since);
+			vq->throttled_since = 0;
+		}
+		req->start_ns = now;
 		be_ctx_make_room(ctx);
 		vq_take(vq, head);
 		handle(b, vq, req, ctx);

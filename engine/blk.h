@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "params.h"
+#include "qos.h"
 #include "virtio_blk.h"
 #include "vq.h"
 
@@ -28,7 +29,11 @@ struct vblk_stats {
 	_Atomic uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
 	_Atomic uint64_t bytes_read, bytes_written, errors;
 	_Atomic uint64_t inflight;
+	_Atomic uint64_t throttled_ns;  /* time requests waited for a limit */
 } __attribute__((aligned(64)));
+
+/* Kinds of the latency histograms (as enum vdev_op). */
+enum vblk_op { VBLK_OP_READ, VBLK_OP_WRITE, VBLK_OP_FLUSH, VBLK_OP_OTHER, VBLK_NOPS };
 
 /* One virtio-blk request, in the slot of its head descriptor. */
 struct vblk_req {
@@ -40,6 +45,7 @@ struct vblk_req {
 	uint8_t *status;
 	uint32_t written;       /* used length on success */
 	uint64_t expect;        /* bytes each READ/WRITE completion must carry */
+	uint64_t start_ns;      /* taken off the ring (latency) */
 	struct be_range ranges[BE_MAX_SQE_PER_REQ];
 	struct be_job job;
 	struct vq_chain chain;
@@ -53,6 +59,9 @@ struct vblk {
 	struct vq vqs[VDEV_MAX_QUEUES];
 	struct vblk_req *reqs[VDEV_MAX_QUEUES]; /* a queue's slots while it runs */
 	struct vblk_stats stats[VDEV_MAX_QUEUES];
+	struct qos qos;                 /* its own limits */
+	struct qos *_Atomic group;      /* its throttle group's, NULL = none */
+	struct qos_hist hist[VBLK_NOPS];
 	/* Called on the engine thread when a ring breaks. */
 	void (*ring_broken)(struct vblk *b, struct vq *vq, const char *why);
 	void *owner;
@@ -79,9 +88,10 @@ void vblk_queue_reset(struct vblk *b, struct vq *vq);
  * Returns how many, or -1 if the ring broke. */
 int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room);
 /* One backend completion for a request (the cookie of its be_io; res:
- * bytes or 0 on success, -errno).  Returns true when this finished the
- * request (used element pushed, not yet flushed). */
-bool vblk_complete(void *cookie, int res);
+ * bytes or 0 on success, -errno), on the engine thread of ctx.  Returns
+ * true when this finished the request (used element pushed, not yet
+ * flushed). */
+bool vblk_complete(struct be_ctx *ctx, void *cookie, int res);
 /* The queue a completion cookie belongs to (for fault attribution). */
 static inline struct vq *vblk_cookie_vq(void *cookie)
 {

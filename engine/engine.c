@@ -266,7 +266,7 @@ static void complete_job(struct eng_thread *t, struct be_job *job)
 	t->ctx.inflight--;
 	t->cur_vq = vblk_cookie_vq(job->cookie);
 	if (FAULT_TRY(&fs))
-		vblk_complete(job->cookie, job->res);
+		vblk_complete(&t->ctx, job->cookie, job->res);
 	else
 		eng_fault(t);
 	fault_end(&fs);
@@ -338,20 +338,27 @@ static void complete_io(void *arg, void *cookie, int res)
 	struct eng_thread *t = arg;
 
 	t->cur_vq = vblk_cookie_vq(cookie);
-	vblk_complete(cookie, res);
+	vblk_complete(&t->ctx, cookie, res);
 }
 
 /* Arm notifications on every vq and sleep unless work is already there. */
 static void eng_sleep(struct eng_thread *t)
 {
 	struct epoll_event evs[64];
+	uint64_t until = 0;
 	bool work = false;
-	int n;
+	int n, timeout = -1;
 
 	for (unsigned i = 0; i < t->nvq; i++) {
 		struct vq *vq = t->vqs[i];
 		if (atomic_load_explicit(&vq->broken, memory_order_relaxed) || vq->draining)
 			continue;
+		if (vq->throttled_until) {
+			/* held by a limit: no kick needed, the clock wakes us */
+			if (!until || vq->throttled_until < until)
+				until = vq->throttled_until;
+			continue;
+		}
 		if (vq->kick_nofd)
 			work = true;    /* a polling driver never kicks */
 		t->cur_vq = vq;
@@ -361,9 +368,15 @@ static void eng_sleep(struct eng_thread *t)
 	be_ctx_arm(&t->ctx, true);
 	if (be_ctx_ready(&t->ctx))
 		work = true;
+	if (until) {
+		uint64_t now = now_ns();
+		timeout = until > now ? (int)((until - now + 999999) / 1000000) : 0;
+		if (timeout == 0)
+			work = true;
+	}
 	atomic_store(&t->sleeping, true);
 	if (!work && !atomic_load(&t->pending)) {
-		n = epoll_wait(t->epfd, evs, 64, -1);
+		n = epoll_wait(t->epfd, evs, 64, timeout);
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 			if (p == &ev_wake_marker)
@@ -455,6 +468,18 @@ static void io_wait_end(struct eng_thread *t)
 	t->io_wait_ns = (t->io_wait_ns * 7 + d) / 8;
 }
 
+/* Nothing to do but wait for a limit: sleep until then at once rather
+ * than spin (a guest over its limit must not cost a core). */
+static bool throttled_only(struct eng_thread *t)
+{
+	if (t->ctx.inflight)
+		return false;
+	for (unsigned i = 0; i < t->nvq; i++)
+		if (t->vqs[i]->throttled_until)
+			return true;
+	return false;
+}
+
 static void *eng_main(void *arg)
 {
 	struct eng_thread *t = arg;
@@ -476,6 +501,7 @@ static void *eng_main(void *arg)
 			eng_fault(t);
 			continue;
 		}
+		t->ctx.now_ns = 0;
 		if (atomic_load_explicit(&t->pending, memory_order_acquire))
 			work += run_cmds(t, &t->stop);
 		work += be_ctx_reap(&t->ctx, complete_io, t);
@@ -503,7 +529,8 @@ static void *eng_main(void *arg)
 			t->io_waiting = false;
 		} else if (eng->mode == CORE_POLL_ALWAYS || t->stop) {
 			/* keep polling */
-		} else if (eng->mode == CORE_POLL_ADAPTIVE && !idle_long_enough(t)) {
+		} else if (eng->mode == CORE_POLL_ADAPTIVE && !throttled_only(t) &&
+			   !idle_long_enough(t)) {
 			/* busy-poll a little longer */
 		} else {
 			eng_sleep(t);

@@ -76,6 +76,8 @@ struct vq {
 	unsigned inflight;
 	_Atomic bool broken;
 	bool dead;                      /* its guest memory vanished: never touch it */
+	uint64_t throttled_until;       /* a limit holds its requests until then (ns), 0 = none */
+	uint64_t throttled_since;       /* when the current hold began */
 	struct eng_thread *thread;
 };
 

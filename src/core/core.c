@@ -6,6 +6,7 @@
  * a single owner and needs no lock.  See core_int.h. */
 #include "core_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libudev.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "blk.h"
@@ -206,6 +208,123 @@ static int do_stop(struct core *core, void *arg)
 	return 0;
 }
 
+uint64_t core_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* --- throttle groups -------------------------------------------------------- */
+
+static bool group_name_ok(const char *n)
+{
+	size_t len = strnlen(n, VDEV_NAME_MAX + 1);
+
+	if (len == 0 || len > VDEV_NAME_MAX || n[0] == '.')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)n[i]) && !strchr("._-", n[i]))
+			return false;
+	return true;
+}
+
+int core_group_find(struct core *core, const char *name, struct vgroup **out,
+		    char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!name[0])
+		return 0;
+	for (struct vgroup *g = core->groups; g; g = g->next)
+		if (strcmp(g->name, name) == 0) {
+			*out = g;
+			return 0;
+		}
+	snprintf(err, errlen, "no throttle group '%s'", name);
+	return -EINVAL;
+}
+
+struct group_args {
+	const char *name;
+	const struct vdev_limits *l;
+	char *err;
+	size_t errlen;
+};
+
+static int do_group_set(struct core *core, void *arg)
+{
+	struct group_args *a = arg;
+	struct vgroup *g;
+
+	if (core_group_find(core, a->name, &g, a->err, a->errlen) < 0 || !g) {
+		g = calloc(1, sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		snprintf(g->name, sizeof(g->name), "%s", a->name);
+		g->next = core->groups;
+		core->groups = g;
+		a->err[0] = '\0';
+	}
+	g->limits = *a->l;
+	qos_set(&g->qos, a->l, core_now_ns());
+	return 0;
+}
+
+int core_group_set(struct core *core, const char *name, const struct vdev_limits *l,
+		   char *err, size_t errlen)
+{
+	struct group_args a = { name, l, err, errlen };
+
+	err[0] = '\0';
+	if (!group_name_ok(name)) {
+		snprintf(err, errlen, "'%.64s' is not a group name: 1 to %d of A-Z a-z 0-9 . _ -, "
+			 "not starting with '.'", name, VDEV_NAME_MAX);
+		return -EINVAL;
+	}
+	return core_call(core, do_group_set, &a);
+}
+
+static int do_group_remove(struct core *core, void *arg)
+{
+	struct group_args *a = arg;
+	struct vgroup **pp;
+
+	for (struct vdev *d = core->devs; d; d = d->next)
+		if (strcmp(d->blk->params.group, a->name) == 0) {
+			snprintf(a->err, a->errlen, "throttle group '%s' is used by %s",
+				 a->name, d->blk->name);
+			return -EBUSY;
+		}
+	for (pp = &core->groups; *pp; pp = &(*pp)->next) {
+		struct vgroup *g = *pp;
+		if (strcmp(g->name, a->name) == 0) {
+			*pp = g->next;
+			g->next = core->retired;
+			core->retired = g;
+			return 0;
+		}
+	}
+	snprintf(a->err, a->errlen, "no throttle group '%s'", a->name);
+	return -ENOENT;
+}
+
+int core_group_remove(struct core *core, const char *name, char *err, size_t errlen)
+{
+	struct group_args a = { name, NULL, err, errlen };
+
+	err[0] = '\0';
+	return core_call(core, do_group_remove, &a);
+}
+
+static void free_groups(struct vgroup *g)
+{
+	while (g) {
+		struct vgroup *next = g->next;
+		free(g);
+		g = next;
+	}
+}
+
 void core_destroy(struct core *core)
 {
 	if (!core)
@@ -213,6 +332,8 @@ void core_destroy(struct core *core)
 	core_call(core, do_stop, NULL);
 	pthread_join(core->tid, NULL);
 	eng_destroy(core->eng);
+	free_groups(core->groups);
+	free_groups(core->retired);
 	if (core->mon)
 		udev_monitor_unref(core->mon);
 	if (core->udev)

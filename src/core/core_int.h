@@ -54,6 +54,16 @@ struct core_call {
 	struct core_call *next;
 };
 
+/* A throttle group: limits shared by the devices that name it.  Freed with
+ * the core only (an engine thread may still be reading one a device just
+ * left). */
+struct vgroup {
+	char name[VDEV_NAME_MAX + 1];
+	struct vdev_limits limits;
+	struct qos qos;
+	struct vgroup *next;
+};
+
 struct core {
 	struct engine *eng;
 	pthread_t tid;
@@ -68,6 +78,7 @@ struct core {
 	struct core_call *calls;
 	struct vdev *devs;
 	unsigned next_seq;
+	struct vgroup *groups, *retired;
 };
 
 
@@ -78,6 +89,10 @@ void dev_free(struct vdev *d);
 
 /* core.c */
 int core_call(struct core *core, int (*fn)(struct core *, void *), void *arg);
+uint64_t core_now_ns(void);
+/* The group named name (or NULL); an empty name is no group (*out NULL). */
+int core_group_find(struct core *core, const char *name, struct vgroup **out,
+		    char *err, size_t errlen);
 
 /* conn.c */
 bool backend_failed(struct vdev *d);

@@ -38,6 +38,16 @@ void set_error(struct vdev *d, const char *msg)
 	pthread_mutex_unlock(&d->err_lock);
 }
 
+_Static_assert((int)VBLK_NOPS == (int)VDEV_NOPS && (int)VBLK_OP_READ == (int)VDEV_OP_READ &&
+	       (int)VBLK_OP_WRITE == (int)VDEV_OP_WRITE && (int)VBLK_OP_FLUSH == (int)VDEV_OP_FLUSH,
+	       "the engine's request kinds are the API's");
+
+const char *vdev_op_name(enum vdev_op op)
+{
+	static const char *const names[VDEV_NOPS] = { "read", "write", "flush", "other" };
+	return (unsigned)op < VDEV_NOPS ? names[op] : "?";
+}
+
 const char *vdev_state_name(enum vdev_state s)
 {
 	switch (s) {
@@ -134,9 +144,13 @@ static int do_create(struct core *core, void *arg)
 {
 	struct create_args *a = arg;
 	struct epoll_event ev = { .events = EPOLLIN };
+	struct vgroup *g;
 	struct vdev *d;
 	int rc;
 
+	rc = core_group_find(core, a->p->group, &g, a->err, a->errlen);
+	if (rc < 0)
+		return rc;
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
@@ -152,6 +166,8 @@ static int do_create(struct core *core, void *arg)
 	if (rc < 0)
 		goto fail;
 	d->size_auto = a->p->size == 0;
+	qos_set(&d->blk->qos, &a->p->limits, core_now_ns());
+	atomic_store(&d->blk->group, g ? &g->qos : NULL);
 	d->blk->owner = d;
 	d->blk->ring_broken = on_ring_broken;
 	d->broken_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -258,7 +274,23 @@ static int reopen_backend(struct vdev *d, const struct vdev_params *p, char *err
 	return rc;
 }
 
-/* Everything but the size (and whether a shrink may cut data) is equal. */
+static bool same_limits(const struct vdev_limits *a, const struct vdev_limits *b)
+{
+	return a->iops == b->iops && a->bps == b->bps && a->read_bps == b->read_bps &&
+	       a->write_bps == b->write_bps && a->iops_burst == b->iops_burst &&
+	       a->bps_burst == b->bps_burst;
+}
+
+/* Limits and group: applied at once, connected or not. */
+static void apply_limits(struct vdev *d, const struct vdev_params *p, struct vgroup *g)
+{
+	if (!same_limits(&p->limits, &d->blk->params.limits))
+		qos_set(&d->blk->qos, &p->limits, core_now_ns());
+	atomic_store_explicit(&d->blk->group, g ? &g->qos : NULL, memory_order_release);
+}
+
+/* Everything but the size, allow_shrink, the limits and the group (what
+ * may change under a connected front-end) is equal. */
 static bool same_but_size(const struct vdev_params *a, const struct vdev_params *b)
 {
 	return a->block_size == b->block_size && a->backing == b->backing &&
@@ -355,7 +387,12 @@ static int do_set_params(struct core *core, void *arg)
 	bool same_backing = p->backing == old->backing && strcmp(p->path, old->path) == 0;
 	/* a size set by hand stops following the backing's, once applied */
 	bool by_hand = p->size && p->size != d->blk->be->size;
+	struct vgroup *g;
 	int rc;
+
+	rc = core_group_find(core, p->group, &g, a->err, a->errlen);
+	if (rc < 0)
+		return rc;
 
 	settle(d);
 	if (d->conn) {
@@ -371,6 +408,7 @@ static int do_set_params(struct core *core, void *arg)
 			rc = live_resize(d, size, a->err, a->errlen);
 		if (rc < 0)
 			return rc;
+		apply_limits(d, p, g);
 		d->blk->params = *p;
 		d->blk->params.size = d->blk->be->size;
 		if (by_hand)
@@ -396,6 +434,7 @@ static int do_set_params(struct core *core, void *arg)
 			return rc;
 		}
 	}
+	apply_limits(d, p, g);
 	d->blk->params = *p;
 	d->blk->params.size = d->blk->be->size;
 	if (by_hand)
@@ -476,8 +515,14 @@ void vdev_get_stats(struct vdev *d, struct vdev_stats *st)
 		st->bytes_written += LOAD(bytes_written);
 		st->errors += LOAD(errors);
 		st->inflight += LOAD(inflight);
+		st->throttled_ns += LOAD(throttled_ns);
 	}
 #undef LOAD
+	for (unsigned op = 0; op < VDEV_NOPS; op++) {
+		struct vdev_latency *l = &st->lat[op];
+		qos_hist_read(&d->blk->hist[op], &l->count, &l->p50_ns, &l->p99_ns,
+			      &l->p999_ns, &l->max_ns);
+	}
 	if (d->blk->be && d->blk->be->ops->describe)
 		d->blk->be->ops->describe(d->blk->be, st->detail, sizeof(st->detail));
 	else
