@@ -254,8 +254,6 @@ void on_ring_broken(struct vblk *b, struct vq *vq, const char *why)
 }
 
 
-int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen);
-
 /* The backing block device of d now has `bytes`: a device whose size
  * follows its backing's takes the new size, and a running guest is told. */
 static void backing_resized(struct vdev *d, uint64_t bytes)
@@ -267,7 +265,7 @@ static void backing_resized(struct vdev *d, uint64_t bytes)
 	if (!d->size_auto || bytes == old)
 		return;
 	if (d->conn) {
-		rc = live_resize(d, bytes, err, sizeof(err));
+		rc = live_resize(d, NULL, bytes, err, sizeof(err));
 	} else {
 		rc = d->blk->be->ops->resize ? d->blk->be->ops->resize(d->blk->be, bytes) : -EINVAL;
 		if (rc < 0)

@@ -84,7 +84,8 @@ struct core {
 
 /* vdev.c */
 void set_error(struct vdev *d, const char *msg);        /* any thread */
-int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen);
+int live_resize(struct vdev *d, const struct vdev_params *p, uint64_t size,
+		char *err, size_t errlen);
 void dev_free(struct vdev *d);
 
 /* core.c */

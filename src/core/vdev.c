@@ -329,27 +329,42 @@ static int check_shrink(struct vdev *d, const struct vdev_params *p, uint64_t si
 
 struct resize_args {
 	struct vdev *d;
+	const struct vdev_params *p;    /* NULL: the backing itself changed */
 	uint64_t size;
+	char *err;
+	size_t errlen;
 	int rc;
 };
 
-/* With every ring stopped: the engine reads the size for its range checks
- * and a ram backend's memory may move. */
+/* With every ring stopped: the engine writes the data a shrink looks at,
+ * reads the size for its range checks, and a ram backend's memory may
+ * move. */
 static int resize_quiesced(void *arg)
 {
 	struct resize_args *r = arg;
 	struct backend *be = r->d->blk->be;
 
+	if (r->p) {
+		r->rc = check_shrink(r->d, r->p, r->size, r->err, r->errlen);
+		if (r->rc < 0)
+			return 0;
+	}
 	r->rc = be->ops->resize(be, r->size);
+	if (r->rc < 0)
+		snprintf(r->err, r->errlen, "cannot resize to %llu bytes: %s",
+			 (unsigned long long)r->size, strerror(-r->rc));
 	r->d->blk->params.size = be->size;
 	return 0;
 }
 
-/* Change the size under a running guest and tell it. */
-int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen)
+/* Change the size under a running guest and tell it.  p: the settings
+ * asked for (whether a shrink may cut data), NULL when the backing itself
+ * changed size. */
+int live_resize(struct vdev *d, const struct vdev_params *p, uint64_t size,
+		char *err, size_t errlen)
 {
 	struct backend *be = d->blk->be;
-	struct resize_args r = { d, size, 0 };
+	struct resize_args r = { d, p, size, err, errlen, 0 };
 	uint64_t old = be->size;
 	bool told;
 	int rc;
@@ -364,11 +379,8 @@ int live_resize(struct vdev *d, uint64_t size, char *err, size_t errlen)
 		return -EBUSY;
 	}
 	rc = vu_conn_quiesce(d->conn, resize_quiesced, &r);
-	if (r.rc < 0) {
-		snprintf(err, errlen, "cannot resize to %llu bytes: %s", (unsigned long long)size,
-			 strerror(-r.rc));
+	if (r.rc < 0)
 		return r.rc;
-	}
 	told = vu_config_changed(d->conn);
 	vlog(LOG_INFO, "[%s] resized from %llu to %llu bytes under a connected front-end%s",
 	     d->blk->name, (unsigned long long)old, (unsigned long long)be->size,
@@ -399,18 +411,22 @@ static int do_set_params(struct core *core, void *arg)
 		uint64_t size = p->size ? p->size : old->size;
 
 		if (!same_but_size(p, old)) {
-			snprintf(a->err, a->errlen, "a front-end is connected: only size "
-				 "can change until it disconnects");
+			snprintf(a->err, a->errlen, "a front-end is connected: only size, allow_shrink, "
+				 "the limits and the group can change until it disconnects");
 			return -EBUSY;
 		}
-		rc = check_shrink(d, p, size, a->err, a->errlen);
-		if (rc == 0 && size != d->blk->be->size)
-			rc = live_resize(d, size, a->err, a->errlen);
+		rc = 0;
+		if (size != d->blk->be->size)   /* the shrink check runs with the rings stopped */
+			rc = live_resize(d, p, size, a->err, a->errlen);
 		if (rc < 0)
 			return rc;
 		apply_limits(d, p, g);
-		d->blk->params = *p;
-		d->blk->params.size = d->blk->be->size;
+		/* Only what may change: the engine threads read the rest of
+		 * params (readonly, serial) while the rings run.  The size was
+		 * set with the rings stopped. */
+		d->blk->params.allow_shrink = p->allow_shrink;
+		d->blk->params.limits = p->limits;
+		memcpy(d->blk->params.group, p->group, sizeof(p->group));
 		if (by_hand)
 			d->size_auto = false;
 		return 0;

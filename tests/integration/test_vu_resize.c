@@ -129,7 +129,7 @@ static unsigned loops_done(struct ioloop *l, unsigned n)
 	unsigned d = 0;
 
 	for (unsigned i = 0; i < n; i++)
-		d += l[i].done;
+		d += __atomic_load_n(&l[i].done, __ATOMIC_RELAXED);
 	return d;
 }
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,10 +133,10 @@ Test(slots, memory_by_add_mem_reg_only)
 struct hp {
 	struct ffe_vq *vq;
 	pthread_t th;
-	volatile int want;              /* region to take buffers from (-1: any) */
-	volatile bool stop;
-	volatile unsigned done_in[FFE_MAX_REGIONS];
-	volatile unsigned done;
+	int want;                       /* region to take buffers from (-1: any), atomic */
+	atomic_bool stop;
+	unsigned done_in[FFE_MAX_REGIONS];      /* atomic */
+	unsigned done;                          /* atomic */
 	int64_t worst_ms;               /* longest write+read cycle */
 	char err[256];
 };
@@ -174,10 +175,10 @@ static void *hp_worker(void *arg)
 			snprintf(t->err, sizeof(t->err), "q%u, buffers in region %d: read-back differs "
 				 "at sector %" PRIu64, t->vq->index, cur, sector);
 		if (cur >= 0)
-			t->done_in[cur]++;
+			__atomic_fetch_add(&t->done_in[cur], 1, __ATOMIC_RELAXED);
 		if (ffe_now_ms() - c0 > t->worst_ms)
 			t->worst_ms = ffe_now_ms() - c0;
-		t->done++;
+		__atomic_fetch_add(&t->done, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -190,19 +191,23 @@ static bool hp_move(struct hp *t, unsigned n, int k, char *why, size_t whylen)
 	struct ffe_deadline dl;
 
 	for (unsigned q = 0; q < n; q++) {
-		base[q] = k >= 0 ? t[q].done_in[k] : t[q].done;
+		base[q] = k >= 0 ? __atomic_load_n(&t[q].done_in[k], __ATOMIC_RELAXED) :
+				   __atomic_load_n(&t[q].done, __ATOMIC_RELAXED);
 		__atomic_store_n(&t[q].want, k, __ATOMIC_RELEASE);
 	}
 	ffe_deadline_start(&dl, 30000);
 	for (unsigned q = 0; q < n; q++) {
-		while (!t[q].err[0] && (k >= 0 ? t[q].done_in[k] : t[q].done) < base[q] + 3 &&
+		while (!t[q].err[0] &&
+		       (k >= 0 ? __atomic_load_n(&t[q].done_in[k], __ATOMIC_RELAXED) :
+				 __atomic_load_n(&t[q].done, __ATOMIC_RELAXED)) < base[q] + 3 &&
 		       ffe_deadline_left(&dl))
 			usleep(200);
 		if (t[q].err[0]) {
 			snprintf(why, whylen, "%s", t[q].err);
 			return false;
 		}
-		if ((k >= 0 ? t[q].done_in[k] : t[q].done) < base[q] + 3) {
+		if ((k >= 0 ? __atomic_load_n(&t[q].done_in[k], __ATOMIC_RELAXED) :
+			      __atomic_load_n(&t[q].done, __ATOMIC_RELAXED)) < base[q] + 3) {
 			snprintf(why, whylen, "q%u did no I/O with buffers in region %d within 30 s", q, k);
 			return false;
 		}
@@ -560,7 +565,8 @@ Test(slots, hostile_without_reply_ack_drops_only_that_connection)
 		struct ffe_deadline dl;
 
 		ffe_deadline_start(&dl, 3000);
-		while (b.done < 5 && !b.err[0] && ffe_deadline_left(&dl))
+		while (__atomic_load_n(&b.done, __ATOMIC_RELAXED) < 5 && !b.err[0] &&
+		       ffe_deadline_left(&dl))
 			usleep(1000);
 	}
 	bystander_stop(&b, "hostile ADD/REM_MEM_REG without REPLY_ACK on A");

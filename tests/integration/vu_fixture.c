@@ -204,7 +204,7 @@ void *ioloop_worker(void *arg)
 		else if (!ffe_pattern_ok(r, sizeof(r), seed))
 			snprintf(l->err, sizeof(l->err), "q%u: read-back differs at sector %" PRIu64,
 				 l->vq->index, sector);
-		l->done++;
+		__atomic_fetch_add(&l->done, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }
@@ -286,7 +286,7 @@ static void *bystander_worker(void *arg)
 				 sector);
 		if (ffe_now_ms() - t0 > b->worst_ms)
 			b->worst_ms = ffe_now_ms() - t0;
-		b->done++;
+		__atomic_fetch_add(&b->done, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
 }

@@ -44,6 +44,12 @@ int64_t ffe_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Regions may be added by one thread while others allocate buffers. */
+static inline unsigned ffe_nregions(const struct ffe *fe)
+{
+	return __atomic_load_n(&fe->nregions, __ATOMIC_ACQUIRE);
+}
+
 void ffe_deadline_start(struct ffe_deadline *d, int ms)
 {
 	d->last = ffe_now_ms();
@@ -175,16 +181,16 @@ int ffe_alloc(struct ffe *fe, size_t len, size_t align, int region,
 	if (align == 0)
 		align = 8;
 	pthread_mutex_lock(&fe->alloc_lock);
-	for (tries = 0; tries < fe->nregions; tries++) {
+	for (tries = 0; tries < ffe_nregions(fe); tries++) {
 		struct ffe_region *r;
 		uint64_t cur;
 
 		if (region >= 0) {
-			if ((unsigned)region >= fe->nregions || tries > 0)
+			if ((unsigned)region >= ffe_nregions(fe) || tries > 0)
 				break;
 			i = (unsigned)region;
 		} else {
-			i = (rr++) % fe->nregions;
+			i = (rr++) % ffe_nregions(fe);
 			if (fe->r[i].gone)
 				continue;
 		}
@@ -207,7 +213,7 @@ void *ffe_gpa_to_hva(struct ffe *fe, uint64_t gpa, size_t len)
 {
 	unsigned i;
 
-	for (i = 0; i < fe->nregions; i++) {
+	for (i = 0; i < ffe_nregions(fe); i++) {
 		struct ffe_region *r = &fe->r[i];
 
 		if (gpa >= r->gpa && gpa - r->gpa <= r->size && len <= r->size - (gpa - r->gpa))
@@ -221,7 +227,7 @@ static struct ffe_region *region_of_hva(struct ffe *fe, const void *hva)
 	const uint8_t *p = hva;
 	unsigned i;
 
-	for (i = 0; i < fe->nregions; i++)
+	for (i = 0; i < ffe_nregions(fe); i++)
 		if (p >= fe->r[i].hva && p < fe->r[i].hva + fe->r[i].size)
 			return &fe->r[i];
 	return NULL;
@@ -823,7 +829,7 @@ int ffe_negotiate(struct ffe *fe, uint64_t want)
 size_t ffe_mem_table_payload(struct ffe *fe, void *buf, int *fds)
 {
 	uint8_t *p = buf;
-	uint32_t n = fe->nregions;
+	uint32_t n = ffe_nregions(fe);
 	struct ffe_mem_table_hdr h = { .nregions = n };
 
 	memcpy(p, &h, sizeof(h));
@@ -844,15 +850,15 @@ int ffe_set_mem_table(struct ffe *fe)
 	uint8_t buf[sizeof(struct ffe_mem_table_hdr) +
 		    FFE_MAX_REGIONS * sizeof(struct ffe_mem_region)];
 
-	if (fe->nregions > FFE_MEM_TABLE_MAX) {
-		ffe_seterr(fe, "SET_MEM_TABLE: %u regions, at most %u fit", fe->nregions,
+	if (ffe_nregions(fe) > FFE_MEM_TABLE_MAX) {
+		ffe_seterr(fe, "SET_MEM_TABLE: %u regions, at most %u fit", ffe_nregions(fe),
 			   FFE_MEM_TABLE_MAX);
 		return -E2BIG;
 	}
 	int fds[FFE_MAX_REGIONS];
 	size_t len = ffe_mem_table_payload(fe, buf, fds);
 
-	return ffe_call(fe, FFE_SET_MEM_TABLE, buf, (uint32_t)len, fds, fe->nregions);
+	return ffe_call(fe, FFE_SET_MEM_TABLE, buf, (uint32_t)len, fds, ffe_nregions(fe));
 }
 
 /* ---- queues ---------------------------------------------------------------- */
@@ -907,7 +913,7 @@ int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base)
 {
 	struct ffe_vq *vq;
 	struct ffe_buf d, a, u;
-	unsigned n = fe->nregions, k;
+	unsigned n = ffe_nregions(fe), k;
 	int ret;
 
 	if (i >= FFE_MAX_QUEUES || num == 0 || num > FFE_MAX_QSIZE || (num & (num - 1)))
@@ -1169,7 +1175,7 @@ int ffe_setup(struct ffe *fe, uint64_t want, unsigned nq, unsigned num)
 			return ret < 0 ? ret : -EIO;
 	}
 	if (fe->protocol_features & FFE_BIT(FFE_PF_CONFIGURE_MEM_SLOTS)) {
-		for (unsigned i = 0; i < fe->nregions; i++) {
+		for (unsigned i = 0; i < ffe_nregions(fe); i++) {
 			ret = ffe_add_mem_reg(fe, i);
 			if (ret != 0) {
 				ffe_seterr(fe, "ADD_MEM_REG of region %u: %s", i,
@@ -1219,7 +1225,8 @@ static bool has_event_idx(struct ffe_vq *vq)
 int ffe_vq_alloc(struct ffe_vq *vq, size_t len, size_t align, struct ffe_buf *out)
 {
 	struct ffe *fe = vq->fe;
-	unsigned n = fe->nregions;
+	/* regions may be added by another thread meanwhile (ffe_region_new) */
+	unsigned n = __atomic_load_n(&fe->nregions, __ATOMIC_ACQUIRE);
 
 	if (align == 0)
 		align = 8;
@@ -1229,7 +1236,7 @@ int ffe_vq_alloc(struct ffe_vq *vq, size_t len, size_t align, struct ffe_buf *ou
 		unsigned k = vq->scratch_only ? vq->scratch_only - 1 : (vq->scratch_rr++) % n;
 		uint64_t cur;
 
-		if (!vq->scratch_only && fe->r[k].gone)
+		if (!vq->scratch_only && __atomic_load_n(&fe->r[k].gone, __ATOMIC_ACQUIRE))
 			continue;
 		cur = (vq->scratch[k].cur + align - 1) & ~(uint64_t)(align - 1);
 
@@ -1748,7 +1755,7 @@ bool ffe_pattern_ok(const void *buf, size_t len, uint64_t seed)
 
 int ffe_region_new(struct ffe *fe, uint64_t gpa, uint64_t size)
 {
-	unsigned i = fe->nregions, m = fe->nmaps;
+	unsigned i = ffe_nregions(fe), m = fe->nmaps;
 	struct ffe_region *r;
 	uint8_t *p;
 	int fd;
@@ -1802,12 +1809,12 @@ int ffe_add_mem_reg(struct ffe *fe, unsigned i)
 	struct ffe_mem_reg mr;
 	int ret;
 
-	if (i >= fe->nregions)
+	if (i >= ffe_nregions(fe))
 		return -EINVAL;
 	ffe_mem_reg_of(fe, i, &mr);
 	ret = ffe_call(fe, FFE_ADD_MEM_REG, &mr, sizeof(mr), &fe->r[i].fd, 1);
 	if (ret == 0)
-		fe->r[i].gone = false;
+		__atomic_store_n(&fe->r[i].gone, false, __ATOMIC_RELEASE);
 	return ret;
 }
 
@@ -1816,15 +1823,15 @@ int ffe_rem_mem_reg(struct ffe *fe, unsigned i, bool with_fd)
 	struct ffe_mem_reg mr;
 	int ret;
 
-	if (i >= fe->nregions)
+	if (i >= ffe_nregions(fe))
 		return -EINVAL;
 	ffe_mem_reg_of(fe, i, &mr);
 	/* no buffer of a new request may land there from now on */
-	fe->r[i].gone = true;
+	__atomic_store_n(&fe->r[i].gone, true, __ATOMIC_RELEASE);
 	ret = ffe_call(fe, FFE_REM_MEM_REG, &mr, sizeof(mr), with_fd ? &fe->r[i].fd : NULL,
 		       with_fd ? 1 : 0);
 	if (ret > 0)
-		fe->r[i].gone = false;          /* refused: still there */
+		__atomic_store_n(&fe->r[i].gone, false, __ATOMIC_RELEASE);          /* refused: still there */
 	return ret;
 }
 
@@ -1901,7 +1908,7 @@ int ffe_vq_scratch_region(struct ffe_vq *vq, int k, size_t len)
 		vq->scratch_only = 0;
 		return 0;
 	}
-	if ((unsigned)k >= fe->nregions || vq->ninflight)
+	if ((unsigned)k >= ffe_nregions(fe) || vq->ninflight)
 		return -EINVAL;
 	if (vq->scratch[k].size < len) {
 		ret = ffe_alloc(fe, len, 4096, k, &s);
