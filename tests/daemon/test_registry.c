@@ -723,9 +723,9 @@ Test(registry, limits_on_a_live_controller)
 	cr_assert_eq(ci->params.limits.bps, 8 << 20);
 }
 
-/* Needs the core's limits (vdev_set_params taking limits and group under a
- * connected front-end): the core before them refuses with EBUSY. */
-Test(registry, limits_and_group_change_while_connected, .disabled = true)
+/* The daemon refuses nothing of its own under a front-end: the limits and
+ * the group go to vdev_set_params. */
+Test(registry, limits_and_group_change_while_connected)
 {
 	struct vdev_params p = params();
 	int fd;
