@@ -1,5 +1,6 @@
 /* cfs: the control filesystem; see cfs.h.  Each operation maps a path to
- * "root", a top-level file, a controller or one of its files, and calls the
+ * "root", a top-level file, a controller or one of its files, the groups
+ * directory, a throttle group or one of its files, and calls the
  * daemon's controller API (mgr.h) or the file tables (attrs.h).  Runs on libfuse worker threads; holds no lock of its own except
  * the one of an open file's read buffer. */
 #define FUSE_USE_VERSION 35
@@ -38,18 +39,27 @@ struct cfs {
 /* An open file: the controller it belongs to (counted reference) and the
  * content generated at the last read at offset 0. */
 struct cfs_file {
-	struct ctrl *ctrl;              /* NULL for a top-level file */
-	int attr;                       /* index in cfs_attrs or cfs_gattrs */
+	struct ctrl *ctrl;              /* NULL for a top-level or group file */
+	bool is_group;                  /* a file of the throttle group `group` */
+	char group[VDEV_NAME_MAX + 1];
+	int attr;                       /* index in cfs_attrs, cfs_gattrs or
+					 * cfs_gr_attrs */
 	pthread_mutex_t lock;
 	char *buf;
 	size_t len;
 };
 
-enum node_kind { N_NONE, N_ROOT, N_GFILE, N_CTRL, N_ATTR, N_DEEP };
+enum node_kind {
+	N_NONE, N_ROOT, N_GFILE, N_CTRL, N_ATTR, N_DEEP,
+	N_GROUPS,                       /* /.groups */
+	N_GROUP,                        /* /.groups/NAME */
+	N_GRFILE,                       /* /.groups/NAME/FILE */
+};
 
 struct node {
 	enum node_kind kind;
-	char name[VDEV_NAME_MAX + 2];   /* controller name, truncated if longer */
+	char name[VDEV_NAME_MAX + 2];   /* controller or group name, truncated
+					 * if longer */
 	bool name_too_long;
 	int attr;
 };
@@ -59,7 +69,44 @@ static struct cfs *cfs_self(void)
 	return fuse_get_context()->private_data;
 }
 
-/* Split "/", "/.version", "/NAME", "/NAME/FILE" (and deeper). */
+/* Copy the first component of p into n->name; the rest after its slash
+ * (NULL if it was the last). */
+static const char *take_name(const char *p, struct node *n)
+{
+	const char *slash = strchr(p, '/');
+	size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+	n->name_too_long = len >= sizeof(n->name);
+	if (n->name_too_long)
+		len = sizeof(n->name) - 1;
+	memcpy(n->name, p, len);
+	n->name[len] = '\0';
+	return slash ? slash + 1 : NULL;
+}
+
+/* "/.groups", "/.groups/NAME", "/.groups/NAME/FILE" (and deeper); p is
+ * what follows "/.groups/". */
+static void parse_groups_path(const char *p, struct node *n)
+{
+	if (*p == '\0') {
+		n->kind = N_GROUPS;
+		return;
+	}
+	p = take_name(p, n);
+	if (!p) {
+		n->kind = N_GROUP;
+		return;
+	}
+	if (strchr(p, '/')) {
+		n->kind = N_DEEP;
+		return;
+	}
+	n->attr = cfs_gr_attr_lookup(p);
+	n->kind = N_GRFILE;
+}
+
+/* Split "/", "/.version", "/NAME", "/NAME/FILE", the groups' paths (and
+ * deeper). */
 static void parse_path(const char *path, struct node *n)
 {
 	const char *p = path + 1, *slash;
@@ -69,6 +116,11 @@ static void parse_path(const char *path, struct node *n)
 	n->attr = -1;
 	if (path[0] != '/' || path[1] == '\0') {
 		n->kind = N_ROOT;
+		return;
+	}
+	len = strlen(CFS_GROUPS_DIR);
+	if (strncmp(p, CFS_GROUPS_DIR, len) == 0 && (p[len] == '\0' || p[len] == '/')) {
+		parse_groups_path(p[len] ? p + len + 1 : p + len, n);
 		return;
 	}
 	slash = strchr(p, '/');
@@ -100,6 +152,16 @@ static struct ctrl *node_ctrl(struct cfs *fs, const struct node *n)
 	return mgr_get(fs->mgr, n->name);
 }
 
+/* The group of a node exists (its snapshot in gi if given). */
+static bool node_group(struct cfs *fs, const struct node *n, struct group_info *gi)
+{
+	struct group_info tmp;
+
+	if (n->name_too_long || (n->kind != N_GROUP && n->kind != N_GRFILE))
+		return false;
+	return mgr_group_info(fs->mgr, n->name, gi ? gi : &tmp) == 0;
+}
+
 static void fill_stat(struct stat *st, mode_t mode, nlink_t nlink, time_t t)
 {
 	memset(st, 0, sizeof(*st));
@@ -124,11 +186,29 @@ static int cfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
 	parse_path(path, &n);
 	switch (n.kind) {
 	case N_ROOT:
-		fill_stat(st, S_IFDIR | 0755, 2 + mgr_count(fs->mgr), mgr_mtime(fs->mgr));
+		/* the controllers' directories and .groups */
+		fill_stat(st, S_IFDIR | 0755, 3 + mgr_count(fs->mgr), mgr_mtime(fs->mgr));
 		return 0;
 	case N_GFILE:
 		fill_stat(st, S_IFREG | 0444, 1, mgr_mtime(fs->mgr));
 		return 0;
+	case N_GROUPS:
+		fill_stat(st, S_IFDIR | 0755, 2 + mgr_group_count(fs->mgr), mgr_mtime(fs->mgr));
+		return 0;
+	case N_GROUP:
+	case N_GRFILE: {
+		struct group_info gi;
+
+		if (n.kind == N_GRFILE && n.attr < 0)
+			return -ENOENT;
+		if (!node_group(fs, &n, &gi))
+			return -ENOENT;
+		if (n.kind == N_GROUP)
+			fill_stat(st, S_IFDIR | 0755, 2, gi.mtime);
+		else
+			fill_stat(st, S_IFREG | cfs_gr_attrs[n.attr].mode, 1, gi.mtime);
+		return 0;
+	}
 	case N_CTRL:
 	case N_ATTR:
 		if (n.kind == N_ATTR && n.attr < 0)
@@ -168,11 +248,34 @@ static int cfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		filler(buf, "..", NULL, 0, 0);
 		for (size_t g = 0; g < cfs_ngattrs; g++)
 			filler(buf, cfs_gattrs[g].name, NULL, 0, 0);
+		filler(buf, CFS_GROUPS_DIR, NULL, 0, 0);
 		for (size_t i = 0; i < cnt; i++)
 			filler(buf, names[i], NULL, 0, 0);
 		mgr_list_free(names, cnt);
 		return 0;
 	}
+	if (n.kind == N_GROUPS) {
+		r = mgr_group_list(fs->mgr, &names, &cnt);
+		if (r < 0)
+			return r;
+		filler(buf, ".", NULL, 0, 0);
+		filler(buf, "..", NULL, 0, 0);
+		for (size_t i = 0; i < cnt; i++)
+			filler(buf, names[i], NULL, 0, 0);
+		mgr_list_free(names, cnt);
+		return 0;
+	}
+	if (n.kind == N_GROUP) {
+		if (!node_group(fs, &n, NULL))
+			return -ENOENT;
+		filler(buf, ".", NULL, 0, 0);
+		filler(buf, "..", NULL, 0, 0);
+		for (size_t a = 0; a < cfs_ngr_attrs; a++)
+			filler(buf, cfs_gr_attrs[a].name, NULL, 0, 0);
+		return 0;
+	}
+	if (n.kind == N_GRFILE)
+		return n.attr >= 0 && node_group(fs, &n, NULL) ? -ENOTDIR : -ENOENT;
 	if (n.kind == N_CTRL) {
 		c = node_ctrl(fs, &n);
 		if (!c)
@@ -199,10 +302,20 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 	switch (n.kind) {
 	case N_ROOT:
 	case N_CTRL:
+	case N_GROUPS:
+	case N_GROUP:
 		return -EISDIR;
 	case N_GFILE:
 		if (wr)
 			return -EACCES;
+		break;
+	case N_GRFILE:
+		if (n.attr < 0 || !node_group(fs, &n, NULL))
+			return -ENOENT;
+		if (wr && !cfs_gr_attr_writable(n.attr)) {
+			cfs_gr_attr_refuse_readonly(fs->mgr, n.name, n.attr);
+			return -EACCES;
+		}
 		break;
 	case N_ATTR:
 		if (n.attr < 0)
@@ -227,6 +340,10 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 	}
 	f->ctrl = c;
 	f->attr = n.attr;
+	if (n.kind == N_GRFILE) {
+		f->is_group = true;
+		memcpy(f->group, n.name, sizeof(f->group));
+	}
 	pthread_mutex_init(&f->lock, NULL);
 	fi->fh = (uintptr_t)f;
 	fi->direct_io = 1;              /* generated content: no page cache */
@@ -261,8 +378,12 @@ static int cfs_read(const char *path, char *buf, size_t size, off_t off,
 		char *nb;
 		size_t nl;
 
-		r = f->ctrl ? cfs_attr_read(fs->mgr, f->ctrl, f->attr, &nb, &nl)
-			    : cfs_gattr_read(fs->mgr, f->attr, &nb, &nl);
+		if (f->is_group)
+			r = cfs_gr_attr_read(fs->mgr, f->group, f->attr, &nb, &nl);
+		else if (f->ctrl)
+			r = cfs_attr_read(fs->mgr, f->ctrl, f->attr, &nb, &nl);
+		else
+			r = cfs_gattr_read(fs->mgr, f->attr, &nb, &nl);
 		if (r < 0)
 			goto out;
 		free(f->buf);
@@ -285,11 +406,14 @@ static int cfs_write(const char *path, const char *buf, size_t size, off_t off,
 	struct cfs_file *f = (struct cfs_file *)(uintptr_t)fi->fh;
 	int r;
 
-	if (!f->ctrl)
-		return -EACCES;
 	/* Each write(2) is one complete value, applied at once (configfs
 	 * semantics): `echo` writes once, and the error must reach its caller. */
-	r = cfs_attr_write(fs->mgr, f->ctrl, f->attr, buf, size);
+	if (f->is_group)
+		r = cfs_gr_attr_write(fs->mgr, f->group, f->attr, buf, size);
+	else if (f->ctrl)
+		r = cfs_attr_write(fs->mgr, f->ctrl, f->attr, buf, size);
+	else
+		return -EACCES;
 	return r < 0 ? r : (int)size;
 }
 
@@ -305,9 +429,19 @@ static int cfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	switch (n.kind) {
 	case N_ROOT:
 	case N_CTRL:
+	case N_GROUPS:
+	case N_GROUP:
 		return -EISDIR;
 	case N_GFILE:
 		return -EACCES;
+	case N_GRFILE:
+		if (n.attr < 0 || !node_group(fs, &n, NULL))
+			return -ENOENT;
+		if (!cfs_gr_attr_writable(n.attr)) {
+			cfs_gr_attr_refuse_readonly(fs->mgr, n.name, n.attr);
+			return -EACCES;
+		}
+		return 0;
 	case N_ATTR:
 		if (n.attr < 0)
 			return -ENOENT;
@@ -339,7 +473,17 @@ static int cfs_mkdir(const char *path, mode_t mode)
 		return mgr_ctrl_create(fs->mgr, n.name);
 	case N_GFILE:
 	case N_ROOT:
+	case N_GROUPS:
 		return -EEXIST;
+	case N_GROUP:
+		if (n.name_too_long)
+			return -EINVAL;
+		return mgr_group_create(fs->mgr, n.name);
+	case N_GRFILE:
+		/* Groups hold files only. */
+		if (!node_group(fs, &n, NULL))
+			return -ENOENT;
+		return n.attr >= 0 ? -EEXIST : -EPERM;
 	case N_ATTR:
 		/* Controllers hold files only. */
 		c = node_ctrl(fs, &n);
@@ -365,10 +509,18 @@ static int cfs_rmdir(const char *path)
 		return mgr_ctrl_destroy(fs->mgr, n.name);
 	case N_ROOT:
 		return -EBUSY;
+	case N_GROUPS:
+		return -EPERM;          /* a fixed part of the fs */
+	case N_GROUP:
+		if (n.name_too_long)
+			return -ENOENT;
+		return mgr_group_destroy(fs->mgr, n.name);
 	case N_GFILE:
 		return -ENOTDIR;
 	case N_ATTR:
 		return n.attr >= 0 ? -ENOTDIR : -ENOENT;
+	case N_GRFILE:
+		return n.attr >= 0 && node_group(fs, &n, NULL) ? -ENOTDIR : -ENOENT;
 	default:
 		return -ENOENT;
 	}
@@ -382,9 +534,12 @@ static int cfs_unlink(const char *path)
 	switch (n.kind) {
 	case N_GFILE:
 	case N_ATTR:
+	case N_GRFILE:
 		return -EPERM;          /* the files of the fs are fixed */
 	case N_ROOT:
 	case N_CTRL:
+	case N_GROUPS:
+	case N_GROUP:
 		return -EISDIR;
 	default:
 		return -ENOENT;

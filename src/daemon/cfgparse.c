@@ -16,7 +16,35 @@ static const char *const key_names[CFG_NKEYS] = {
 	[CFG_QUEUES] = "queues",
 	[CFG_SERIAL] = "serial",
 	[CFG_ALLOW_SHRINK] = "allow_shrink",
+	[CFG_IOPS_LIMIT] = "iops_limit",
+	[CFG_BPS_LIMIT] = "bps_limit",
+	[CFG_READ_BPS_LIMIT] = "read_bps_limit",
+	[CFG_WRITE_BPS_LIMIT] = "write_bps_limit",
+	[CFG_IOPS_BURST] = "iops_burst",
+	[CFG_BPS_BURST] = "bps_burst",
+	[CFG_GROUP] = "group",
 };
+
+/* The field of a limit key, NULL for another key. */
+static uint64_t *limit_field(enum cfg_key k, struct vdev_limits *l)
+{
+	switch (k) {
+	case CFG_IOPS_LIMIT: return &l->iops;
+	case CFG_BPS_LIMIT: return &l->bps;
+	case CFG_READ_BPS_LIMIT: return &l->read_bps;
+	case CFG_WRITE_BPS_LIMIT: return &l->write_bps;
+	case CFG_IOPS_BURST: return &l->iops_burst;
+	case CFG_BPS_BURST: return &l->bps_burst;
+	default: return NULL;
+	}
+}
+
+static uint64_t limit_get(enum cfg_key k, const struct vdev_limits *l)
+{
+	struct vdev_limits copy = *l;
+
+	return *limit_field(k, &copy);
+}
 
 const char *cfg_key_name(enum cfg_key k)
 {
@@ -226,6 +254,43 @@ int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
 		}
 		memcpy(p->serial, val, n + 1);
 		return 0;
+	case CFG_IOPS_LIMIT:
+	case CFG_IOPS_BURST:
+		/* a count of requests: plain decimal, 0 allowed */
+		if (parse_u64(val, &v, &end) < 0 || *end != '\0' || v > CFG_LIMIT_MAX) {
+			snprintf(err, errlen, "%s '%s' is invalid: use a number of requests "
+				 "from 0 (%s) to %llu", key_names[k], shown(val, sh, sizeof(sh)),
+				 k == CFG_IOPS_LIMIT ? "unlimited" : "a tenth of a second's worth",
+				 (unsigned long long)CFG_LIMIT_MAX);
+			return -EINVAL;
+		}
+		*limit_field(k, &p->limits) = v;
+		return 0;
+	case CFG_BPS_LIMIT:
+	case CFG_READ_BPS_LIMIT:
+	case CFG_WRITE_BPS_LIMIT:
+	case CFG_BPS_BURST:
+		/* bytes (per second), with the suffixes of a size; 0 allowed */
+		if (strcmp(val, "0") == 0) {
+			v = 0;
+		} else if (cfg_parse_size(val, &v, err, errlen) < 0 || v > CFG_LIMIT_MAX) {
+			snprintf(err, errlen, "%s '%s' is invalid: use 0 (%s) or a number of "
+				 "bytes with an optional K, M, G or T suffix, at most 1024T",
+				 key_names[k], shown(val, sh, sizeof(sh)),
+				 k == CFG_BPS_BURST ? "a tenth of a second's worth" : "unlimited");
+			return -EINVAL;
+		}
+		*limit_field(k, &p->limits) = v;
+		return 0;
+	case CFG_GROUP:
+		if (n && !cfg_group_name_valid(val)) {
+			snprintf(err, errlen, "group '%s' is invalid: a throttle group name is "
+				 "1-%d characters of A-Z a-z 0-9 . _ - not starting with '.' "
+				 "(empty: none)", shown(val, sh, sizeof(sh)), VDEV_NAME_MAX);
+			return -EINVAL;
+		}
+		memcpy(p->group, val, n + 1);
+		return 0;
 	default:
 		snprintf(err, errlen, "unknown setting");
 		return -EINVAL;
@@ -271,7 +336,7 @@ int cfg_parse_key_text(enum cfg_key k, const char *buf, size_t len,
 	r = trim_copy(buf, len, text, sizeof(text), err, errlen);
 	if (r < 0)
 		return r;
-	if (text[0] == '\0' && k != CFG_SERIAL) {
+	if (text[0] == '\0' && k != CFG_SERIAL && k != CFG_GROUP) {
 		snprintf(err, errlen, "empty value for %s", cfg_key_name(k));
 		return -EINVAL;
 	}
@@ -333,10 +398,15 @@ int cfg_parse_config_text(const char *buf, size_t len, struct vdev_params *p,
 		}
 		k = cfg_key_lookup(tok, eq - tok);
 		if (k < 0) {
+			char keys[256];
+			size_t kn = 0;
+
+			for (int i = 0; i < CFG_NKEYS && kn < sizeof(keys); i++)
+				kn += snprintf(keys + kn, sizeof(keys) - kn, "%s%s",
+					       i ? ", " : "", key_names[i]);
 			*eq = '\0';
-			snprintf(err, errlen, "unknown key '%s' (keys: size, block_size, "
-				 "backing, readonly, queues, serial)",
-				 shown(tok, sh, sizeof(sh)));
+			snprintf(err, errlen, "unknown key '%s' (keys: %s)",
+				 shown(tok, sh, sizeof(sh)), keys);
 			return -EINVAL;
 		}
 		if (seen & CFG_BIT(k)) {
@@ -371,6 +441,11 @@ void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned 
 		memcpy(dst->serial, src->serial, sizeof(dst->serial));
 	if (set & CFG_BIT(CFG_ALLOW_SHRINK))
 		dst->allow_shrink = src->allow_shrink;
+	for (int k = 0; k < CFG_NKEYS; k++)
+		if (set & CFG_BIT(k) & CFG_LIMIT_KEYS)
+			*limit_field(k, &dst->limits) = limit_get(k, &src->limits);
+	if (set & CFG_BIT(CFG_GROUP))
+		memcpy(dst->group, src->group, sizeof(dst->group));
 }
 
 int cfg_check_values(const struct vdev_params *p, unsigned set,
@@ -387,6 +462,11 @@ int cfg_check_values(const struct vdev_params *p, unsigned set,
 	if ((set & CFG_BIT(CFG_BACKING)) && p->backing == BE_FILE &&
 	    strnlen(p->path, sizeof(p->path)) == sizeof(p->path)) {
 		snprintf(err, errlen, "backing path is longer than %d bytes", CFG_PATH_MAX);
+		return -EINVAL;
+	}
+	if ((set & CFG_BIT(CFG_GROUP)) &&
+	    strnlen(p->group, sizeof(p->group)) == sizeof(p->group)) {
+		snprintf(err, errlen, "group is longer than %d bytes", VDEV_NAME_MAX);
 		return -EINVAL;
 	}
 	vdev_params_init(&scratch);
@@ -434,6 +514,17 @@ void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_siz
 	case CFG_ALLOW_SHRINK:
 		snprintf(buf, len, "%d", p->allow_shrink ? 1 : 0);
 		break;
+	case CFG_IOPS_LIMIT:
+	case CFG_BPS_LIMIT:
+	case CFG_READ_BPS_LIMIT:
+	case CFG_WRITE_BPS_LIMIT:
+	case CFG_IOPS_BURST:
+	case CFG_BPS_BURST:
+		snprintf(buf, len, "%" PRIu64, limit_get(k, &p->limits));
+		break;
+	case CFG_GROUP:
+		snprintf(buf, len, "%s", p->group);
+		break;
 	default:
 		snprintf(buf, len, "%s", "");
 		break;
@@ -455,6 +546,52 @@ size_t cfg_format_config(const struct vdev_params *p, bool have_size,
 			continue;
 		cfg_format_value(k, p, have_size, val, sizeof(val));
 		w = snprintf(buf + n, len - n, "%s=%s\n", key_names[k], val);
+		if (w < 0 || (size_t)w >= len - n)
+			break;
+		n += w;
+	}
+	return n;
+}
+
+int cfg_parse_limits_text(const char *buf, size_t len, struct vdev_limits *l,
+			  unsigned *set, char *err, size_t errlen)
+{
+	struct vdev_params p;
+	unsigned seen = 0;
+	int r;
+
+	vdev_params_init(&p);
+	p.limits = *l;
+	r = cfg_parse_config_text(buf, len, &p, &seen, err, errlen);
+	if (r < 0)
+		return r;
+	if (seen & ~CFG_LIMIT_KEYS) {
+		int k = __builtin_ctz(seen & ~CFG_LIMIT_KEYS);
+
+		snprintf(err, errlen, "%s is not a setting of a throttle group (keys: "
+			 "iops_limit, bps_limit, read_bps_limit, write_bps_limit, "
+			 "iops_burst, bps_burst)", k == CFG_SIZE && !memchr(buf, '=', len) ?
+			 "a bare size" : key_names[k]);
+		return -EINVAL;
+	}
+	*l = p.limits;
+	*set |= seen;
+	return 0;
+}
+
+size_t cfg_format_limits(const struct vdev_limits *l, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (int k = 0; k < CFG_NKEYS; k++) {
+		int w;
+
+		if (!(CFG_LIMIT_KEYS & CFG_BIT(k)))
+			continue;
+		w = snprintf(buf + n, len - n, "%s=%" PRIu64 "\n", key_names[k],
+			     limit_get(k, l));
 		if (w < 0 || (size_t)w >= len - n)
 			break;
 		n += w;

@@ -23,9 +23,25 @@ enum cfg_key {
 	CFG_QUEUES,
 	CFG_SERIAL,
 	CFG_ALLOW_SHRINK,
+	/* I/O limits (struct vdev_limits): per second, 0 = unlimited; bursts
+	 * are amounts (requests, bytes) the bucket holds beyond the rate. */
+	CFG_IOPS_LIMIT,
+	CFG_BPS_LIMIT,
+	CFG_READ_BPS_LIMIT,
+	CFG_WRITE_BPS_LIMIT,
+	CFG_IOPS_BURST,
+	CFG_BPS_BURST,
+	CFG_GROUP,                      /* throttle group name, "" = none */
 	CFG_NKEYS,
 };
 #define CFG_BIT(k) (1u << (k))
+/* The keys of a throttle group (ctl/.groups/NAME): the limits. */
+#define CFG_LIMIT_KEYS (CFG_BIT(CFG_IOPS_LIMIT) | CFG_BIT(CFG_BPS_LIMIT) | \
+			CFG_BIT(CFG_READ_BPS_LIMIT) | CFG_BIT(CFG_WRITE_BPS_LIMIT) | \
+			CFG_BIT(CFG_IOPS_BURST) | CFG_BIT(CFG_BPS_BURST))
+/* Largest limit or burst accepted: 2^50 (1024T bytes, or requests); the
+ * engine's token arithmetic need not fear overflow below it. */
+#define CFG_LIMIT_MAX (1ull << 50)
 
 /* Longest value or config text we accept in one write. */
 #define CFG_TEXT_MAX 4096
@@ -38,6 +54,12 @@ int cfg_key_lookup(const char *name, size_t len);
 
 /* A controller name: 1..VDEV_NAME_MAX of [A-Za-z0-9._-], not starting with '.'. */
 bool cfg_name_valid(const char *name);
+
+/* A throttle group name: the same rules as a controller name. */
+static inline bool cfg_group_name_valid(const char *name)
+{
+	return cfg_name_valid(name);
+}
 
 /* "64M", "1G", "67108864": decimal, optional K/M/G/T suffix (powers of 1024,
  * either case).  Zero, signs, overflow and trailing junk are refused. */
@@ -80,6 +102,16 @@ void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_siz
  * written back to `config`.  Returns the length. */
 size_t cfg_format_config(const struct vdev_params *p, bool have_size,
 			 char *buf, size_t len);
+
+/* A write to a throttle group's `config`: key=value pairs of the limit keys
+ * only (CFG_LIMIT_KEYS).  All or nothing: l is only modified on success; the
+ * keys written are ORed into *set. */
+int cfg_parse_limits_text(const char *buf, size_t len, struct vdev_limits *l,
+			  unsigned *set, char *err, size_t errlen);
+
+/* Every limit key as "key=value\n"; can be written back to a group's
+ * `config`.  Returns the length. */
+size_t cfg_format_limits(const struct vdev_limits *l, char *buf, size_t len);
 
 /* "0,1", "0-3", "0-1,4": a list of distinct cpu numbers < max_cpu.
  * Returns the count (>0) or -EINVAL with the reason. */

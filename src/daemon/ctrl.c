@@ -29,6 +29,17 @@ void mgr_get_info(struct mgr *m, struct mgr_info *out)
 	out->max_ctrls = m->max_ctrls;
 }
 
+_Static_assert((int)CTRL_NOPS == (int)VDEV_NOPS && CTRL_OP_READ == (int)VDEV_OP_READ &&
+	       CTRL_OP_WRITE == (int)VDEV_OP_WRITE && CTRL_OP_FLUSH == (int)VDEV_OP_FLUSH,
+	       "enum ctrl_op mirrors the core's enum vdev_op");
+
+const char *ctrl_op_name(enum ctrl_op op)
+{
+	static const char *const names[CTRL_NOPS] = { "read", "write", "flush", "other" };
+
+	return (unsigned)op < CTRL_NOPS ? names[op] : "?";
+}
+
 const char *ctrl_state_name(enum ctrl_state s)
 {
 	switch (s) {
@@ -145,6 +156,14 @@ int mgr_ctrl_info(struct mgr *m, struct ctrl *c, struct ctrl_info *out)
 		out->stats.bytes_written = st.bytes_written;
 		out->stats.errors = st.errors;
 		out->stats.inflight = st.inflight;
+		for (int i = 0; i < CTRL_NOPS; i++) {
+			out->stats.lat[i].count = st.lat[i].count;
+			out->stats.lat[i].p50_ns = st.lat[i].p50_ns;
+			out->stats.lat[i].p99_ns = st.lat[i].p99_ns;
+			out->stats.lat[i].p999_ns = st.lat[i].p999_ns;
+			out->stats.lat[i].max_ns = st.lat[i].max_ns;
+		}
+		out->stats.throttled_ns = st.throttled_ns;
 		st.detail[sizeof(st.detail) - 1] = '\0';
 		memcpy(out->stats.detail, st.detail, sizeof(out->stats.detail));
 		if (!out->error[0])
@@ -160,7 +179,13 @@ static bool params_equal(const struct vdev_params *a, const struct vdev_params *
 	       a->backing == b->backing && a->readonly == b->readonly &&
 	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0 &&
 	       a->allow_shrink == b->allow_shrink &&
-	       (a->backing != BE_FILE || strcmp(a->path, b->path) == 0);
+	       (a->backing != BE_FILE || strcmp(a->path, b->path) == 0) &&
+	       a->limits.iops == b->limits.iops && a->limits.bps == b->limits.bps &&
+	       a->limits.read_bps == b->limits.read_bps &&
+	       a->limits.write_bps == b->limits.write_bps &&
+	       a->limits.iops_burst == b->limits.iops_burst &&
+	       a->limits.bps_burst == b->limits.bps_burst &&
+	       strcmp(a->group, b->group) == 0;
 }
 
 static void refuse(struct mgr *m, struct ctrl *c, const char *what, const char *why)
@@ -190,7 +215,7 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
 	char why[VDEV_ERR_MAX] = "", what[64];
 	struct vdev_params p;
 	struct vdev *d = NULL;
-	bool have, changed = true;
+	bool have, changed = true, glock = false;
 	int r;
 
 	snprintf(what, sizeof(what), "%srefused: ", what_ ? what_ : "");
@@ -210,6 +235,24 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
 		goto refused;
 	cfg_apply(&p, np, set);
 	have = have || (set & CFG_BIT(CFG_SIZE));
+
+	/* Joining a group: it must exist, and it stays until this change is
+	 * committed (mgr_group_destroy takes group_lock too). */
+	if ((set & CFG_BIT(CFG_GROUP)) && p.group[0]) {
+		bool found;
+
+		pthread_mutex_lock(&m->group_lock);
+		glock = true;
+		pthread_mutex_lock(&m->lock);
+		found = mgr_group_find_locked(m, p.group) != NULL;
+		pthread_mutex_unlock(&m->lock);
+		if (!found) {
+			snprintf(why, sizeof(why), "no throttle group %s (mkdir "
+				 "ctl/.groups/%s first)", p.group, p.group);
+			r = -EINVAL;
+			goto refused;
+		}
+	}
 
 	if (!mgr_complete(&p, have)) {
 		/* Still unconfigured: check the other settings with a stand-in
@@ -258,6 +301,8 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
 		m->gen++;
 	}
 	pthread_mutex_unlock(&m->lock);
+	if (glock)
+		pthread_mutex_unlock(&m->group_lock);
 	pthread_mutex_unlock(&c->op_lock);
 	if (changed && mgr_save(m, why, sizeof(why)) < 0) {
 		pthread_mutex_lock(&m->lock);
@@ -269,6 +314,8 @@ refused:
 	if (r >= 0)
 		r = -EINVAL;
 	refuse(m, c, what, why);
+	if (glock)
+		pthread_mutex_unlock(&m->group_lock);
 	pthread_mutex_unlock(&c->op_lock);
 	return r;
 }

@@ -286,6 +286,7 @@ int mgr_create(const struct mgr_opts *o, struct mgr **out, char *err, size_t err
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->group_lock, NULL);
 	pthread_mutex_init(&m->save_lock, NULL);
 	m->max_ctrls = o->max_ctrls ? o->max_ctrls : MGR_DEFAULT_MAX_CTRLS;
 	if (m->max_ctrls > MGR_MINOR_LIMIT)
@@ -307,6 +308,7 @@ fail:
 	free(m->minors);
 	free(m->engine_info);
 	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->group_lock);
 	pthread_mutex_destroy(&m->save_lock);
 	free(m);
 	return r;
@@ -317,23 +319,31 @@ int mgr_restore(struct mgr *m, struct core *core, unsigned *nctrl,
 {
 	char store[PATH_MAX];
 	struct state_ctrl *sc;
-	size_t n;
+	struct state_group *sg;
+	size_t n, ng;
 	int r;
 
 	m->core = core;
 	*nctrl = *nfailed = 0;
-	r = state_load(m->st.state_path, &sc, &n, store, sizeof(store), err, errlen);
+	r = state_load(m->st.state_path, &sc, &n, &sg, &ng, store, sizeof(store),
+		       err, errlen);
 	if (r < 0)
 		return r;
 	/* A state file describes one store: bringing its controllers up in
 	 * another one would be a surprise (two stores, one default state). */
 	if (store[0] && strcmp(store, m->st.real) != 0) {
 		free(sc);
+		free(sg);
 		snprintf(err, errlen, "state file %s belongs to store %s, not %s: give "
 			 "this store its own --state (or edit the file's store line to "
 			 "move its controllers)", m->st.state_path, store, m->st.real);
 		return -EEXIST;
 	}
+	/* Every throttle group before any controller: a controller that names
+	 * one goes live in it. */
+	for (size_t i = 0; i < ng; i++)
+		mgr_group_restore(m, sg[i].name, &sg[i].limits);
+	free(sg);
 	for (size_t i = 0; i < n; i++) {
 		struct ctrl *c = ctrl_new(sc[i].name, sc[i].minor);
 		char why[VDEV_ERR_MAX];
@@ -358,6 +368,16 @@ int mgr_restore(struct mgr *m, struct core *core, unsigned *nctrl,
 		why[0] = '\0';
 		pthread_mutex_lock(&c->op_lock);
 		r = vdev_params_check(&c->params, why, sizeof(why));
+		if (r == 0 && c->params.group[0]) {
+			pthread_mutex_lock(&m->lock);
+			if (!mgr_group_find_locked(m, c->params.group)) {
+				snprintf(why, sizeof(why), "no throttle group %s (mkdir "
+					 "ctl/.groups/%s first)", c->params.group,
+					 c->params.group);
+				r = -EINVAL;
+			}
+			pthread_mutex_unlock(&m->lock);
+		}
 		if (r == 0)
 			r = mgr_go_live(m, c, &c->params, &d, why, sizeof(why));
 		pthread_mutex_lock(&m->lock);
@@ -390,10 +410,12 @@ void mgr_destroy(struct mgr *m)
 			vdev_stop(c->vdev);     /* the socket file stays for the restart */
 		ctrl_free(c);
 	}
+	mgr_groups_free(m);
 	store_close(&m->st);
 	free(m->minors);
 	free(m->engine_info);
 	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->group_lock);
 	pthread_mutex_destroy(&m->save_lock);
 	free(m);
 }

@@ -6,12 +6,16 @@
  * cfgparse and calls mgr_ctrl_set with typed values, which are checked
  * again here.  Trusts its caller for pointers; every file found in the store
  * is checked before it is reused and never removed unless it is ours.
- * Parts: mgr.c (registry), ctrl.c (one controller), store.c, statesave.c.
+ * Parts: mgr.c (registry), ctrl.c (one controller), group.c (throttle
+ * groups), store.c, statesave.c.
  *
  * Locking: mgr->lock (innermost, short) guards the registry, the minor map,
- * reference counts and each controller's committed settings; a controller's
- * op_lock serialises the slow operations on that controller (vdev calls,
- * mknod) and keeps its vdev alive.  Order: op_lock, then mgr->lock.
+ * reference counts, the groups and each controller's committed settings; a
+ * controller's op_lock serialises the slow operations on that controller
+ * (vdev calls, mknod) and keeps its vdev alive; mgr->group_lock serialises
+ * the changes of groups with the changes of a controller's group (so that a
+ * group named by a controller is never removed).  Order: op_lock, then
+ * group_lock, then mgr->lock.
  */
 #ifndef VHOSTD_MGR_H
 #define VHOSTD_MGR_H
@@ -39,12 +43,24 @@ enum ctrl_state {
 	CTRL_ERROR,                     /* configured but not serving; see error */
 };
 
+/* Request kinds of the latency figures (the core's enum vdev_op). */
+enum ctrl_op { CTRL_OP_READ = 0, CTRL_OP_WRITE, CTRL_OP_FLUSH, CTRL_OP_OTHER, CTRL_NOPS };
+const char *ctrl_op_name(enum ctrl_op op);      /* "read", "write", ... */
+
+/* Latency of completed requests of one kind (nanoseconds). */
+struct ctrl_latency {
+	uint64_t count;
+	uint64_t p50_ns, p99_ns, p999_ns, max_ns;
+};
+
 /* I/O counters of a live controller (all zero otherwise). */
 struct ctrl_stats {
 	uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
 	uint64_t bytes_read, bytes_written;
 	uint64_t errors;                /* requests completed with IOERR/UNSUPP */
 	uint64_t inflight;
+	struct ctrl_latency lat[CTRL_NOPS];
+	uint64_t throttled_ns;          /* time its queues waited for a limit */
 	char detail[64];                /* backend lines, e.g. "io_mode direct\n" */
 };
 
@@ -147,5 +163,39 @@ time_t mgr_ctrl_mtime(struct mgr *m, struct ctrl *c);
 time_t mgr_mtime(struct mgr *m);
 unsigned mgr_count(struct mgr *m);
 const char *ctrl_state_name(enum ctrl_state s);
+
+/* ---- throttle groups (ctl/.groups/NAME) ---------------------------------
+ * Limits shared by every controller whose `group` names the group (the
+ * core's core_group_set).  Recorded in the state file and restored before
+ * the controllers. */
+
+/* A snapshot of one group (mgr_group_info). */
+struct group_info {
+	char name[VDEV_NAME_MAX + 1];
+	struct vdev_limits limits;
+	unsigned users;                 /* controllers whose group names it */
+	char error[VDEV_ERR_MAX];       /* last refusal, "" if none */
+	time_t mtime;                   /* last accepted change */
+};
+
+/* Create a group without limits.  -EINVAL bad name, -EEXIST exists, or the
+ * core's refusal (the reason in the log). */
+int mgr_group_create(struct mgr *m, const char *name);
+/* Remove a group.  -ENOENT none, -EBUSY a controller's group names it (the
+ * reason in the group's error and the log). */
+int mgr_group_destroy(struct mgr *m, const char *name);
+/* Apply the limits of l named in set (CFG_BIT(k) of the limit keys, see
+ * cfgparse.h CFG_LIMIT_KEYS) to the group, at once, to every controller in
+ * it: all or none.  0 or -errno; a refusal leaves "<what>refused: reason"
+ * in the group's error and the log. */
+int mgr_group_set(struct mgr *m, const char *name, const struct vdev_limits *l,
+		  unsigned set, const char *what);
+/* Record a refusal the caller decided on (bad text, read-only file). */
+int mgr_group_refused(struct mgr *m, const char *name, const char *why);
+/* 0 or -ENOENT. */
+int mgr_group_info(struct mgr *m, const char *name, struct group_info *out);
+/* Snapshot of the group names, in creation order (free: mgr_list_free). */
+int mgr_group_list(struct mgr *m, char ***names, size_t *n);
+unsigned mgr_group_count(struct mgr *m);
 
 #endif

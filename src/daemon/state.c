@@ -110,10 +110,70 @@ static int parse_line(char *line, struct state_ctrl *c, char *err, size_t errlen
 	return 0;
 }
 
+/* "group NAME key=value...": limit keys only, each once. */
+static int parse_group_line(char *line, struct state_group *g, char *err, size_t errlen)
+{
+	char *save, *tok;
+	unsigned seen = 0;
+	struct vdev_params p;
+
+	tok = strtok_r(line, " \t", &save);    /* "group" */
+	tok = strtok_r(NULL, " \t", &save);
+	if (!tok || !cfg_group_name_valid(tok)) {
+		snprintf(err, errlen, "bad throttle group name");
+		return -EINVAL;
+	}
+	memset(g, 0, sizeof(*g));
+	strcpy(g->name, tok);
+	vdev_params_init(&p);
+	while ((tok = strtok_r(NULL, " \t", &save))) {
+		char *eq = strchr(tok, '=');
+		char why[160];
+		int k = eq ? cfg_key_lookup(tok, eq - tok) : -1;
+
+		if (k < 0 || !(CFG_LIMIT_KEYS & CFG_BIT(k)) || (seen & CFG_BIT(k))) {
+			snprintf(err, errlen, "bad or repeated key in throttle group %s",
+				 g->name);
+			return -EINVAL;
+		}
+		seen |= CFG_BIT(k);
+		if (unescape(eq + 1) < 0) {
+			snprintf(err, errlen, "bad escape in throttle group %s", g->name);
+			return -EINVAL;
+		}
+		if (cfg_parse_value(k, eq + 1, &p, why, sizeof(why)) < 0) {
+			snprintf(err, errlen, "throttle group %s: %s", g->name, why);
+			return -EINVAL;
+		}
+	}
+	g->limits = p.limits;
+	return 0;
+}
+
+/* Room for one more element in a growing array. */
+static int grow(void **v, size_t *cap, size_t cnt, size_t size)
+{
+	size_t ncap;
+	void *nv;
+
+	if (cnt < *cap)
+		return 0;
+	ncap = *cap ? *cap * 2 : 16;
+	nv = realloc(*v, ncap * size);
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	*cap = ncap;
+	return 0;
+}
+
 int state_load(const char *path, struct state_ctrl **out, size_t *n,
+	       struct state_group **groups, size_t *ngroups,
 	       char *store, size_t storelen, char *err, size_t errlen)
 {
 	struct state_ctrl *v = NULL;
+	struct state_group *gv = NULL;
+	size_t gcap = 0, gcnt = 0;
 	size_t cap = 0, cnt = 0, linecap = 0;
 	char *line = NULL, why[VDEV_ERR_MAX];
 	unsigned lineno = 0;
@@ -124,6 +184,10 @@ int state_load(const char *path, struct state_ctrl **out, size_t *n,
 
 	*out = NULL;
 	*n = 0;
+	if (groups) {
+		*groups = NULL;
+		*ngroups = 0;
+	}
 	store[0] = '\0';
 	f = fopen(path, "re");
 	if (!f) {
@@ -163,7 +227,7 @@ int state_load(const char *path, struct state_ctrl **out, size_t *n,
 			continue;
 		}
 		if (strncmp(s, "store ", 6) == 0) {
-			if (store[0] || cnt || unescape(s + 6) < 0 || s[6] != '/' ||
+			if (store[0] || cnt || gcnt || unescape(s + 6) < 0 || s[6] != '/' ||
 			    strlen(s + 6) >= storelen) {
 				snprintf(why, sizeof(why), "bad store line");
 				goto bad;
@@ -171,16 +235,32 @@ int state_load(const char *path, struct state_ctrl **out, size_t *n,
 			strcpy(store, s + 6);
 			continue;
 		}
-		if (cnt == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			struct state_ctrl *nv = realloc(v, ncap * sizeof(*v));
-			if (!nv) {
+		if (strncmp(s, "group ", 6) == 0 || strcmp(s, "group") == 0) {
+			if (!groups) {
+				snprintf(why, sizeof(why), "unexpected throttle group");
+				goto bad;
+			}
+			if (grow((void **)&gv, &gcap, gcnt, sizeof(*gv)) < 0) {
 				r = -ENOMEM;
 				snprintf(err, errlen, "out of memory reading %s", path);
 				goto out;
 			}
-			v = nv;
-			cap = ncap;
+			if (parse_group_line(s, &gv[gcnt], why, sizeof(why)) < 0)
+				goto bad;
+			for (size_t i = 0; i < gcnt; i++) {
+				if (strcmp(gv[i].name, gv[gcnt].name) == 0) {
+					snprintf(why, sizeof(why), "throttle group %s is "
+						 "given twice", gv[gcnt].name);
+					goto bad;
+				}
+			}
+			gcnt++;
+			continue;
+		}
+		if (grow((void **)&v, &cap, cnt, sizeof(*v)) < 0) {
+			r = -ENOMEM;
+			snprintf(err, errlen, "out of memory reading %s", path);
+			goto out;
 		}
 		if (parse_line(s, &v[cnt], why, sizeof(why)) < 0)
 			goto bad;
@@ -198,19 +278,25 @@ int state_load(const char *path, struct state_ctrl **out, size_t *n,
 		snprintf(err, errlen, "cannot read state file %s", path);
 		goto out;
 	}
-	if (!magic && cnt == 0 && lineno > 0) {
+	if (!magic && cnt == 0 && gcnt == 0 && lineno > 0) {
 		snprintf(why, sizeof(why), "not a vhostd state file");
 		goto bad;
 	}
 	*out = v;
 	*n = cnt;
 	v = NULL;
+	if (groups) {
+		*groups = gv;
+		*ngroups = gcnt;
+		gv = NULL;
+	}
 	goto out;
 bad:
 	r = -EINVAL;
 	snprintf(err, errlen, "state file %s line %u: %s", path, lineno, why);
 out:
 	free(v);
+	free(gv);
 	free(line);
 	fclose(f);
 	return r;
@@ -232,7 +318,8 @@ static int fsync_dir_of(const char *path)
 }
 
 int state_save(const char *path, const char *store, const struct state_ctrl *c,
-	       size_t n, char *err, size_t errlen)
+	       size_t n, const struct state_group *g, size_t ng,
+	       char *err, size_t errlen)
 {
 	char tmp[PATH_MAX], val[sizeof(c->params.path)];
 	char *text = NULL;
@@ -253,6 +340,22 @@ int state_save(const char *path, const char *store, const struct state_ctrl *c,
 		"while vhostd runs\n%s %d\nstore ", STATE_MAGIC, STATE_VERSION);
 	escape(store, m);
 	fputc('\n', m);
+	/* Groups first: a controller's group must exist when it goes live. */
+	for (size_t i = 0; i < ng; i++) {
+		struct vdev_params p;
+
+		vdev_params_init(&p);
+		p.limits = g[i].limits;
+		fprintf(m, "group %s", g[i].name);
+		for (int k = 0; k < CFG_NKEYS; k++) {
+			if (!(CFG_LIMIT_KEYS & CFG_BIT(k)))
+				continue;
+			cfg_format_value(k, &p, true, val, sizeof(val));
+			fprintf(m, " %s=", cfg_key_name(k));
+			escape(val, m);
+		}
+		fputc('\n', m);
+	}
 	for (size_t i = 0; i < n; i++) {
 		fprintf(m, "ctrl %s %u", c[i].name, c[i].minor);
 		for (int k = 0; k < CFG_NKEYS; k++) {

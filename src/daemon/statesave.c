@@ -16,8 +16,9 @@
 int mgr_save(struct mgr *m, char *err, size_t errlen)
 {
 	struct state_ctrl *snap = NULL;
+	struct state_group *gsnap = NULL;
 	uint64_t want, gen;
-	size_t n = 0;
+	size_t n = 0, ng = 0;
 	int r;
 
 	pthread_mutex_lock(&m->lock);
@@ -41,14 +42,21 @@ int mgr_save(struct mgr *m, char *err, size_t errlen)
 			snap[n].params = c->params;
 		}
 	}
+	gsnap = calloc(m->ngroups + 1, sizeof(*gsnap));
+	if (gsnap) {
+		for (struct mgr_group *g = m->groups; g; g = g->next, ng++) {
+			memcpy(gsnap[ng].name, g->name, sizeof(g->name));
+			gsnap[ng].limits = g->limits;
+		}
+	}
 	gen = m->gen;
 	pthread_mutex_unlock(&m->lock);
-	if (!snap) {
+	if (!snap || !gsnap) {
 		r = -ENOMEM;
 		snprintf(err, errlen, "out of memory writing the state file");
 		goto out;
 	}
-	r = state_save(m->st.state_path, m->st.real, snap, n, err, errlen);
+	r = state_save(m->st.state_path, m->st.real, snap, n, gsnap, ng, err, errlen);
 	m->save_err = r;
 	m->saved_gen = gen;
 	if (r < 0)
@@ -56,5 +64,6 @@ int mgr_save(struct mgr *m, char *err, size_t errlen)
 out:
 	pthread_mutex_unlock(&m->save_lock);
 	free(snap);
+	free(gsnap);
 	return r;
 }

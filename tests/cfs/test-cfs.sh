@@ -187,7 +187,7 @@ C=$CTL/vhostblk0
 
 # ------------------------------------------------------- unconfigured --
 eq "files of a controller" \
-	"allow_shrink backing block_size config device error queues readonly serial size socket state stats" \
+	"allow_shrink backing block_size bps_burst bps_limit config device error group iops_burst iops_limit queues read_bps_limit readonly serial size socket state stats write_bps_limit" \
 	"$(ls "$C" | tr '\n' ' ' | sed 's/ $//')"
 eq "config is rw" "-rw-r--r--" "$(stat -c %A "$C/config")"
 eq "state is ro" "-r--r--r--" "$(stat -c %A "$C/state")"
@@ -200,7 +200,7 @@ eq "size is empty while unset" "" "$(cat "$C/size")"
 Q0=$(cat "$C/queues")       # the core's default queue count
 check "queues has a default" test "$Q0" -ge 1
 eq "config without size while unset" \
-	"block_size=512 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0" "$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
+	"block_size=512 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0 iops_limit=0 bps_limit=0 read_bps_limit=0 write_bps_limit=0 iops_burst=0 bps_burst=0 group=" "$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
 eq "error is empty" "" "$(cat "$C/error")"
 contains "stats are zero" "reads 0" "$(cat "$C/stats")"
 check "no socket yet" test ! -e "$SOCKS/vhostblk0"
@@ -233,7 +233,7 @@ eq "node 241:0 right after the write" "241:0" "$(minor_of "$DEVS/vhostblk0")"
 check "node is a block device" test -b "$DEVS/vhostblk0"
 eq "state listening" "listening" "$(cat "$C/state")"
 eq "config read-back" \
-	"size=67108864 block_size=4096 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0" \
+	"size=67108864 block_size=4096 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0 iops_limit=0 bps_limit=0 read_bps_limit=0 write_bps_limit=0 iops_burst=0 bps_burst=0 group=" \
 	"$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
 cat "$C/config" > "$T/config.saved"
 check "config read-back can be written back" put "$C/config" "$(cat "$T/config.saved")"
@@ -287,6 +287,151 @@ check "bare size to config" put "$C/config" 64M
 eq "bare size applied" "67108864" "$(cat "$C/size")"
 eq "still listening after changes" "listening" "$(cat "$C/state")"
 
+# ------------------------------------------------ limits (issue 15) --
+for k in iops_limit bps_limit read_bps_limit write_bps_limit iops_burst bps_burst; do
+	eq "$k is 0 (unlimited) at first" "0" "$(cat "$C/$k")"
+	eq "$k is rw" "-rw-r--r--" "$(stat -c %A "$C/$k")"
+done
+eq "group is empty at first" "" "$(cat "$C/group")"
+check "echo 2000 > iops_limit" put "$C/iops_limit" 2000
+eq "iops_limit file" "2000" "$(cat "$C/iops_limit")"
+check "echo 8M > bps_limit" put "$C/bps_limit" 8M
+eq "bps_limit in bytes per second" "8388608" "$(cat "$C/bps_limit")"
+check "read/write limits and bursts through config" \
+	put "$C/config" "read_bps_limit=1G write_bps_limit=512K iops_burst=64 bps_burst=1M"
+eq "read_bps_limit write_bps_limit iops_burst bps_burst" "1073741824 524288 64 1048576" \
+	"$(cat "$C/read_bps_limit") $(cat "$C/write_bps_limit") $(cat "$C/iops_burst") $(cat "$C/bps_burst")"
+eq "the other limits kept" "2000 8388608" "$(cat "$C/iops_limit") $(cat "$C/bps_limit")"
+contains "config lists the limits" "iops_limit=2000
+bps_limit=8388608
+read_bps_limit=1073741824
+write_bps_limit=524288
+iops_burst=64
+bps_burst=1048576
+group=" "$(cat "$C/config")"
+check "config with limits writes back" put "$C/config" "$(cat "$C/config")"
+check "0 lifts a limit" put "$C/read_bps_limit" 0
+eq "read_bps_limit lifted" "0" "$(cat "$C/read_bps_limit")"
+for v in -1 2K x 1.5 ""; do
+	fails "iops_limit '$v' -> EINVAL" "Invalid argument" put "$C/iops_limit" "$v"
+done
+for v in 8Q 1025T -5 0x10; do
+	fails "bps_limit '$v' -> EINVAL" "Invalid argument" put "$C/bps_limit" "$v"
+done
+contains "the reason of a bad limit" "bps_limit '0x10' is invalid" "$(cat "$C/error")"
+fails "a bad limit in config applies nothing" "Invalid argument" \
+	put "$C/config" "iops_limit=7 bps_limit=junk"
+eq "iops_limit unchanged" "2000" "$(cat "$C/iops_limit")"
+fails "group naming no group -> EINVAL" "Invalid argument" put "$C/group" nog
+contains "its reason" "no throttle group nog (mkdir ctl/.groups/nog first)" "$(cat "$C/error")"
+fails "group .x -> EINVAL" "Invalid argument" put "$C/group" .x
+fails "group with a space -> EINVAL" "Invalid argument" put "$C/group" "a b"
+eq "group still empty" "" "$(cat "$C/group")"
+check "echo > group (none) is accepted" put "$C/group" ""
+eq "limits keep the controller listening" "listening" "$(cat "$C/state")"
+
+# ---------------------------------------------------- stats and .metrics --
+stats=$(cat "$C/stats")
+eq "stats: the first lines unchanged" \
+	"reads writes flushes discards write_zeroes get_ids bytes bytes_read bytes_written errors in-flight" \
+	"$(echo "$stats" | head -11 | cut -d' ' -f1 | tr '\n' ' ' | sed 's/ $//')"
+for op in read write flush other; do
+	for q in count p50_us p99_us p999_us max_us; do
+		contains "stats has lat_${op}_$q" "lat_${op}_$q " "$stats"
+	done
+done
+contains "stats has throttled_ms" "throttled_ms " "$stats"
+eq "every stats line is 'key value'" "" "$(echo "$stats" | grep -Ev '^[a-z0-9_-]+ [0-9]+(\.[0-9]+)?$' | grep -v '^io_mode ')"
+eq ".metrics is ro" "-r--r--r--" "$(stat -c %A "$CTL/.metrics")"
+M=$(cat "$CTL/.metrics")
+eq ".metrics: every sample parses as name{labels} value" "" \
+	"$(echo "$M" | grep -v '^#' | grep -Ev '^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?|NaN|[+-]Inf)$')"
+eq ".metrics: comments are HELP and TYPE lines" "" "$(echo "$M" | grep '^#' | grep -Ev '^# (HELP|TYPE) [a-z_]+ ')"
+# node_exporter refuses a family split in two or a sample before its TYPE
+eq ".metrics: each family is one block after its TYPE" "" "$(echo "$M" | awk '
+	/^# TYPE / { if (seen[$3]++) print "TYPE twice: " $3; fam = $3; next }
+	/^#/ { next }
+	{ n = $0; sub(/[{ ].*/, "", n)
+	  if (n != fam && n != fam "_count" && n != fam "_sum") print "outside its family: " $0 }')"
+eq ".metrics: families" \
+	"vhostd_requests_total vhostd_bytes_total vhostd_errors_total vhostd_inflight vhostd_latency_seconds vhostd_latency_seconds_max vhostd_throttled_seconds_total vhostd_controller_state" \
+	"$(echo "$M" | sed -n 's/^# TYPE \([a-z_]*\) .*/\1/p' | tr '\n' ' ' | sed 's/ $//')"
+contains ".metrics: requests by op" 'vhostd_requests_total{controller="vhostblk0",op="read"} 0' "$M"
+contains ".metrics: bytes by direction" 'vhostd_bytes_total{controller="vhostblk0",direction="write"} 0' "$M"
+contains ".metrics: a summary" '# TYPE vhostd_latency_seconds summary' "$M"
+contains ".metrics: quantiles" 'vhostd_latency_seconds{controller="vhostblk0",op="flush",quantile="0.999"} ' "$M"
+contains ".metrics: state" 'vhostd_controller_state{controller="vhostblk0",state="listening"} 1' "$M"
+contains ".metrics: other states 0" 'vhostd_controller_state{controller="vhostblk0",state="connected"} 0' "$M"
+contains ".metrics: throttled time" 'vhostd_throttled_seconds_total{controller="vhostblk0"} ' "$M"
+if command -v promtool >/dev/null 2>&1; then
+	check ".metrics passes promtool check metrics" eval "cat '$CTL/.metrics' | promtool check metrics"
+else
+	skip ".metrics passes promtool check metrics" "no promtool"
+fi
+
+# ------------------------------------------------------ throttle groups --
+G=$CTL/.groups
+eq "ls ctl/ still lists controllers only" "vhostblk0" "$(ls "$CTL")"
+contains "ls -a ctl/ shows .groups and .metrics" ".groups .info .metrics .status .version vhostblk0" \
+	"$(ls -a "$CTL" | tr '\n' ' ')"
+eq ".groups is a directory" "drwxr-xr-x" "$(stat -c %A "$G")"
+eq ".groups is empty at first" "" "$(ls "$G")"
+fails "mkdir .groups -> EEXIST" "File exists" mkdir "$G"
+fails "rmdir .groups -> EPERM" "Operation not permitted" rmdir "$G"
+fails "mkdir .groups/.x -> EINVAL" "Invalid argument" mkdir "$G/.x"
+fails "mkdir .groups/a:b -> EINVAL" "Invalid argument" mkdir "$G/a:b"
+fails "rmdir of a missing group -> ENOENT" "No such file" rmdir "$G/nope"
+fails "touch in .groups -> EPERM" "Operation not permitted" touch "$G/file"
+# The groups live in the core (core_group_set); a vhostd built before the
+# core had them answers ENOSYS, and every check that needs them is skipped.
+HAVE_GROUPS=0
+if out=$(mkdir "$G/tenant-a" 2>&1); then
+	HAVE_GROUPS=1
+	ok "mkdir .groups/tenant-a"
+else
+	case "$out" in
+	*"not implemented"*) skip "mkdir .groups/tenant-a" "this build has no throttle groups in its core: $out" ;;
+	*) bad "mkdir .groups/tenant-a" "$out" ;;
+	esac
+fi
+if [ $HAVE_GROUPS = 1 ]; then
+	eq "ls .groups" "tenant-a" "$(ls "$G")"
+	eq "files of a group" \
+		"bps_burst bps_limit config error iops_burst iops_limit read_bps_limit write_bps_limit" \
+		"$(ls "$G/tenant-a" | tr '\n' ' ' | sed 's/ $//')"
+	eq "a new group has no limits" \
+		"iops_limit=0 bps_limit=0 read_bps_limit=0 write_bps_limit=0 iops_burst=0 bps_burst=0" \
+		"$(cat "$G/tenant-a/config" | tr '\n' ' ' | sed 's/ $//')"
+	check "echo 500 > .groups/tenant-a/iops_limit" put "$G/tenant-a/iops_limit" 500
+	eq "group iops_limit" "500" "$(cat "$G/tenant-a/iops_limit")"
+	check "group config: key=value pairs" put "$G/tenant-a/config" "bps_limit=16M write_bps_limit=4M"
+	eq "group config read-back" \
+		"iops_limit=500 bps_limit=16777216 read_bps_limit=0 write_bps_limit=4194304 iops_burst=0 bps_burst=0" \
+		"$(cat "$G/tenant-a/config" | tr '\n' ' ' | sed 's/ $//')"
+	check "group config writes back" put "$G/tenant-a/config" "$(cat "$G/tenant-a/config")"
+	fails "size in a group's config -> EINVAL" "Invalid argument" put "$G/tenant-a/config" "iops_limit=1 size=1G"
+	contains "its reason" "size is not a setting of a throttle group" "$(cat "$G/tenant-a/error")"
+	eq "nothing half-applied to the group" "500" "$(cat "$G/tenant-a/iops_limit")"
+	fails "group iops_limit x -> EINVAL" "Invalid argument" put "$G/tenant-a/iops_limit" x
+	fails "write to a group's error -> EACCES" "Permission denied" put "$G/tenant-a/error" x
+	fails "mkdir of an existing group -> EEXIST" "File exists" mkdir "$G/tenant-a"
+	fails "mkdir inside a group -> EPERM" "Operation not permitted" mkdir "$G/tenant-a/sub"
+	fails "rm of a group file -> EPERM" "Operation not permitted" rm -f "$G/tenant-a/config"
+	check "echo tenant-a > group" put "$C/group" tenant-a
+	eq "group file" "tenant-a" "$(cat "$C/group")"
+	contains "config shows the group" "group=tenant-a" "$(cat "$C/config")"
+	fails "rmdir of a group in use -> EBUSY" "Device or resource busy" rmdir "$G/tenant-a"
+	contains "the reason in the group's error" "controller vhostblk0 is in this group" \
+		"$(cat "$G/tenant-a/error")"
+	contains "and in the log" "controller vhostblk0 is in this group" "$(cat "$LOG")"
+	check "mkdir and rmdir of an unused group" eval "mkdir '$G/tmp' && rmdir '$G/tmp'"
+	check "echo > group leaves it" put "$C/group" ""
+	check "then rmdir of the group" eval "rmdir '$G/tenant-a' && mkdir '$G/tenant-a'"
+	check "and back in" put "$C/config" "group=tenant-a"
+else
+	skip "throttle group files, rmdir EBUSY, controller group" "no throttle groups in the core"
+fi
+
 # ----------------------------------------------- read-only and fixed files --
 for f in state socket device stats error; do
 	fails "write to $f -> EACCES" "Permission denied" put "$C/$f" x
@@ -318,6 +463,18 @@ if [ $HAVE_PY = 1 ]; then
 	check "an empty tail shrinks back while connected" put "$C/size" 64M
 	eq "size shrunk" "67108864" "$(cat "$C/size")"
 	check "rewriting the same config while connected is accepted" put "$C/config" "$(cat "$C/config")"
+	check "iops_limit changes while connected" put "$C/iops_limit" 1000
+	eq "iops_limit applied" "1000" "$(cat "$C/iops_limit")"
+	check "limits through config while connected" \
+		put "$C/config" "bps_limit=4M write_bps_limit=1M bps_burst=256K"
+	eq "bps_limit applied" "4194304" "$(cat "$C/bps_limit")"
+	if [ $HAVE_GROUPS = 1 ]; then
+		check "leave the group while connected" put "$C/group" ""
+		check "a group limit changes while a member is connected" put "$G/tenant-a/iops_limit" 250
+		check "join the group while connected" put "$C/group" tenant-a
+	else
+		skip "group change while connected" "no throttle groups in the core"
+	fi
 	fails "rmdir while connected -> EBUSY" "Device or resource busy" rmdir "$C"
 	contains "rmdir refusal in error" "connected" "$(cat "$C/error")"
 	check "socket still there" test -S "$SOCKS/vhostblk0"
@@ -409,6 +566,12 @@ check "rmdir never deletes the backing file" test -f "$T/disk2.img"
 # ------------------------------------------------------------ restart --
 mkdir "$CTL/staged"
 put "$CTL/staged/queues" 2
+check "limits on c0" put "$CTL/c0/config" "iops_limit=300 bps_limit=2M iops_burst=10"
+if [ $HAVE_GROUPS = 1 ]; then
+	check "c0 and staged in group tenant-a" eval "put '$CTL/c0/group' tenant-a && put '$CTL/staged/group' tenant-a"
+	check "an unused group with limits" eval "mkdir '$G/spare' && put '$G/spare/config' 'read_bps_limit=1M bps_burst=64K'"
+	cat "$G/tenant-a/config" "$G/spare/config" > "$T/before.groups"
+fi
 for c in c0 p2 p100 staged fb; do
 	cat "$CTL/$c/config" "$CTL/$c/device" > "$T/before.$c"
 done
@@ -416,6 +579,11 @@ check "SIGTERM: clean exit (status 0)" stop
 check "control fs unmounted" eval "! is_mounted"
 check "device nodes kept over a restart" test -b "$DEVS/c0" -a -b "$DEVS/p2"
 check "state file written" grep -q "^ctrl c0 1 " "$STATE"
+contains "the state file has c0's limits" "iops_limit=300 bps_limit=2097152" "$(grep "^ctrl c0 " "$STATE")"
+if [ $HAVE_GROUPS = 1 ]; then
+	eq "the state file has the groups, before the controllers" "group ctrl" \
+		"$(grep -E '^(group|ctrl) ' "$STATE" | cut -d' ' -f1 | uniq | tr '\n' ' ' | sed 's/ $//')"
+fi
 contains "shutdown logged" "stopped" "$(cat "$LOG")"
 rm -f "$DEVS/p100"                              # a node lost meanwhile
 start && ok "restart" || bad "restart"
@@ -426,6 +594,11 @@ done
 eq "restored controllers listening" "listening listening listening" \
 	"$(cat "$CTL/c0/state") $(cat "$CTL/p2/state") $(cat "$CTL/fb/state")"
 eq "staged controller restored unconfigured" "unconfigured" "$(cat "$CTL/staged/state")"
+if [ $HAVE_GROUPS = 1 ]; then
+	eq "groups restored with their limits" "$(cat "$T/before.groups")" \
+		"$(cat "$G/tenant-a/config" "$G/spare/config")"
+	eq "ls .groups after restart" "spare tenant-a" "$(ls "$G" | tr '\n' ' ' | sed 's/ $//')"
+fi
 eq "missing node recreated with its minor" "$(sed -n 's/^\(241:[0-9]*\) .*/\1/p' "$T/before.p100")" "$(minor_of "$DEVS/p100")"
 check "socket rebound at the same path" test -S "$SOCKS/c0"
 eq "all 103 controllers back" "103" "$(ls "$CTL" | wc -l)"

@@ -46,6 +46,7 @@ struct dt_node_call {
 	char path[PATH_MAX];
 	mode_t mode;
 	dev_t dev;
+	unsigned seq;                   /* order among node and group calls */
 };
 extern const struct store_node_ops dt_node_ops;
 size_t dt_node_calls(char op);                  /* count of op calls */
@@ -53,6 +54,19 @@ const struct dt_node_call *dt_node_call(size_t i);      /* i-th call, any op */
 /* A major:minor node that the stand-in reports at path (not recorded as a
  * call): what another program's mknod would have left there. */
 void dt_fake_node(const char *path, unsigned major, unsigned minor);
+
+/* Stand-ins for the core's throttle groups (core_group_set/remove), which
+ * are written on another branch: weak definitions, replaced by the core's
+ * own as soon as they are linked in.  They accept every call and record it
+ * (op 's' set, 'r' remove); with the core's, nothing is recorded. */
+struct dt_group_call {
+	char op;
+	char name[VDEV_NAME_MAX + 1];
+	struct vdev_limits limits;
+	unsigned seq;                   /* order among node and group calls */
+};
+size_t dt_group_calls(char op);
+const struct dt_group_call *dt_group_call(size_t i);    /* i-th, any op */
 
 /* DIR/store/block/{sockets,devices}/NAME */
 void dt_sock_path(const char *name, char *buf, size_t len);

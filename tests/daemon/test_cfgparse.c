@@ -245,11 +245,16 @@ Test(cfgparse, read_back_can_be_written_back)
 	size_t n;
 
 	config_ok("size=3G block_size=1024 backing=/srv/x.img readonly=1 queues=7 "
-		  "serial=S%1 allow_shrink=1", &p);
+		  "serial=S%1 allow_shrink=1 iops_limit=2000 bps_limit=8M "
+		  "read_bps_limit=1K write_bps_limit=1T iops_burst=64 bps_burst=1M "
+		  "group=tenant-a", &p);
 	n = cfg_format_config(&p, true, text, sizeof(text));
 	cr_assert_eq(n, strlen(text));
 	cr_assert_str_eq(text, "size=3221225472\nblock_size=1024\nbacking=/srv/x.img\n"
-			 "readonly=1\nqueues=7\nserial=S%1\nallow_shrink=1\n");
+			 "readonly=1\nqueues=7\nserial=S%1\nallow_shrink=1\n"
+			 "iops_limit=2000\nbps_limit=8388608\nread_bps_limit=1024\n"
+			 "write_bps_limit=1099511627776\niops_burst=64\nbps_burst=1048576\n"
+			 "group=tenant-a\n");
 	vdev_params_init(&q);
 	cr_assert_eq(cfg_parse_config_text(text, n, &q, &set, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(set, (1u << CFG_NKEYS) - 1);
@@ -260,6 +265,8 @@ Test(cfgparse, read_back_can_be_written_back)
 	n = cfg_format_config(&p, false, text, sizeof(text));
 	cr_assert(strncmp(text, "size=", 5) != 0 && !strstr(text, "\nsize="), "%s", text);
 	cr_assert_not_null(strstr(text, "block_size=512\n"), "%s", text);
+	cr_assert_not_null(strstr(text, "iops_limit=0\n"), "%s", text);
+	cr_assert_not_null(strstr(text, "\ngroup=\n"), "%s", text);
 	cr_assert_eq(cfg_parse_config_text(text, n, &q, &set, err, sizeof(err)), 0, "%s", err);
 }
 
@@ -306,4 +313,124 @@ Test(cfgparse, cpu_lists)
 	cr_assert(strstr(err, "is not a cpu list"), "%s", err);
 	cr_assert_eq(cfg_parse_cpulist("0-3", cpus, 2, 4, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "too many cpus"), "%s", err);
+}
+
+/* ---- limits and throttle groups (issue 15) ------------------------------- */
+
+Test(cfgparse, limits)
+{
+	struct vdev_params p;
+	unsigned set;
+
+	set = config_ok("iops_limit=2000 bps_limit=8M read_bps_limit=0 "
+			"write_bps_limit=100m iops_burst=0 bps_burst=64K", &p);
+	cr_assert_eq(set, CFG_LIMIT_KEYS);
+	cr_assert_eq(p.limits.iops, 2000);
+	cr_assert_eq(p.limits.bps, 8ull << 20);
+	cr_assert_eq(p.limits.read_bps, 0);
+	cr_assert_eq(p.limits.write_bps, 100ull << 20);
+	cr_assert_eq(p.limits.iops_burst, 0);
+	cr_assert_eq(p.limits.bps_burst, 64 << 10);
+	cr_assert_eq(p.size, 0, "other keys keep their values");
+	/* 0 = unlimited: accepted where a size refuses it */
+	set = config_ok("bps_limit=0 iops_limit=0", &p);
+	cr_assert_eq(p.limits.bps, 0);
+	config_ok("bps_limit=1024T iops_limit=1125899906842624", &p);
+	cr_assert_eq(p.limits.bps, 1ull << 50);
+	cr_assert_eq(p.limits.iops, 1ull << 50);
+
+	config_bad("iops_limit=-1", "iops_limit '-1' is invalid");
+	config_bad("iops_limit=2K", "iops_limit '2K' is invalid: use a number of requests");
+	config_bad("iops_limit=", "iops_limit '' is invalid");
+	config_bad("iops_limit=1125899906842625", "iops_limit");
+	config_bad("iops_burst=1.5", "iops_burst '1.5' is invalid");
+	config_bad("bps_limit=8Q", "bps_limit '8Q' is invalid");
+	config_bad("bps_limit=1025T", "at most 1024T");
+	config_bad("bps_limit=99999999999999999999999", "bps_limit");
+	config_bad("read_bps_limit=-5", "read_bps_limit");
+	config_bad("write_bps_limit=0x10", "write_bps_limit");
+	config_bad("bps_burst=1M2", "bps_burst");
+	/* all or nothing with the other keys of the write */
+	config_bad("size=1G iops_limit=1000 bps_limit=junk", "bps_limit 'junk'");
+	config_bad("iops_limit=1 iops_limit=2", "key iops_limit is given twice");
+}
+
+Test(cfgparse, group_key)
+{
+	struct vdev_params p;
+	unsigned set = 0;
+
+	cr_assert_eq(config_ok("group=tenant-a", &p), CFG_BIT(CFG_GROUP));
+	cr_assert_str_eq(p.group, "tenant-a");
+	config_ok("group=", &p);
+	cr_assert_str_eq(p.group, "");
+	config_bad("group=.hidden", "group '.hidden' is invalid");
+	config_bad("group=a/b", "group 'a/b' is invalid");
+	config_bad("group=a:b", "throttle group name");
+	config_bad("group=n1234567890123456789012345678901234567890123456789012345678901234",
+		   "group");
+	/* the group file: an empty write leaves the group */
+	vdev_params_init(&p);
+	snprintf(p.group, sizeof(p.group), "g");
+	cr_assert_eq(cfg_parse_key_text(CFG_GROUP, "\n", 1, &p, &set, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_str_eq(p.group, "");
+	cr_assert_eq(set, CFG_BIT(CFG_GROUP));
+	/* an empty limit is refused, not taken as 0 */
+	cr_assert_eq(cfg_parse_key_text(CFG_IOPS_LIMIT, "\n", 1, &p, &set, err,
+					sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "empty value for iops_limit"), "%s", err);
+	cr_assert_eq(cfg_parse_key_text(CFG_BPS_LIMIT, "8M\n", 3, &p, &set, err,
+					sizeof(err)), 0, "%s", err);
+	cr_assert_eq(p.limits.bps, 8 << 20);
+	/* a bad group name in the typed API is caught by the round trip */
+	snprintf(p.group, sizeof(p.group), "a b");
+	cr_assert_eq(cfg_check_values(&p, CFG_BIT(CFG_GROUP), err, sizeof(err)), -EINVAL);
+	p.limits.iops = CFG_LIMIT_MAX + 1;
+	cr_assert_eq(cfg_check_values(&p, CFG_BIT(CFG_IOPS_LIMIT), err, sizeof(err)),
+		     -EINVAL);
+}
+
+Test(cfgparse, group_config_text)
+{
+	struct vdev_limits l = { .iops = 5, .bps = 7 }, before;
+	unsigned set = 0;
+	char text[512];
+	size_t n;
+
+	cr_assert_eq(cfg_parse_limits_text("iops_limit=100\nbps_burst=1M", 27, &l, &set,
+					   err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(set, CFG_BIT(CFG_IOPS_LIMIT) | CFG_BIT(CFG_BPS_BURST));
+	cr_assert_eq(l.iops, 100);
+	cr_assert_eq(l.bps, 7, "keys not written keep their values");
+	cr_assert_eq(l.bps_burst, 1 << 20);
+
+	static const char *const bad[][2] = {
+		{ "size=1G", "size is not a setting of a throttle group" },
+		{ "64M", "a bare size is not a setting of a throttle group" },
+		{ "group=x", "group is not a setting" },
+		{ "iops_limit=1 queues=2", "queues is not a setting" },
+		{ "iops_limit=x", "iops_limit 'x' is invalid" },
+		{ "", "nothing to apply" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		before = l;
+		set = 0;
+		cr_assert_eq(cfg_parse_limits_text(bad[i][0], strlen(bad[i][0]), &l, &set,
+						   err, sizeof(err)), -EINVAL, "%s", bad[i][0]);
+		cr_assert(strstr(err, bad[i][1]), "'%s': %s", bad[i][0], err);
+		cr_assert_eq(memcmp(&l, &before, sizeof(l)), 0, "half-applied: %s", bad[i][0]);
+		cr_assert_eq(set, 0);
+	}
+	/* read-back writes back */
+	n = cfg_format_limits(&l, text, sizeof(text));
+	cr_assert_eq(n, strlen(text));
+	cr_assert_str_eq(text, "iops_limit=100\nbps_limit=7\nread_bps_limit=0\n"
+			 "write_bps_limit=0\niops_burst=0\nbps_burst=1048576\n");
+	memset(&before, 0, sizeof(before));
+	set = 0;
+	cr_assert_eq(cfg_parse_limits_text(text, n, &before, &set, err, sizeof(err)), 0,
+		     "%s", err);
+	cr_assert_eq(set, CFG_LIMIT_KEYS);
+	cr_assert_eq(memcmp(&l, &before, sizeof(l)), 0);
 }

@@ -15,7 +15,8 @@
 
 static char path[PATH_MAX], store[PATH_MAX], err[512];
 static struct state_ctrl *sc;
-static size_t n;
+static struct state_group *sg;
+static size_t n, ng;
 
 static void setup(void)
 {
@@ -23,12 +24,14 @@ static void setup(void)
 	snprintf(path, sizeof(path), "%s/vhostd.state", dt.dir);
 	err[0] = '\0';
 	sc = NULL;
-	n = 0;
+	sg = NULL;
+	n = ng = 0;
 }
 
 static void teardown(void)
 {
 	free(sc);
+	free(sg);
 	dt_teardown();
 }
 
@@ -63,8 +66,10 @@ static void three(struct state_ctrl *c)
 static int load(void)
 {
 	free(sc);
+	free(sg);
 	sc = NULL;
-	return state_load(path, &sc, &n, store, sizeof(store), err, sizeof(err));
+	sg = NULL;
+	return state_load(path, &sc, &n, &sg, &ng, store, sizeof(store), err, sizeof(err));
 }
 
 static void assert_same(const struct state_ctrl *a, const struct state_ctrl *b)
@@ -80,6 +85,9 @@ static void assert_same(const struct state_ctrl *a, const struct state_ctrl *b)
 	cr_assert_eq(a->params.readonly, b->params.readonly, "%s", a->name);
 	cr_assert_eq(a->params.queues, b->params.queues, "%s", a->name);
 	cr_assert_str_eq(a->params.serial, b->params.serial, "%s", a->name);
+	cr_assert_eq(memcmp(&a->params.limits, &b->params.limits, sizeof(a->params.limits)),
+		     0, "%s", a->name);
+	cr_assert_str_eq(a->params.group, b->params.group, "%s", a->name);
 }
 
 Test(state, save_and_load_round_trip)
@@ -87,7 +95,7 @@ Test(state, save_and_load_round_trip)
 	struct state_ctrl c[3];
 
 	three(c);
-	cr_assert_eq(state_save(path, "/var/run/kata containers", c, 3, err,
+	cr_assert_eq(state_save(path, "/var/run/kata containers", c, 3, NULL, 0, err,
 				sizeof(err)), 0, "%s", err);
 	cr_assert_eq(load(), 0, "%s", err);
 	cr_assert_eq(n, 3);
@@ -103,7 +111,7 @@ Test(state, saved_file_is_complete_and_private)
 	struct stat st;
 
 	three(c);
-	cr_assert_eq(state_save(path, "/s", c, 3, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(state_save(path, "/s", c, 3, NULL, 0, err, sizeof(err)), 0, "%s", err);
 	text = dt_slurp(path);
 	cr_assert_not_null(text);
 	cr_assert(strstr(text, "\nvhostd-state 1\n"), "%s", text);
@@ -122,20 +130,20 @@ Test(state, save_replaces_atomically)
 	char tmp[PATH_MAX + 8], *before, *after;
 
 	three(c);
-	cr_assert_eq(state_save(path, "/s", c, 3, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(state_save(path, "/s", c, 3, NULL, 0, err, sizeof(err)), 0, "%s", err);
 	before = dt_slurp(path);
 	/* a temporary file left by a crash mid-save is simply overwritten */
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	dt_write_file(tmp, "vhostd-state 1\nctrl half");
-	cr_assert_eq(state_save(path, "/s", c, 1, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(state_save(path, "/s", c, 1, NULL, 0, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(load(), 0, "%s", err);
 	cr_assert_eq(n, 1);
 
 	/* a save that cannot complete leaves the previous file whole */
-	cr_assert_eq(state_save(path, "/s", c, 3, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(state_save(path, "/s", c, 3, NULL, 0, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(chmod(dt.dir, 0500), 0);
 	err[0] = '\0';
-	cr_assert_lt(state_save(path, "/s", c, 1, err, sizeof(err)), 0);
+	cr_assert_lt(state_save(path, "/s", c, 1, NULL, 0, err, sizeof(err)), 0);
 	cr_assert(strstr(err, ".tmp"), "the reason names the file: %s", err);
 	cr_assert_eq(chmod(dt.dir, 0700), 0);
 	after = dt_slurp(path);
@@ -230,7 +238,7 @@ Test(state, partial_file_refused)
 	};
 
 	three(c);
-	cr_assert_eq(state_save(path, "/s", c, 3, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(state_save(path, "/s", c, 3, NULL, 0, err, sizeof(err)), 0, "%s", err);
 	text = dt_slurp(path);
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		char *at = strstr(text, cuts[i]);
@@ -253,4 +261,83 @@ Test(state, unreadable_file_is_an_error_not_empty)
 	cr_assert_eq(chmod(path, 0), 0);
 	cr_assert_eq(load(), -EACCES);
 	cr_assert(strstr(err, "cannot open state file"), "%s", err);
+}
+
+/* ---- throttle groups and limits (issue 15) ------------------------------- */
+
+Test(state, groups_and_limits_round_trip)
+{
+	struct state_ctrl c[3];
+	struct state_group g[2];
+	char *text;
+
+	three(c);
+	c[1].params.limits = (struct vdev_limits){ .iops = 2000, .bps = 8 << 20,
+		.read_bps = 1, .write_bps = 1ull << 40, .iops_burst = 64,
+		.bps_burst = 1 << 20 };
+	snprintf(c[1].params.group, sizeof(c[1].params.group), "tenant-a");
+	snprintf(c[0].params.group, sizeof(c[0].params.group), "tenant.b");
+	memset(g, 0, sizeof(g));
+	snprintf(g[0].name, sizeof(g[0].name), "tenant.b");
+	snprintf(g[1].name, sizeof(g[1].name), "tenant-a");
+	g[1].limits = (struct vdev_limits){ .iops = 5000, .write_bps = 100 << 20,
+		.bps_burst = 7 };
+	cr_assert_eq(state_save(path, "/s", c, 3, g, 2, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(ng, 2);
+	for (size_t i = 0; i < 3; i++)
+		assert_same(&sc[i], &c[i]);
+	for (size_t i = 0; i < 2; i++) {
+		cr_assert_str_eq(sg[i].name, g[i].name);
+		cr_assert_eq(memcmp(&sg[i].limits, &g[i].limits, sizeof(g[i].limits)), 0,
+			     "%s", g[i].name);
+	}
+	/* the groups are written before the controllers */
+	text = dt_slurp(path);
+	cr_assert_not_null(text);
+	cr_assert(strstr(text, "\ngroup tenant-a ") && strstr(text, "\nctrl ") &&
+		  strstr(text, "\ngroup tenant-a ") < strstr(text, "\nctrl "), "%s", text);
+	cr_assert_not_null(strstr(text, " iops_limit=2000 bps_limit=8388608 "), "%s", text);
+	cr_assert_not_null(strstr(text, " group=tenant-a"), "%s", text);
+	free(text);
+}
+
+Test(state, group_lines_anywhere_and_checked)
+{
+	/* a group after the controller that names it (an operator's edit) */
+	dt_write_file(path, "vhostd-state 1\nstore /s\n"
+		      "ctrl a 0 size=1048576 group=g iops_limit=10\n"
+		      "group g bps_limit=4096 iops_burst=3\n");
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(ng, 1);
+	cr_assert_str_eq(sc[0].params.group, "g");
+	cr_assert_eq(sc[0].params.limits.iops, 10);
+	cr_assert_eq(sg[0].limits.bps, 4096);
+	cr_assert_eq(sg[0].limits.iops_burst, 3);
+
+	static const char *const bad[] = {
+		"group .g\n",                          /* bad name */
+		"group g size=1M\n",                   /* not a group key */
+		"group g iops_limit=1 iops_limit=2\n", /* repeated */
+		"group g\ngroup g\n",                  /* twice */
+		"group g bps_limit=-1\n",
+		"ctrl a 0 group=.x\n",
+		"ctrl a 0 iops_limit=1x\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[256];
+
+		snprintf(text, sizeof(text), "vhostd-state 1\n%s", bad[i]);
+		dt_write_file(path, text);
+		cr_assert_eq(load(), -EINVAL, "accepted: %s", bad[i]);
+		cr_assert(strstr(err, "line "), "%s", err);
+	}
+	/* a loader that takes no groups refuses them */
+	dt_write_file(path, "vhostd-state 1\ngroup g\n");
+	free(sc);
+	sc = NULL;
+	cr_assert_eq(state_load(path, &sc, &n, NULL, NULL, store, sizeof(store), err,
+				sizeof(err)), -EINVAL);
 }

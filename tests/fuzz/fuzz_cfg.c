@@ -22,7 +22,9 @@ static bool same(const struct vdev_params *a, const struct vdev_params *b, unsig
 		return false;
 	return a->block_size == b->block_size && a->backing == b->backing &&
 	       strcmp(a->path, b->path) == 0 && a->readonly == b->readonly &&
-	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0;
+	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0 &&
+	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 &&
+	       strcmp(a->group, b->group) == 0;
 }
 
 /* Every error is one sentence: non-empty, no newline, no final period. */
@@ -143,6 +145,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int k = cfg_key_lookup(text, size - 1);
 		if (k >= 0 && strcmp(cfg_key_name(k), text) != 0)
 			fail("key lookup", text, size - 1, "");
+		/* a throttle group's config: limit keys only, round trip */
+		struct vdev_limits l = { 0 }, l2 = { 0 };
+		unsigned set = 0, set2 = 0;
+		char out[512];
+		size_t n;
+
+		if (cfg_parse_limits_text(text, size - 1, &l, &set, err, sizeof(err)) < 0) {
+			check_err(err, text, size - 1);
+			break;
+		}
+		if (set & ~CFG_LIMIT_KEYS)
+			fail("group config took a key that is not a limit", text, size - 1, "");
+		n = cfg_format_limits(&l, out, sizeof(out));
+		if (cfg_parse_limits_text(out, n, &l2, &set2, err, sizeof(err)) < 0)
+			fail("formatted limits do not parse back", out, n, err);
+		if (memcmp(&l, &l2, sizeof(l)) != 0)
+			fail("formatted limits parse to other limits", out, n, "");
 		break;
 	}
 	default: {

@@ -483,7 +483,20 @@ def cfg_seeds():
         'name-slash': (5, b'a/b'),
         'key-lookup': (6, b'block_size'),
         'value-queues': (7 | (4 << 3), b'17'),
-        'value-unknown-key': (7 | (6 << 3), b'x'),
+        'value-unknown-key': (7 | (14 << 3), b'x'),
+        'config-limits': (0, b'iops_limit=2000 bps_limit=8M read_bps_limit=0 '
+                             b'write_bps_limit=1T iops_burst=64 bps_burst=1M group=tenant-a\n'),
+        'config-group-empty': (1, b'group=\niops_limit=0'),
+        'config-limit-bad': (0, b'bps_limit=1025T'),
+        'key-iops-limit': (2 | (7 << 3), b'2000\n'),
+        'key-bps-limit': (2 | (8 << 3), b'8M\n'),
+        'key-bps-burst': (2 | (12 << 3), b'0\n'),
+        'key-group': (2 | (13 << 3), b'tenant-a\n'),
+        'key-group-empty': (2 | (13 << 3), b'\n'),
+        'key-group-bad': (2 | (13 << 3), b'.x\n'),
+        'group-config': (6, b'iops_limit=100\nbps_burst=64K\n'),
+        'group-config-size': (6, b'size=1M'),
+        'value-iops-max': (7 | (7 << 3), b'1125899906842625'),
     }
     for name, (sel, text) in texts.items():
         write('cfg', name, bytes([sel]) + text)
