@@ -620,6 +620,90 @@ Test(qos, iops_limit_holds_and_an_unlimited_neighbour_keeps_its_rate)
 		     "%" PRIuFAST64 " completed", sa.reads, (uint_fast64_t)atomic_load(&la->done));
 }
 
+/* A device's limit holds across its queues: iops_limit=2000 on four queues
+ * at QD32 each gives 2000 +-10% in all, every queue served.  Two engine
+ * threads: the queues may be spread over both, and still share the one
+ * bucket. */
+Test(qos, iops_limit_is_per_device_across_its_queues)
+{
+	const struct vdev_limits lim = { .iops = 2000 };
+	struct load *ls[4];
+	struct ffe *fe;
+	double r[4], sum = 0, least;
+
+	core_up(2);
+	add_dev("qosA", 4, &lim, NULL);
+	fe = fe_up(DEV_A, 4);
+	for (unsigned q = 0; q < 4; q++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "A q%u", q);
+		ls[q] = load_new(fe, q, FFE_BLK_T_IN, 4 * KiB, name);
+	}
+	runner_start();
+	for (unsigned q = 0; q < 4; q++)
+		load_start(ls[q]);
+	measure(ls, 4, WARMUP_MS, 3000, r);
+	least = r[0];
+	for (unsigned q = 0; q < 4; q++) {
+		sum += r[q];
+		least = r[q] < least ? r[q] : least;
+	}
+	cr_log_info("iops_limit=2000 over 4 queues: %.0f + %.0f + %.0f + %.0f = %.0f IOPS", r[0],
+		    r[1], r[2], r[3], sum);
+	expect_near(sum, 2000.0, 0.10, "iops_limit=2000 with 4 queues at QD32 each: %.0f IOPS in "
+		    "all (%.0f %.0f %.0f %.0f)", sum, r[0], r[1], r[2], r[3]);
+	cr_expect_geq(least, 0.05 * sum, "a queue starves under its device's limit: %.0f %.0f "
+		      "%.0f %.0f IOPS", r[0], r[1], r[2], r[3]);
+	for (unsigned q = 0; q < 4; q++) {
+		load_stop(ls[q], 5000);
+		check_load_clean(ls[q]);
+	}
+}
+
+/* The burst: after a second idle, iops_burst requests pass at once, then
+ * the rate; iops_burst=0 is a tenth of a second's worth.  Counted in the
+ * first 50 ms after QD32 starts (the burst plus 50 ms of rate, give or take
+ * one queue's depth), then the steady rate. */
+static void burst_check(struct load *l, uint64_t rate, uint64_t burst, const char *what)
+{
+	int64_t t0;
+	uint64_t first, lo = burst * 9 / 10, hi = burst + rate / 20 + QD + rate / 100;
+	double steady;
+
+	sleep_ms(1000);         /* idle: the bucket fills */
+	t0 = run_ms();
+	load_start(l);
+	sleep_ms(50 + 1000);
+	first = load_count(l, t0, t0 + 50);
+	steady = load_rate(l, t0 + 550, t0 + 1050);
+	cr_log_info("%s: %" PRIu64 " requests in the first 50 ms (expected %" PRIu64 "..%" PRIu64
+		    "), then %.0f IOPS", what, first, lo, hi, steady);
+	if (stalled(t0, t0 + 1050))
+		cr_log_warn("the runner stalled meanwhile: figures above may be off");
+	cr_expect(first >= lo && first <= hi, "%s: %" PRIu64 " requests passed in the first 50 ms "
+		  "after a second idle, expected the burst: %" PRIu64 "..%" PRIu64, what, first, lo,
+		  hi);
+	expect_near(steady, (double)rate, 0.15, "%s: %.0f IOPS after the burst", what, steady);
+	load_stop(l, 5000);
+}
+
+Test(qos, burst_allowance_then_the_rate)
+{
+	const struct vdev_limits big = { .iops = 1000, .iops_burst = 500 };
+	const struct vdev_limits dflt = { .iops = 1000 };
+	struct load *l;
+
+	core_up(1);
+	add_dev("qosA", 1, &big, NULL);
+	l = load_new(fe_up(DEV_A, 1), 0, FFE_BLK_T_IN, 4 * KiB, "A");
+	runner_start();
+	burst_check(l, 1000, 500, "iops 1000, iops_burst 500");
+	set_limits(DEV_A, &dflt, NULL);
+	burst_check(l, 1000, 100, "iops 1000, iops_burst 0 (a tenth of a second: 100)");
+	check_load_clean(l);
+}
+
 /* bps_limit=8M: 8 MiB/s +-10% with 64 KiB reads at QD32, and with 4 KiB
  * reads (the limit is in bytes, not requests). */
 Test(qos, bps_limit_holds_with_64k_and_4k_reads)
