@@ -606,6 +606,25 @@ Test(qos, iops_limit_holds_and_an_unlimited_neighbour_keeps_its_rate)
 		    "random reads, 3 s)", r[0]);
 	cr_expect(kept, "B (unlimited, same engine thread) fell from %.0f IOPS alone to %.0f "
 		  "beside throttled A (< 70%%)", alone, r[1]);
+
+	/* A's requests over the limit wait in its ring, not taken: ram
+	 * completes what it takes at once, so next to nothing is in flight
+	 * in the core while 32 are posted */
+	{
+		uint64_t most = 0;
+
+		load_start(la);
+		for (int k = 0; k < 50; k++) {
+			stats(DEV_A, &sa);
+			most = sa.inflight > most ? sa.inflight : most;
+			sleep_ms(10);
+		}
+		cr_log_info("A throttled at QD32: at most %" PRIu64 " requests in flight in the core "
+			    "(50 samples)", most);
+		cr_expect_leq(most, QD / 4, "A throttled at QD32 had up to %" PRIu64 " requests in "
+			      "flight in the core: requests over the limit are to wait in the ring",
+			      most);
+	}
 	load_stop(la, 5000);
 	load_stop(lb, 5000);
 	check_load_clean(la);
