@@ -8,8 +8,14 @@
  *                [--devices N] [--queues N] [--threads N] [--cpu N[,N...]]
  *                [--poll-mode adaptive|poll|interrupt] [--idle-us N]
  *                [--block-size N] [--serial S]
+ *                [--iops-limit N] [--bps-limit BYTES] [--read-bps-limit BYTES]
+ *                [--write-bps-limit BYTES] [--iops-burst N] [--bps-burst BYTES]
  *
- * With --devices N > 1 the sockets are PATH.0 .. PATH.N-1.  --cpu pins the
+ * With --devices N > 1 the sockets are PATH.0 .. PATH.N-1.  The limits
+ * (per second, K/M/G suffixes; 0 = unlimited, the default) are each
+ * device's own (vdev_params.limits), the same for every device: with
+ * them the benchmarks measure what the limiter costs a request
+ * (tests/bench/qos-cost.sh).  --cpu pins the
  * whole process (control thread included) to the given cpus and engine
  * thread i to the i-th of them.  Prints READY once every socket listens, and
  * one STATS line per device on exit.  Exit 0 clean, 1 error (a failed
@@ -34,7 +40,9 @@ static void usage(FILE *f)
 		"usage: bench-server --socket PATH [--backing null|ram|/abs/path] [--size BYTES]\n"
 		"                    [--devices N] [--queues N] [--threads N] [--cpu N[,N...]]\n"
 		"                    [--poll-mode adaptive|poll|interrupt] [--idle-us N]\n"
-		"                    [--block-size N] [--serial S]\n");
+		"                    [--block-size N] [--serial S]\n"
+		"                    [--iops-limit N] [--bps-limit BYTES] [--read-bps-limit BYTES]\n"
+		"                    [--write-bps-limit BYTES] [--iops-burst N] [--bps-burst BYTES]\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -143,6 +151,24 @@ int main(int argc, char **argv)
 				opts.poll_mode = CORE_POLL_INTERRUPT;
 			else
 				goto bad;
+		} else if (strcmp(a, "--iops-limit") == 0) {
+			if (parse_u64(val, &p.limits.iops) < 0)
+				goto bad;
+		} else if (strcmp(a, "--bps-limit") == 0) {
+			if (parse_u64(val, &p.limits.bps) < 0)
+				goto bad;
+		} else if (strcmp(a, "--read-bps-limit") == 0) {
+			if (parse_u64(val, &p.limits.read_bps) < 0)
+				goto bad;
+		} else if (strcmp(a, "--write-bps-limit") == 0) {
+			if (parse_u64(val, &p.limits.write_bps) < 0)
+				goto bad;
+		} else if (strcmp(a, "--iops-burst") == 0) {
+			if (parse_u64(val, &p.limits.iops_burst) < 0)
+				goto bad;
+		} else if (strcmp(a, "--bps-burst") == 0) {
+			if (parse_u64(val, &p.limits.bps_burst) < 0)
+				goto bad;
 		} else if (strcmp(a, "--serial") == 0) {
 			if (strlen(val) > VDEV_SERIAL_MAX)
 				goto bad;
@@ -240,10 +266,15 @@ bad:
 		printf("STATS bench%u state=%s reads=%" PRIu64 " writes=%" PRIu64
 		       " flushes=%" PRIu64 " discards=%" PRIu64 " write_zeroes=%" PRIu64
 		       " get_ids=%" PRIu64 " bytes_read=%" PRIu64 " bytes_written=%" PRIu64
-		       " errors=%" PRIu64 " inflight=%" PRIu64 "%s%s\n",
+		       " errors=%" PRIu64 " inflight=%" PRIu64 " throttled_ns=%" PRIu64
+		       " read_p50_ns=%" PRIu64 " read_p99_ns=%" PRIu64 " write_p50_ns=%" PRIu64
+		       " write_p99_ns=%" PRIu64 "%s%s\n",
 		       i, vdev_state_name(vdev_get_state(devs[i])), st.reads, st.writes,
 		       st.flushes, st.discards, st.write_zeroes, st.get_ids, st.bytes_read,
-		       st.bytes_written, st.errors, st.inflight, err[0] ? " last_error=" : "", err);
+		       st.bytes_written, st.errors, st.inflight, st.throttled_ns,
+		       st.lat[VDEV_OP_READ].p50_ns, st.lat[VDEV_OP_READ].p99_ns,
+		       st.lat[VDEV_OP_WRITE].p50_ns, st.lat[VDEV_OP_WRITE].p99_ns,
+		       err[0] ? " last_error=" : "", err);
 		if (st.errors)
 			status = 1;
 	}

@@ -76,6 +76,16 @@ for run in one two; do
 	awk -v v="$iops" 'BEGIN { exit !(v > 0) }' || fail "scale.sh: zero IOPS ($run)"
 	[ "$errs" = 0 ] || fail "scale.sh: $errs failed requests ($run)"
 done
+# qos-cost.sh: unlimited against limited-above-rate, one short round
+# (here only that both sides served requests without an error)
+echo "qos-cost.sh:"
+"$(dirname "$0")/qos-cost.sh" --build "$build" --rounds 1 --time 0.3 --ramp 0.1 --json \
+	>"$dir/out" 2>"$dir/err" || fail "qos-cost.sh exited $?: $(cat "$dir/err")"
+echo "  $(cat "$dir/out")"
+for side in unlimited limited; do
+	jq -e --arg s "$side" '.[$s].iops > 0 and .[$s].errors == 0' "$dir/out" >/dev/null ||
+		fail "qos-cost.sh: $side side: no IOPS or failed requests"
+done
 # compare.sh: vhostd against qemu-storage-daemon, every backing and
 # workload once, briefly: a report with a ratio on every row
 echo "compare.sh:"
