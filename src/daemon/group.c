@@ -57,11 +57,6 @@ static int core_set(struct mgr *m, const char *name, const struct vdev_limits *l
 
 	if (!m->core)
 		return 0;
-	if (!core_group_set) {
-		snprintf(why, len, "throttle groups are not available: this vhostd was "
-			 "built without the core's throttle groups");
-		return -ENOSYS;
-	}
 	why[0] = '\0';
 	r = core_group_set(m->core, name, l, why, len);
 	if (r < 0 && !why[0])
@@ -163,7 +158,7 @@ int mgr_group_destroy(struct mgr *m, const char *name)
 	pthread_mutex_unlock(&m->lock);
 	/* A group the core never had (its restore failed, or there are no
 	 * groups in this build) is only ours to forget. */
-	if (m->core && core_group_remove) {
+	if (m->core) {
 		why[0] = '\0';
 		r = core_group_remove(m->core, name, why, sizeof(why));
 		if (r == -ENOENT)

@@ -86,13 +86,6 @@ struct mgr_group *mgr_group_find_locked(struct mgr *m, const char *name);
 void mgr_group_restore(struct mgr *m, const char *name, const struct vdev_limits *l);
 void mgr_groups_free(struct mgr *m);
 
-/* The core's throttle groups are written on another branch (qos) at the
- * same time as the daemon's side: until they are linked in, the daemon
- * builds and runs without them (group calls fail with ENOSYS, the reason
- * said).  Remove these two lines once core_group_set/remove exist. */
-#pragma weak core_group_set
-#pragma weak core_group_remove
-
 /* statesave.c */
 int mgr_save(struct mgr *m, char *err, size_t errlen);
 

@@ -57,8 +57,6 @@ static size_t nnodes;
 static struct dt_node_call calls[DT_MAX_CALLS];
 static size_t ncalls;
 static unsigned seq;                    /* nodes_lock */
-static struct dt_group_call gcalls[DT_MAX_CALLS];
-static size_t ngcalls;
 
 static int node_find(const char *path)
 {
@@ -171,51 +169,6 @@ void dt_fake_node(const char *path, unsigned major, unsigned minor)
 }
 
 /* ---- stand-ins for the core's throttle groups ----------------------------- */
-
-static void record_group(char op, const char *name, const struct vdev_limits *l)
-{
-	pthread_mutex_lock(&nodes_lock);
-	if (ngcalls < DT_MAX_CALLS) {
-		gcalls[ngcalls].op = op;
-		snprintf(gcalls[ngcalls].name, sizeof(gcalls[ngcalls].name), "%s", name);
-		if (l)
-			gcalls[ngcalls].limits = *l;
-		gcalls[ngcalls].seq = ++seq;
-		ngcalls++;
-	}
-	pthread_mutex_unlock(&nodes_lock);
-}
-
-__attribute__((weak)) int core_group_set(struct core *core, const char *name,
-					 const struct vdev_limits *l, char *err,
-					 size_t errlen)
-{
-	record_group('s', name, l);
-	return 0;
-}
-
-__attribute__((weak)) int core_group_remove(struct core *core, const char *name,
-					    char *err, size_t errlen)
-{
-	record_group('r', name, NULL);
-	return 0;
-}
-
-size_t dt_group_calls(char op)
-{
-	size_t n = 0;
-
-	pthread_mutex_lock(&nodes_lock);
-	for (size_t i = 0; i < ngcalls; i++)
-		n += gcalls[i].op == op;
-	pthread_mutex_unlock(&nodes_lock);
-	return n;
-}
-
-const struct dt_group_call *dt_group_call(size_t i)
-{
-	return i < ngcalls ? &gcalls[i] : NULL;
-}
 
 /* ---- fixtures ------------------------------------------------------------ */
 

@@ -59,14 +59,6 @@ void dt_fake_node(const char *path, unsigned major, unsigned minor);
  * are written on another branch: weak definitions, replaced by the core's
  * own as soon as they are linked in.  They accept every call and record it
  * (op 's' set, 'r' remove); with the core's, nothing is recorded. */
-struct dt_group_call {
-	char op;
-	char name[VDEV_NAME_MAX + 1];
-	struct vdev_limits limits;
-	unsigned seq;                   /* order among node and group calls */
-};
-size_t dt_group_calls(char op);
-const struct dt_group_call *dt_group_call(size_t i);    /* i-th, any op */
 
 /* DIR/store/block/{sockets,devices}/NAME */
 void dt_sock_path(const char *name, char *buf, size_t len);

@@ -635,15 +635,6 @@ Test(registry, groups_create_set_destroy)
 	cr_assert_eq(mgr_group_set(dt.m, "g1", &l, CFG_LIMIT_KEYS, NULL), 0);
 	cr_assert_eq(mgr_group_info(dt.m, "g1", &gi), 0);
 	cr_assert_eq(gi.limits.bps_burst, 4096);
-	if (dt_group_calls('s')) {      /* the stand-in: the core got the whole set */
-		const struct dt_group_call *c = NULL;
-
-		for (size_t i = 0; dt_group_call(i); i++)
-			c = dt_group_call(i);
-		cr_assert_str_eq(c->name, "g1");
-		cr_assert_eq(c->limits.iops, 500);
-		cr_assert_eq(c->limits.bps_burst, 4096);
-	}
 
 	/* refusals: nothing applied, the reason kept */
 	l.iops = CFG_LIMIT_MAX + 1;
@@ -667,8 +658,6 @@ Test(registry, groups_create_set_destroy)
 	cr_assert_eq(mgr_group_destroy(dt.m, "g1"), -ENOENT);
 	cr_assert_eq(mgr_group_info(dt.m, "g1", &gi), -ENOENT);
 	cr_assert_eq(mgr_group_count(dt.m), 1);
-	if (dt_group_calls('s'))
-		cr_assert_eq(dt_group_calls('r'), 1);
 }
 
 Test(registry, controller_group_must_exist)
@@ -769,8 +758,6 @@ Test(registry, rmdir_of_a_group_in_use_is_busy)
 	cr_assert_eq(mgr_group_info(dt.m, "g", &gi), 0, "still there");
 	cr_assert(strstr(gi.error, "rmdir refused: controllers a, b are in this group"),
 		  "%s", gi.error);
-	if (dt_group_calls('s'))
-		cr_assert_eq(dt_group_calls('r'), 0, "the core was not asked");
 
 	p.group[0] = '\0';
 	cr_assert_eq(dt_set("a", &p, CFG_BIT(CFG_GROUP)), 0);
@@ -819,8 +806,7 @@ Test(registry, groups_and_limits_survive_a_restart)
 Test(registry, restart_restores_groups_before_controllers)
 {
 	unsigned nctrl, nfailed;
-	char err[256] = "", node[PATH_MAX];
-	size_t mk = 0, gs = 0;
+	char err[256] = "";
 
 	/* as an operator might have edited it: the group after its user */
 	dt_write_file(dt.state, "vhostd-state 1\n"
@@ -842,16 +828,4 @@ Test(registry, restart_restores_groups_before_controllers)
 	cr_assert_eq(ci->state, CTRL_ERROR);
 	cr_assert(strstr(ci->error, "no throttle group missing"), "%s", ci->error);
 
-	/* with the stand-ins: the group reached the core before a's node was
-	 * made (with the core's own, a would not be live without its group) */
-	if (dt_group_calls('s')) {
-		dt_node_path("a", node, sizeof(node));
-		for (size_t i = 0; dt_node_call(i); i++)
-			if (dt_node_call(i)->op == 'm' && strcmp(dt_node_call(i)->path, node) == 0)
-				mk = dt_node_call(i)->seq;
-		for (size_t i = 0; dt_group_call(i); i++)
-			if (dt_group_call(i)->op == 's' && strcmp(dt_group_call(i)->name, "g") == 0)
-				gs = dt_group_call(i)->seq;
-		cr_assert(mk && gs && gs < mk, "group set %zu, mknod %zu", gs, mk);
-	}
 }
