@@ -75,6 +75,7 @@ struct eng_thread {
 	uint64_t io_wait_ns;            /* moving average of those waits */
 	bool stop;
 	struct vq **vqs;                /* owned by the thread */
+	unsigned rr;                    /* the queue a pass starts with */
 	unsigned nvq, cap;
 	struct eng_cmd *detaching;      /* detach commands waiting for a drain */
 } __attribute__((aligned(64)));
@@ -505,10 +506,14 @@ static void *eng_main(void *arg)
 		if (atomic_load_explicit(&t->pending, memory_order_acquire))
 			work += run_cmds(t, &t->stop);
 		work += be_ctx_reap(&t->ctx, complete_io, t);
-		for (unsigned i = 0; i < t->nvq; i++) {
+		/* The first queue of a pass goes round: under a limit (or a
+		 * full completion queue) the queues that come first take what
+		 * there is, and none may always be last. */
+		for (unsigned k = 0, first = t->rr++; k < t->nvq; k++) {
+			struct vq *vq = t->vqs[(first + k) % t->nvq];
 			int n;
-			t->cur_vq = t->vqs[i];
-			n = vblk_poll(t->vqs[i], &t->ctx, be_ctx_room(&t->ctx));
+			t->cur_vq = vq;
+			n = vblk_poll(vq, &t->ctx, be_ctx_room(&t->ctx));
 			if (n > 0)
 				work += n;
 		}
