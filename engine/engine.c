@@ -469,16 +469,26 @@ static void io_wait_end(struct eng_thread *t)
 	t->io_wait_ns = (t->io_wait_ns * 7 + d) / 8;
 }
 
-/* Nothing to do but wait for a limit: sleep until then at once rather
- * than spin (a guest over its limit must not cost a core). */
+/* Nothing to do but wait for a limit: every queue of the thread is held
+ * by one (and no backend I/O is due).  Then sleep until the tokens are due
+ * at once rather than spin: a guest over its limit must not cost a core.
+ * With an unthrottled queue beside, the usual adaptive spin stays (its
+ * guest's next request must not wait for a kick). */
 static bool throttled_only(struct eng_thread *t)
 {
+	bool held = false;
+
 	if (t->ctx.inflight)
 		return false;
-	for (unsigned i = 0; i < t->nvq; i++)
-		if (t->vqs[i]->throttled_until)
-			return true;
-	return false;
+	for (unsigned i = 0; i < t->nvq; i++) {
+		struct vq *vq = t->vqs[i];
+		if (atomic_load_explicit(&vq->broken, memory_order_relaxed) || vq->draining)
+			continue;
+		if (!vq->throttled_until)
+			return false;
+		held = true;
+	}
+	return held;
 }
 
 static void *eng_main(void *arg)
