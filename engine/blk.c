@@ -55,8 +55,10 @@ void vblk_destroy(struct vblk *b)
 {
 	if (!b)
 		return;
-	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
 		vblk_queue_release(b, &b->vqs[i]);
+		free(atomic_load(&b->hist[i]));
+	}
 	be_close(b->be);
 	free(b);
 }
@@ -67,6 +69,14 @@ int vblk_queue_prepare(struct vblk *b, struct vq *vq, char *err, size_t errlen)
 
 	if (rc < 0)
 		return rc;
+	if (!atomic_load(&b->hist[vq->index])) {
+		struct qos_hist *h = calloc(VBLK_NOPS, sizeof(*h));
+		if (!h) {
+			snprintf(err, errlen, "queue %u: out of memory", vq->index);
+			return -ENOMEM;
+		}
+		atomic_store_explicit(&b->hist[vq->index], h, memory_order_release);
+	}
 	if (!b->reqs[vq->index]) {
 		struct vblk_req *reqs = calloc(vq->num, sizeof(*reqs));
 		if (!reqs) {
@@ -142,7 +152,9 @@ static void finish(struct vblk_req *req, struct be_ctx *ctx)
 	uint32_t written = req->written;
 	uint64_t now = be_ctx_now(ctx);
 
-	qos_hist_add(&b->hist[op_of(req->type)], now > req->start_ns ? now - req->start_ns : 0);
+	qos_hist_add_owned(&atomic_load_explicit(&b->hist[vq->index], memory_order_relaxed)
+				   [op_of(req->type)],
+			   now > req->start_ns ? now - req->start_ns : 0);
 
 	if (req->result != VIRTIO_BLK_S_OK) {
 		written = 1;
@@ -464,6 +476,7 @@ int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 	char why[64] = "";
 	int ok, n = 0;
 	uint64_t now;
+	bool limited;
 
 	if (!vq_accepting(vq))
 		return 0;
@@ -500,6 +513,8 @@ int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 			__builtin_prefetch(req->chain.iov[0].iov_base);
 	}
 	now = be_ctx_now(ctx);
+	limited = qos_active(&b->qos) || qos_active(atomic_load_explicit(&b->group,
+									 memory_order_acquire));
 	for (; n < ok; n++) {
 		uint16_t head = heads[n];
 		struct vblk_req *req = &reqs[head];
@@ -508,7 +523,7 @@ int vblk_poll(struct vq *vq, struct be_ctx *ctx, unsigned room)
 			snprintf(why, sizeof(why), "head %u made available twice", head);
 			break;
 		}
-		if (!admit(b, vq, req, now)) {
+		if (limited && !admit(b, vq, req, now)) {
 			why[0] = '\0';         /* what follows a held one waits too */
 			break;
 		}

@@ -61,7 +61,9 @@ struct vblk {
 	struct vblk_stats stats[VDEV_MAX_QUEUES];
 	struct qos qos;                 /* its own limits */
 	struct qos *_Atomic group;      /* its throttle group's, NULL = none */
-	struct qos_hist hist[VBLK_NOPS];
+	/* latency, per queue (written by its engine thread only) and kind;
+	 * allocated when the queue first runs, kept until the device goes */
+	struct qos_hist *_Atomic hist[VDEV_MAX_QUEUES];
 	/* Called on the engine thread when a ring breaks. */
 	void (*ring_broken)(struct vblk *b, struct vq *vq, const char *why);
 	void *owner;

@@ -144,6 +144,32 @@ void qos_hist_add(struct qos_hist *h, uint64_t ns)
 		;
 }
 
+void qos_hist_add_owned(struct qos_hist *h, uint64_t ns)
+{
+	_Atomic uint64_t *b = &h->bucket[hist_index(ns)];
+
+	atomic_store_explicit(b, atomic_load_explicit(b, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	if (ns > atomic_load_explicit(&h->max_ns, memory_order_relaxed))
+		atomic_store_explicit(&h->max_ns, ns, memory_order_relaxed);
+}
+
+void qos_hist_sum(struct qos_hist *dst, const struct qos_hist *src)
+{
+	uint64_t m = atomic_load_explicit(&src->max_ns, memory_order_relaxed);
+
+	for (unsigned i = 0; i < QOS_HIST_N; i++) {
+		uint64_t v = atomic_load_explicit(&src->bucket[i], memory_order_relaxed);
+		if (v)
+			atomic_store_explicit(&dst->bucket[i],
+					      atomic_load_explicit(&dst->bucket[i],
+								   memory_order_relaxed) + v,
+					      memory_order_relaxed);
+	}
+	if (m > atomic_load_explicit(&dst->max_ns, memory_order_relaxed))
+		atomic_store_explicit(&dst->max_ns, m, memory_order_relaxed);
+}
+
 void qos_hist_read(const struct qos_hist *h, uint64_t *count, uint64_t *p50,
 		   uint64_t *p99, uint64_t *p999, uint64_t *max)
 {

@@ -58,6 +58,11 @@ struct qos_hist {
 };
 
 void qos_hist_add(struct qos_hist *h, uint64_t ns);
+/* The same for a histogram only one thread writes (a queue's, on its
+ * engine thread): no locked instruction. */
+void qos_hist_add_owned(struct qos_hist *h, uint64_t ns);
+/* Add what src holds into dst (a reader's sum of several). */
+void qos_hist_sum(struct qos_hist *dst, const struct qos_hist *src);
 /* Count, and the values below which p50/p99/p99.9 of them lie (the
  * bucket's upper bound), and the largest. */
 void qos_hist_read(const struct qos_hist *h, uint64_t *count, uint64_t *p50,

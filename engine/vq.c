@@ -350,13 +350,3 @@ int vq_avail_heads(struct vq *vq, uint16_t *heads, unsigned max, char *why, size
 	}
 	return pending;
 }
-
-void vq_take(struct vq *vq, uint16_t head)
-{
-	if (vq->infl) {
-		WRITE_ONCE(vq->infl->desc[head].counter, vq->infl_counter++);
-		ring_wmb();     /* the order stamp before the mark */
-		WRITE_ONCE(vq->infl->desc[head].inflight, 1);
-	}
-	vq->last_avail++;
-}

@@ -120,7 +120,16 @@ static inline void vq_resubmit_take(struct vq *vq)
 int vq_avail_heads(struct vq *vq, uint16_t *heads, unsigned max, char *why, size_t whylen);
 /* Take the next available head (the one vq_avail_heads listed first that
  * was not taken yet): it is the device's until vq_push_used. */
-void vq_take(struct vq *vq, uint16_t head);
+static inline void vq_take(struct vq *vq, uint16_t head)
+{
+	if (vq->infl) {
+		WRITE_ONCE(vq->infl->desc[head].counter, vq->infl_counter++);
+		ring_wmb();     /* the order stamp before the mark */
+		WRITE_ONCE(vq->infl->desc[head].inflight, 1);
+	}
+	vq->last_avail++;
+}
+
 /* Ask the guest for kicks (true) or tell it not to bother (false); enabling
  * returns true if work arrived meanwhile (so do not sleep). */
 bool vq_set_notify(struct vq *vq, bool on);

@@ -536,8 +536,18 @@ void vdev_get_stats(struct vdev *d, struct vdev_stats *st)
 #undef LOAD
 	for (unsigned op = 0; op < VDEV_NOPS; op++) {
 		struct vdev_latency *l = &st->lat[op];
-		qos_hist_read(&d->blk->hist[op], &l->count, &l->p50_ns, &l->p99_ns,
-			      &l->p999_ns, &l->max_ns);
+		struct qos_hist *sum = calloc(1, sizeof(*sum));
+
+		if (!sum)
+			continue;
+		for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+			struct qos_hist *h = atomic_load_explicit(&d->blk->hist[i],
+								  memory_order_acquire);
+			if (h)
+				qos_hist_sum(sum, &h[op]);
+		}
+		qos_hist_read(sum, &l->count, &l->p50_ns, &l->p99_ns, &l->p999_ns, &l->max_ns);
+		free(sum);
 	}
 	if (d->blk->be && d->blk->be->ops->describe)
 		d->blk->be->ops->describe(d->blk->be, st->detail, sizeof(st->detail));
