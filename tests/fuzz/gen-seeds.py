@@ -57,6 +57,8 @@ GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM = \
 SET_VRING_ENABLE, GET_CONFIG, SET_CONFIG = take('SET_VRING_ENABLE GET_CONFIG SET_CONFIG')
 GET_INFLIGHT_FD, SET_INFLIGHT_FD, RESET_DEVICE = \
     take('GET_INFLIGHT_FD SET_INFLIGHT_FD RESET_DEVICE')
+GET_MAX_MEM_SLOTS, ADD_MEM_REG, REM_MEM_REG, SET_STATUS, GET_STATUS, SET_BACKEND_REQ_FD = \
+    take('GET_MAX_MEM_SLOTS ADD_MEM_REG REM_MEM_REG SET_STATUS GET_STATUS SET_BACKEND_REQ_FD')
 V = W['FLAG_VERSION']
 NEED = V | W['FLAG_NEED_REPLY']
 NOFD = W['VRING_NOFD']
@@ -261,6 +263,44 @@ def vu_seeds():
         msg(SET_MEM_TABLE, MEM1, nfds=1, memfd=True) +
         msg(SET_VRING_NUM, state(0, 128)) +
         msg(SET_VRING_ADDR, addr(0, 0, 0x2000, 0x1000)) + msg(SET_VRING_KICK, u64(0), nfds=1),
+    }
+    for name, data in bad.items():
+        write('vu', name, data)
+    slot_seeds()
+
+
+def memreg(gpa, size, uva, off):
+    return u64(0) + struct.pack('<QQQQ', gpa, size, uva, off)
+
+
+def slot_seeds():
+    """Memory region by region (CONFIGURE_MEM_SLOTS), status and the
+    back-end channel: a good sequence with running rings, and bad ones."""
+    pf = u64(PROTOCOL | bits('PF_CONFIGURE_MEM_SLOTS PF_STATUS PF_BACKEND_REQ'))
+    hs = msg(GET_FEATURES) + msg(SET_OWNER) + msg(GET_PROTOCOL_FEATURES)
+    hs += msg(SET_PROTOCOL_FEATURES, pf) + msg(GET_MAX_MEM_SLOTS)
+    hs += msg(SET_FEATURES, u64(FEATURES), flags=NEED)
+    good = hs + msg(ADD_MEM_REG, memreg(0, 1 << 20, UVA, 0), flags=NEED, nfds=1, memfd=True)
+    good += msg(SET_BACKEND_REQ_FD, nfds=1)
+    good += start_queue(0, need=NEED)
+    good += msg(ADD_MEM_REG, memreg(1 << 20, 64 << 10, UVA + (1 << 20), 0), flags=NEED,
+                nfds=1, memfd=True, pool2=True)
+    good += msg(SET_STATUS, u64(0xf)) + msg(GET_STATUS)
+    good += msg(REM_MEM_REG, memreg(1 << 20, 64 << 10, UVA + (1 << 20), 0), flags=NEED)
+    good += msg(SET_STATUS, u64(0)) + msg(GET_VRING_BASE, state(0, 0))
+    write('vu', 'slots-handshake', good)
+    bad = {
+        'slots-overlap': hs + msg(ADD_MEM_REG, memreg(0, 1 << 20, UVA, 0), flags=NEED,
+                                  nfds=1, memfd=True) +
+        msg(ADD_MEM_REG, memreg(4096, 8192, UVA + (8 << 20), 0), flags=NEED, nfds=1,
+            memfd=True),
+        'slots-rem-unknown': hs + msg(REM_MEM_REG, memreg(0, 4096, UVA, 0), flags=NEED),
+        'slots-past-fd': hs + msg(ADD_MEM_REG, memreg(0, 64 << 20, UVA, 0), nfds=1,
+                                  memfd=True),
+        'slots-no-fd': hs + msg(ADD_MEM_REG, memreg(0, 4096, UVA, 0)),
+        'slots-short': hs + msg(ADD_MEM_REG, memreg(0, 4096, UVA, 0)[:32], nfds=1, memfd=True),
+        'status-too-big': hs + msg(SET_STATUS, u64(0x1ff)),
+        'backend-req-no-fd': hs + msg(SET_BACKEND_REQ_FD),
     }
     for name, data in bad.items():
         write('vu', name, data)
