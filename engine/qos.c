@@ -133,17 +133,6 @@ static uint64_t hist_upper(unsigned i)
 	return ((uint64_t)(QOS_HIST_SUB + m + 1) << (e - 4)) - 1;
 }
 
-void qos_hist_add(struct qos_hist *h, uint64_t ns)
-{
-	uint64_t max = atomic_load_explicit(&h->max_ns, memory_order_relaxed);
-
-	atomic_fetch_add_explicit(&h->bucket[hist_index(ns)], 1, memory_order_relaxed);
-	while (ns > max && !atomic_compare_exchange_weak_explicit(&h->max_ns, &max, ns,
-								 memory_order_relaxed,
-								 memory_order_relaxed))
-		;
-}
-
 void qos_hist_add_owned(struct qos_hist *h, uint64_t ns)
 {
 	_Atomic uint64_t *b = &h->bucket[hist_index(ns)];

@@ -47,7 +47,7 @@ static inline bool qos_active(const struct qos *q)
 
 /* Latency histogram: log-linear, 16 steps per power of two (a value is
  * known within 1/16), up to 2^36 ns (about 69 s; longer ones land in the
- * last bucket), counters written with relaxed atomics by any thread. */
+ * last bucket), counters in relaxed atomics: one writer, any reader. */
 #define QOS_HIST_SUB    16
 #define QOS_HIST_BITS   36
 #define QOS_HIST_N      ((QOS_HIST_BITS - 4 + 1) * QOS_HIST_SUB + QOS_HIST_SUB)
@@ -57,8 +57,7 @@ struct qos_hist {
 	_Atomic uint64_t max_ns;
 };
 
-void qos_hist_add(struct qos_hist *h, uint64_t ns);
-/* The same for a histogram only one thread writes (a queue's, on its
+/* Count ns in a histogram only one thread writes (a queue's, on its
  * engine thread): no locked instruction. */
 void qos_hist_add_owned(struct qos_hist *h, uint64_t ns);
 /* Add what src holds into dst (a reader's sum of several). */

@@ -122,7 +122,7 @@ Test(qos, histogram_percentiles)
 	cr_assert_eq(p50, 0);
 	/* 1000 samples: 1..1000 us */
 	for (uint64_t i = 1; i <= 1000; i++)
-		qos_hist_add(&h, i * 1000);
+		qos_hist_add_owned(&h, i * 1000);
 	qos_hist_read(&h, &n, &p50, &p99, &p999, &max);
 	cr_assert_eq(n, 1000);
 	cr_assert_eq(max, 1000 * 1000);
@@ -130,9 +130,9 @@ Test(qos, histogram_percentiles)
 	cr_assert(p99 >= 990 * 1000 && p99 <= 1000 * 1000, "p99 %llu", (unsigned long long)p99);
 	cr_assert(p999 >= 999 * 1000 && p999 <= 1000 * 1000, "p999 %llu", (unsigned long long)p999);
 	/* small and huge values land in their buckets */
-	qos_hist_add(&h, 0);
-	qos_hist_add(&h, 7);
-	qos_hist_add(&h, 1ull << 50);
+	qos_hist_add_owned(&h, 0);
+	qos_hist_add_owned(&h, 7);
+	qos_hist_add_owned(&h, 1ull << 50);
 	qos_hist_read(&h, &n, &p50, &p99, &p999, &max);
 	cr_assert_eq(n, 1003);
 	cr_assert_eq(max, 1ull << 50);
