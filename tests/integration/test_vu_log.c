@@ -482,6 +482,72 @@ Test(log, reads_mark_what_the_device_wrote_event_idx)
 	reads_walked(true, 512);
 }
 
+/* The marks of one request at a time, looked at the instant its used->idx
+ * moves (the front-end spinning on it), the log cleared before each: the
+ * device marks before it publishes, so nothing may be missing even then.
+ * With an inflight region, as QEMU sets one up on every start. */
+Test(log, marked_when_the_index_moves)
+{
+	struct ffe_opts o;
+	struct ffe *fe;
+	struct ffe_vq *vq;
+	struct lreq *r = malloc(sizeof(*r));
+	unsigned n = 0, miss_ring = 0, miss_data = 0;
+	int64_t t0 = ffe_now_ms();
+	char first[256] = "";
+
+	log_opts(&o, 1, 0);
+	o.inflight = true;
+	fe = fx_ready(DEV_A, &o, 0, 1, 128);
+	need_log(fe);
+	vq = &fe->vq[0];
+	write_data(vq);
+	set_base(fe, NULL);
+	log_on(fe, 1);
+	for (; n < 4000 && ffe_now_ms() - t0 < 4000; n++) {
+		uint16_t u = ffe_vq_used_idx(vq);
+		uint64_t elem = vq->used_gpa + 4 + 8ull * (u % vq->num);
+		bool data_ok = true;
+
+		memset(r, 0, offsetof(struct lreq, seg));
+		r->type = FFE_BLK_T_IN;
+		r->sector = DATA_SECTOR + (n % 64) * 8;
+		r->len = 4096;
+		cr_assert_eq(ffe_blk_prep(&r->io, FFE_BLK_T_IN, r->sector, NULL, 0, 4096, NULL), 0);
+		ffe_log_clear(fe->log);
+		cr_assert_eq(ffe_submit(vq, &r->io.req), 0);
+		r->nseg = ffe_req_segs(vq, &r->io.req, r->seg, MAX_SEGS);
+		ffe_vq_kick_raw(vq);
+		while (ffe_vq_used_idx(vq) == u)
+			if (ffe_now_ms() - t0 > 20000)
+				cr_assert_fail("request %u never completed", n);
+		/* at once: the index is what makes the completion visible */
+		for (int k = 0; k < r->nseg; k++)
+			if (r->seg[k].kind == FFE_SEG_WR && !ffe_log_all_set(fe->log, r->seg[k].gpa,
+									   r->seg[k].len))
+				data_ok = false;
+		if (!ffe_log_all_set(fe->log, elem, 8) || !ffe_log_all_set(fe->log, vq->used_gpa + 2, 2)) {
+			if (!miss_ring++)
+				snprintf(first, sizeof(first), "request %u: used->idx moved to %u while "
+					 "the page of its used element (gpa 0x%" PRIx64 ") or of used->idx "
+					 "was not marked yet", n, (uint16_t)(u + 1), elem);
+		}
+		if (!data_ok)
+			miss_data++;
+		cr_assert_eq(ffe_wait(vq, &r->io.req, -1), 0);
+		cr_assert_eq(ffe_blk_status(&r->io), FFE_BLK_S_OK);
+		ffe_blk_io_release(vq, &r->io);
+	}
+	cr_log_info("%u requests: used ring unmarked at the index move %u times, buffers %u times",
+		    n, miss_ring, miss_data);
+	cr_expect_eq(miss_data, 0u, "%u of %u requests: a writable buffer not marked when "
+		     "used->idx moved", miss_data, n);
+	cr_expect_eq(miss_ring, 0u, "%u of %u requests: the used ring not marked when used->idx "
+		     "moved; first: %s", miss_ring, n, first);
+	free(r);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
+
 /* ---- logging switched under continuous I/O ------------------------------------- */
 
 /* What the I/O threads may rely on: while `on`, every completion they see
