@@ -920,6 +920,42 @@ Test(log, log_smaller_than_the_memory)
 	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
 
+Test(log, failed_request_marks_its_status)
+{
+	/* a read whose data buffer is in no region: the device fails it, and
+	 * the status byte it writes is a write like any other */
+	struct ffe *fe = log_fe(1, false, 1, 64, 0);
+	struct ffe_vq *vq = &fe->vq[0];
+	struct ffe_buf h, st;
+	struct ffe_blk_hdr hdr = { .type = FFE_BLK_T_IN, .sector = 0 };
+	uint16_t u = ffe_vq_used_idx(vq);
+	uint64_t hole = fe->r[0].gpa + fe->r[0].size + 16 * MiB;
+	uint8_t s;
+
+	cr_assert_null(ffe_gpa_to_hva(fe, hole, 4096));
+	set_base(fe, NULL);
+	log_on(fe, 1);
+	cr_assert_eq(ffe_vq_alloc(vq, 16, 4096, &h), 0);
+	cr_assert_eq(ffe_vq_alloc(vq, 1, 4096, &st), 0);
+	memcpy(h.hva, &hdr, sizeof(hdr));
+	*(volatile uint8_t *)st.hva = 0xee;
+	*ffe_vq_desc(vq, 0) = (struct ffe_desc){ h.gpa, 16, FFE_DESC_F_NEXT, 1 };
+	*ffe_vq_desc(vq, 1) = (struct ffe_desc){ hole, 4096, FFE_DESC_F_WRITE | FFE_DESC_F_NEXT, 2 };
+	*ffe_vq_desc(vq, 2) = (struct ffe_desc){ st.gpa, 1, FFE_DESC_F_WRITE, 0 };
+	ffe_log_clear(fe->log);
+	ffe_vq_publish(vq, 0);
+	ffe_vq_kick_raw(vq);
+	cr_assert_eq(ffe_vq_wait_used_change(vq, u, 5000), 0, "a read into a hole never completed");
+	s = *(volatile uint8_t *)st.hva;
+	vq->last_used = ffe_vq_used_idx(vq);
+	cr_expect(s == FFE_BLK_S_IOERR || s == FFE_BLK_S_UNSUPP, "a read into a hole: status %#x", s);
+	cr_expect(ffe_log_all_set(fe->log, st.gpa, 1), "the status byte of a failed request "
+		  "(gpa 0x%" PRIx64 ") not marked", st.gpa);
+	cr_expect(ffe_log_none_set(fe->log, h.gpa, 16), "the header's page is marked");
+	fx_rw_verify(vq, 9000, 4096, 0x1120, NULL);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
+
 /* ---- messages ------------------------------------------------------------------ */
 
 /* The next message from the back-end, within 3 s. */
