@@ -133,6 +133,17 @@ Test(conn, hand_over_to_a_second_front_end)
 	cr_assert_eq(ffe_set_mem_table(dst), 0, "%s", dst->err);
 	cr_assert_eq(ffe_get_config(dst, 0, b, 8), 0, "%s", dst->err);
 	cr_expect_eq(*(uint64_t *)b, A_SIZE / 512, "capacity read by the second front-end");
+	/* QEMU sends the call and error notifiers when it sets the device up,
+	 * long before it starts it: kept for later, not a take-over */
+	for (unsigned q = 0; q < 2; q++) {
+		int e = eventfd(0, EFD_CLOEXEC);
+		uint64_t v = q;
+
+		cr_assert_eq(ffe_call(dst, FFE_SET_VRING_CALL, &v, sizeof(v), &e, 1), 0, "%s", dst->err);
+		cr_assert_eq(ffe_call(dst, FFE_SET_VRING_ERR, &v, sizeof(v), &e, 1), 0, "%s", dst->err);
+		close(e);
+	}
+	cr_assert_eq(ffe_probe(dst), 1, "second front-end dropped for its call/err notifiers");
 	fx_rw_verify(&src->vq[0], 7100, 4096, 1950, NULL);      /* the source still runs */
 
 	/* a third one waits in the socket meanwhile */
