@@ -776,6 +776,48 @@ Test(log, log_all_alone_switches_logging)
 	toggled(false);
 }
 
+Test(log, log_all_before_any_log_base)
+{
+	/* LOG_ALL in the first SET_FEATURES and VRING_F_LOG on every ring from
+	 * their start, no log yet: I/O runs unlogged; the log base given
+	 * later, with the rings running, is used from its reply on */
+	struct ffe_opts o;
+	struct ffe *fe;
+	int r;
+
+	log_opts(&o, 2, 0);
+	fe = fx_open(DEV_A, &o);
+	for (unsigned q = 0; q < A_QUEUES; q++)
+		fe->vq[q].log_ring = true;
+	r = ffe_setup(fe, ffe_default_features(false) | FFE_BIT(FFE_F_LOG_ALL), A_QUEUES, 128);
+	cr_assert_eq(r, 0, "set-up with LOG_ALL and VRING_F_LOG from the start: %d (%s)", r, fe->err);
+	need_log(fe);
+	cr_assert(fe->features & FFE_BIT(FFE_F_LOG_ALL));
+	for (unsigned q = 0; q < A_QUEUES; q++)
+		fx_rw_verify(&fe->vq[q], 9000 + q * 64, 16384, 0x1130 + q, NULL);
+	set_base(fe, NULL);
+	for (unsigned q = 0; q < A_QUEUES; q++) {
+		struct lreq *rq = malloc(sizeof(*rq));
+
+		ffe_log_clear(fe->log);
+		memset(rq, 0, offsetof(struct lreq, seg));
+		rq->q = q;
+		snprintf(rq->what, sizeof(rq->what), "q%u IN 16 KiB after the log base", q);
+		cr_assert_eq(ffe_blk_prep(&rq->io, FFE_BLK_T_IN, 9000 + q * 64, NULL, 0, 16384, NULL), 0);
+		cr_assert_eq(ffe_submit(&fe->vq[q], &rq->io.req), 0);
+		rq->nseg = ffe_req_segs(&fe->vq[q], &rq->io.req, rq->seg, MAX_SEGS);
+		cr_assert_eq(ffe_kick(&fe->vq[q]), 0);
+		cr_assert_eq(ffe_wait(&fe->vq[q], &rq->io.req, -1), 0, "%s", fe->err);
+		cr_expect_eq(ffe_blk_status(&rq->io), FFE_BLK_S_OK);
+		expect_marked(fe, fe->log, rq, "LOG_ALL negotiated first, log base later");
+		ffe_blk_io_release(&fe->vq[q], &rq->io);
+		free(rq);
+	}
+	expect_guard_clean(fe->log, "after the reads");
+	check_golden(&fe->vq[0]);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
+
 /* ---- a new log while the rings run (memory hot-add) ----------------------------- */
 
 Test(log, replaced_by_a_bigger_log_under_io)
