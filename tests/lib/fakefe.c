@@ -2132,13 +2132,12 @@ int ffe_set_log_fd(struct ffe *fe)
 
 int ffe_set_log_all(struct ffe *fe, bool on)
 {
+	/* fe->features is left alone: request threads read it (EVENT_IDX)
+	 * while the test toggles LOG_ALL under I/O. */
 	uint64_t f = on ? fe->features | FFE_BIT(FFE_F_LOG_ALL)
 			: fe->features & ~FFE_BIT(FFE_F_LOG_ALL);
-	int ret = ffe_set_u64(fe, FFE_SET_FEATURES, f);
 
-	if (ret == 0)
-		fe->features = f;
-	return ret;
+	return ffe_set_u64(fe, FFE_SET_FEATURES, f);
 }
 
 int ffe_vq_set_log(struct ffe *fe, unsigned i, bool on)
