@@ -68,6 +68,11 @@ struct be_ctx {
 	/* Run job on a worker thread; its result comes back to this engine
 	 * thread as one completion for job->cookie. */
 	void (*offload)(struct be_ctx *ctx, struct be_job *job);
+	/* Any thread (a worker, a library's callback thread): job is finished,
+	 * job->res set; it comes back to this engine thread as one completion
+	 * for job->cookie (which counts one off ctx->inflight).  The engine
+	 * thread is woken if it sleeps.  Takes a short lock, never blocks. */
+	void (*post)(struct be_ctx *ctx, struct be_job *job);
 };
 
 /* Set up ctx with an io_uring of `entries` submission entries (and four
