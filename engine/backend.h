@@ -141,6 +141,8 @@ struct backend {
 	bool can_discard;       /* advertise DISCARD */
 	bool can_write_zeroes;  /* advertise WRITE_ZEROES */
 	bool has_cache;         /* FLUSH means something */
+	bool read_only;         /* the backing takes no writes (an rbd snapshot),
+				 * whatever params.readonly says */
 	char serial[VDEV_SERIAL_MAX + 1];       /* device's own, if any */
 	dev_t rdev;                     /* block device number, 0 if none */
 	_Atomic bool failed;            /* device gone: fail every request */

@@ -256,8 +256,8 @@ static int reopen_backend(struct vdev *d, const struct vdev_params *p, char *err
 		d->blk->be = be;
 		return 0;
 	}
-	if (old.backing == BE_FILE)
-		old.size = 0;   /* whatever the file has now */
+	if (old.backing == BE_FILE || old.backing == BE_RBD)
+		old.size = 0;   /* whatever the file (image) has now */
 	if (be_open(&old, &be, err2, sizeof(err2)) == 0) {
 		d->blk->be = be;
 		return rc;
@@ -293,8 +293,8 @@ static void apply_limits(struct vdev *d, const struct vdev_params *p, struct vgr
  * may change under a connected front-end) is equal. */
 static bool same_but_size(const struct vdev_params *a, const struct vdev_params *b)
 {
-	return a->block_size == b->block_size && a->backing == b->backing &&
-	       strcmp(a->path, b->path) == 0 && a->readonly == b->readonly &&
+	return a->block_size == b->block_size && vdev_same_backing(a, b) &&
+	       a->readonly == b->readonly &&
 	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0;
 }
 
@@ -396,7 +396,7 @@ static int do_set_params(struct core *core, void *arg)
 	struct set_args *a = arg;
 	struct vdev *d = a->d;
 	const struct vdev_params *old = &d->blk->params, *p = a->p;
-	bool same_backing = p->backing == old->backing && strcmp(p->path, old->path) == 0;
+	bool same_backing = vdev_same_backing(p, old);
 	/* a size set by hand stops following the backing's, once applied */
 	bool by_hand = p->size && p->size != d->blk->be->size;
 	struct vgroup *g;
@@ -437,7 +437,7 @@ static int do_set_params(struct core *core, void *arg)
 			return rc;
 	}
 	if (!d->blk->be || !same_backing ||
-	    (p->readonly != old->readonly && p->backing == BE_FILE) ||
+	    (p->readonly != old->readonly && (p->backing == BE_FILE || p->backing == BE_RBD)) ||
 	    (p->size && p->size != d->blk->be->size && !d->blk->be->ops->resize)) {
 		rc = reopen_backend(d, p, a->err, a->errlen);
 		if (rc < 0)
