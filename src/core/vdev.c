@@ -127,6 +127,7 @@ void dev_free(struct vdev *d)
 		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, d->detach_fd, NULL);
 		close(d->detach_fd);
 	}
+	backend_watch(d, false);
 	vblk_destroy(d->blk);
 	pthread_mutex_destroy(&d->err_lock);
 	free(d);
@@ -161,6 +162,7 @@ static int do_create(struct core *core, void *arg)
 	d->ev_conn = (struct ev_src){ EV_CONN, d };
 	d->ev_broken = (struct ev_src){ EV_BROKEN, d };
 	d->ev_detach = (struct ev_src){ EV_DETACH, d };
+	d->ev_backend = (struct ev_src){ EV_BACKEND, d };
 
 	rc = vblk_create(a->name, a->p, &d->blk, a->err, a->errlen);
 	if (rc < 0)
@@ -186,6 +188,7 @@ static int do_create(struct core *core, void *arg)
 		rc = -errno;
 		goto fail;
 	}
+	backend_watch(d, true);
 	rc = listen_on(d, a->path, a->err, a->errlen);
 	if (rc < 0)
 		goto fail;
@@ -249,17 +252,20 @@ static int reopen_backend(struct vdev *d, const struct vdev_params *p, char *err
 	char err2[VDEV_ERR_MAX];
 	int rc;
 
+	backend_watch(d, false);
 	be_close(d->blk->be);
 	d->blk->be = NULL;
 	rc = be_open(p, &be, err, errlen);
 	if (rc == 0) {
 		d->blk->be = be;
+		backend_watch(d, true);
 		return 0;
 	}
 	if (old.backing == BE_FILE || old.backing == BE_RBD)
 		old.size = 0;   /* whatever the file (image) has now */
 	if (be_open(&old, &be, err2, sizeof(err2)) == 0) {
 		d->blk->be = be;
+		backend_watch(d, true);
 		return rc;
 	}
 	/* Keep a backend so the data path never sees none: a failed one. */
