@@ -20,6 +20,8 @@ int be_open(const struct vdev_params *p, struct backend **out, char *err, size_t
 		return be_null_ops.open(p, out, err, errlen);
 	case BE_FILE:
 		return be_file_ops.open(p, out, err, errlen);
+	case BE_RBD:
+		return be_rbd_ops.open(p, out, err, errlen);
 	default:
 		snprintf(err, errlen, "backing '%s' is not supported", p->path);
 		return -EINVAL;

@@ -38,6 +38,12 @@ struct be_job {
 	void *cookie;
 	struct be_ctx *ctx;
 	int res;                        /* set by the worker */
+	/* for backends completing on their own threads (rbd) */
+	struct backend *be;
+	uint64_t len;                   /* res on success: the request's bytes */
+	bool is_read;                   /* a completion must carry len bytes */
+	_Atomic unsigned parts;         /* pieces still running */
+	_Atomic int part_err;           /* first failure of a piece, 0 */
 };
 
 struct be_io {
@@ -68,6 +74,11 @@ struct be_ctx {
 	/* Run job on a worker thread; its result comes back to this engine
 	 * thread as one completion for job->cookie. */
 	void (*offload)(struct be_ctx *ctx, struct be_job *job);
+	/* Any thread (a worker, a library's callback thread): job is finished,
+	 * job->res set; it comes back to this engine thread as one completion
+	 * for job->cookie (which counts one off ctx->inflight).  The engine
+	 * thread is woken if it sleeps.  Takes a short lock, never blocks. */
+	void (*post)(struct be_ctx *ctx, struct be_job *job);
 };
 
 /* Set up ctx with an io_uring of `entries` submission entries (and four
@@ -121,6 +132,10 @@ struct be_ops {
 	 * -EAGAIN with nothing queued (no room: retry later). */
 	int (*submit)(struct backend *be, const struct be_io *io, struct be_ctx *ctx,
 		      unsigned *nsqe);
+	/* Optional.  The size the backing has now, without waiting for
+	 * anything (what the backend last learnt); asked when event_fd rang.
+	 * 0 or -errno. */
+	int (*refresh)(struct backend *be, uint64_t *size);
 	/* Optional.  Text for the `stats` file (e.g. "io_mode direct"). */
 	void (*describe)(struct backend *be, char *buf, size_t len);
 };
@@ -136,8 +151,14 @@ struct backend {
 	bool can_discard;       /* advertise DISCARD */
 	bool can_write_zeroes;  /* advertise WRITE_ZEROES */
 	bool has_cache;         /* FLUSH means something */
+	bool read_only;         /* the backing takes no writes (an rbd snapshot),
+				 * whatever params.readonly says */
 	char serial[VDEV_SERIAL_MAX + 1];       /* device's own, if any */
 	dev_t rdev;                     /* block device number, 0 if none */
+	/* An eventfd the backend rings from any thread when the backing
+	 * changed by itself (an rbd image resized elsewhere): the control
+	 * thread then calls refresh.  -1: none (its open must set it). */
+	int event_fd;
 	_Atomic bool failed;            /* device gone: fail every request */
 };
 
@@ -147,6 +168,7 @@ struct backend {
 extern const struct be_ops be_ram_ops;
 extern const struct be_ops be_null_ops;
 extern const struct be_ops be_file_ops;
+extern const struct be_ops be_rbd_ops;         /* without librbd: refuses to open */
 
 /* Open the backend p->backing names. */
 int be_open(const struct vdev_params *p, struct backend **out, char *err, size_t errlen);

@@ -215,6 +215,7 @@ static int file_open(const struct vdev_params *p, struct backend **out, char *er
 		return -ENOMEM;
 	f->fd = f->fd_buffered = -1;
 	f->be.ops = &be_file_ops;
+	f->be.event_fd = -1;
 	f->be.has_cache = true;
 	f->be.can_write_zeroes = true;
 	snprintf(f->path, sizeof(f->path), "%s", p->path);

@@ -12,6 +12,7 @@ static int null_open(const struct vdev_params *p, struct backend **out,
 	if (!be)
 		return -ENOMEM;
 	be->ops = &be_null_ops;
+	be->event_fd = -1;
 	be->size = p->size;
 	be->can_discard = true;
 	be->can_write_zeroes = true;

@@ -45,6 +45,7 @@ static int ram_open(const struct vdev_params *p, struct backend **out,
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
+	r->be.event_fd = -1;
 	r->map_len = round_up_page(p->size);
 	r->data = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

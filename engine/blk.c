@@ -248,7 +248,7 @@ static uint8_t parse_ranges(struct vblk *b, struct vblk_req *req, struct iovec *
 	struct vblk_discard_seg segs[VBLK_MAX_DISCARD_SEG];
 	unsigned nseg;
 
-	if (b->params.readonly)
+	if (vblk_readonly(b))
 		return VIRTIO_BLK_S_IOERR;
 	if (zeroes ? !b->be->can_write_zeroes : !b->be->can_discard)
 		return VIRTIO_BLK_S_UNSUPP;
@@ -346,7 +346,7 @@ static void handle(struct vblk *b, struct vq *vq, struct vblk_req *req, struct b
 			.iovcnt = out ? nout : nin,
 		};
 		len = out ? c->out_len - sizeof(hdr) : c->in_len - 1;
-		if ((out && b->params.readonly) || len % SECTOR || !in_range(b, hdr.sector, len)) {
+		if ((out && vblk_readonly(b)) || len % SECTOR || !in_range(b, hdr.sector, len)) {
 			req->result = VIRTIO_BLK_S_IOERR;
 			break;
 		}

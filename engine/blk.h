@@ -72,6 +72,12 @@ struct vblk {
 	void *fe_owner;
 };
 
+/* Whether the guest may not write: set so, or the backing takes no writes. */
+static inline bool vblk_readonly(const struct vblk *b)
+{
+	return b->params.readonly || (b->be && b->be->read_only);
+}
+
 /* The one constructor: a device named name with parameters p, its queues
  * initialised and stopped, its backend opened (p->size 0 with a file
  * backing: the file's size, which b->params.size then holds), the write

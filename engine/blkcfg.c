@@ -14,7 +14,7 @@ uint64_t blkcfg_features(const struct vblk *b)
 		     BIT(VIRTIO_BLK_F_FLUSH) | BIT(VIRTIO_BLK_F_CONFIG_WCE) |
 		     BIT(VIRTIO_BLK_F_MQ);
 
-	if (b->params.readonly)
+	if (vblk_readonly(b))
 		f |= BIT(VIRTIO_BLK_F_RO);
 	else {
 		if (b->be && b->be->can_discard)

@@ -133,6 +133,20 @@ static void offload(struct be_ctx *ctx, struct be_job *job)
 	pthread_mutex_unlock(&eng->wlock);
 }
 
+/* Any thread: job (with its res set) is finished; its completion is
+ * handled on the engine thread of ctx, which this wakes. */
+static void post_done(struct be_ctx *ctx, struct be_job *job)
+{
+	struct eng_thread *t = container_of(ctx, struct eng_thread, ctx);
+
+	pthread_mutex_lock(&t->lock);
+	job->next = t->done_jobs;
+	t->done_jobs = job;
+	atomic_store(&t->pending, true);
+	pthread_mutex_unlock(&t->lock);
+	wake(t);
+}
+
 static void *worker_main(void *arg)
 {
 	struct engine *eng = arg;
@@ -140,7 +154,6 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&eng->wlock);
 	for (;;) {
 		struct be_job *job;
-		struct eng_thread *t;
 
 		while (!eng->jobs && !eng->wstop)
 			pthread_cond_wait(&eng->wcond, &eng->wlock);
@@ -153,13 +166,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&eng->wlock);
 
 		job->res = job->fn(job);
-		t = container_of(job->ctx, struct eng_thread, ctx);
-		pthread_mutex_lock(&t->lock);
-		job->next = t->done_jobs;
-		t->done_jobs = job;
-		atomic_store(&t->pending, true);
-		pthread_mutex_unlock(&t->lock);
-		wake(t);
+		job->ctx->post(job->ctx, job);
 
 		pthread_mutex_lock(&eng->wlock);
 	}
@@ -617,6 +624,7 @@ static int thread_init(struct engine *eng, struct eng_thread *t, unsigned i, int
 	t->id = i;
 	t->cpu = cpu;
 	t->ctx.offload = offload;
+	t->ctx.post = post_done;
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	t->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (t->epfd < 0 || t->wake_fd < 0 ||

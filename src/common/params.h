@@ -18,6 +18,30 @@ enum be_kind {
 	BE_RAM = 0,     /* zeroed anonymous memory of `size` bytes */
 	BE_NULL,        /* accepts everything, moves no data */
 	BE_FILE,        /* regular file or block device at `path` (io_uring) */
+	BE_RBD,         /* Ceph RBD image `rbd` (librbd) */
+};
+
+#define VDEV_RBD_NAME_MAX 127           /* pool, namespace, image, snapshot */
+#define VDEV_RBD_CONF_MAX 1023          /* ceph_conf path */
+#define VDEV_RBD_ID_MAX   63            /* ceph_id (client.ID) */
+#define VDEV_RBD_TIMEOUT_MAX 86400      /* rbd_timeout, seconds */
+#define VDEV_RBD_CONF_DEFAULT "/etc/ceph/ceph.conf"
+#define VDEV_RBD_ID_DEFAULT   "admin"
+
+/* A Ceph RBD image and how to reach it (BE_RBD).  Names are what Ceph
+ * allows in them, minus '/', '@' and whitespace (they separate the parts of
+ * `backing=rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]`). */
+struct vdev_rbd {
+	char pool[VDEV_RBD_NAME_MAX + 1];
+	char ns[VDEV_RBD_NAME_MAX + 1];         /* "" = the default namespace */
+	char image[VDEV_RBD_NAME_MAX + 1];
+	char snap[VDEV_RBD_NAME_MAX + 1];       /* "" = the head; a snapshot is
+						 * served read-only whatever
+						 * `readonly` says */
+	char conf[VDEV_RBD_CONF_MAX + 1];       /* ceph.conf (monitors, keyring) */
+	char id[VDEV_RBD_ID_MAX + 1];           /* client id, "admin" */
+	bool shared;            /* other writers allowed: no exclusive lock taken */
+	uint32_t timeout;       /* s an OSD request may wait, 0 = for ever */
 };
 
 /* I/O limits of a device or of a group of devices: per second, 0 =
@@ -32,7 +56,8 @@ struct vdev_limits {
 
 struct vdev_params {
 	uint64_t size;                  /* bytes; multiple of block_size; 0 only
-					 * for BE_FILE: the file's/device's size */
+					 * for BE_FILE and BE_RBD: the file's,
+					 * device's or image's size */
 	uint32_t block_size;            /* 512..65536, power of two */
 	enum be_kind backing;
 	char path[4096];                /* BE_FILE only: absolute path */
@@ -42,6 +67,7 @@ struct vdev_params {
 	bool allow_shrink;              /* a smaller size may cut data off the end */
 	struct vdev_limits limits;      /* this device's own */
 	char group[VDEV_NAME_MAX + 1];  /* throttle group shared with others, "" = none */
+	struct vdev_rbd rbd;            /* BE_RBD only (kept, but unused, otherwise) */
 };
 
 enum core_poll_mode {
@@ -59,11 +85,17 @@ struct core_opts {
 };
 
 /* Fill defaults: size 0 (must be set), block_size 512, ram, rw,
- * VDEV_MAX_QUEUES queues. */
+ * VDEV_MAX_QUEUES queues; rbd: ceph_conf /etc/ceph/ceph.conf, id admin. */
 void vdev_params_init(struct vdev_params *p);
 /* 0 if the parameters make a valid device, else -EINVAL and a one-sentence
  * reason in err. */
 int vdev_params_check(const struct vdev_params *p, char *err, size_t errlen);
 const char *be_kind_name(enum be_kind k);
+/* Whether a and b name the same backing, opened the same way (kind, file
+ * path, rbd image, snapshot, cluster, client, sharing, timeout). */
+bool vdev_same_backing(const struct vdev_params *a, const struct vdev_params *b);
+/* A valid name of a pool, namespace, image or snapshot: 1..VDEV_RBD_NAME_MAX
+ * printable ASCII bytes without '/', '@' or whitespace. */
+bool vdev_rbd_name_valid(const char *s);
 
 #endif

@@ -303,15 +303,16 @@ void on_ring_broken(struct vblk *b, struct vq *vq, const char *why)
 }
 
 
-/* The backing block device of d now has `bytes`: a device whose size
- * follows its backing's takes the new size, and a running guest is told. */
-static void backing_resized(struct vdev *d, uint64_t bytes)
+/* The backing of d now has `bytes`: a device whose size follows its
+ * backing's (always: an rbd device is its image) takes the new size, and a
+ * running guest is told. */
+static void backing_resized(struct vdev *d, uint64_t bytes, bool always)
 {
 	char err[VDEV_ERR_MAX] = "";
 	uint64_t old = d->blk->be->size;
 	int rc;
 
-	if (!d->size_auto || bytes == old)
+	if ((!d->size_auto && !always) || bytes == old || bytes == 0)
 		return;
 	if (d->conn) {
 		rc = live_resize(d, NULL, bytes, err, sizeof(err));
@@ -370,8 +371,37 @@ void udev_event(struct core *core)
 		if (*end == '\0' && sectors > 0 && sectors < (UINT64_MAX >> 9))
 			for (struct vdev *d = core->devs; d; d = d->next)
 				if (d->blk->be && d->blk->be->rdev == devnum && !backend_failed(d))
-					backing_resized(d, sectors << 9);
+					backing_resized(d, sectors << 9, false);
 	}
 	udev_device_unref(ud);
 }
 
+
+void backend_watch(struct vdev *d, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_backend };
+	struct backend *be = d->blk ? d->blk->be : NULL;
+
+	if (!be || be->event_fd < 0)
+		return;
+	if (on) {
+		if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, be->event_fd, &ev) < 0)
+			vlog(LOG_WARNING, "[%s] cannot watch the backend's events: %s",
+			     d->blk->name, strerror(errno));
+	} else {
+		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, be->event_fd, NULL);
+	}
+}
+
+void backend_event(struct vdev *d)
+{
+	struct backend *be = d->blk->be;
+	uint64_t v, size;
+
+	if (!be || be->event_fd < 0)
+		return;
+	(void)!read(be->event_fd, &v, sizeof(v));
+	if (!be->ops->refresh || be->ops->refresh(be, &size) < 0 || backend_failed(d))
+		return;
+	backing_resized(d, size, true);
+}

@@ -114,6 +114,9 @@ static void *core_main(void *arg)
 			case EV_UDEV:
 				udev_event(core);
 				break;
+			case EV_BACKEND:
+				backend_event(s->dev);
+				break;
 			case EV_BROKEN: {
 				uint64_t v;
 				char msg[VDEV_ERR_MAX];

@@ -18,7 +18,7 @@
 #include "vdev.h"
 #include "vu.h"
 
-enum ev_kind { EV_WAKE, EV_LISTEN, EV_CONN, EV_BROKEN, EV_DETACH, EV_UDEV };
+enum ev_kind { EV_WAKE, EV_LISTEN, EV_CONN, EV_BROKEN, EV_DETACH, EV_UDEV, EV_BACKEND };
 
 struct ev_src {
 	enum ev_kind kind;
@@ -49,6 +49,7 @@ struct vdev {
 	 * live with the device, so an event of a batch that names a
 	 * connection freed earlier in the batch finds .conn NULL. */
 	struct ev_src ev_fe[2];
+	struct ev_src ev_backend;       /* its backend's event_fd (an rbd resize) */
 	struct vdev *next;
 };
 
@@ -113,5 +114,9 @@ void conn_detached(struct vdev *d);
 void settle(struct vdev *d);
 void on_ring_broken(struct vblk *b, struct vq *vq, const char *why);  /* engine thread */
 void udev_event(struct core *core);
+/* The backend of d rang its event_fd: follow what changed (its size). */
+void backend_event(struct vdev *d);
+/* Watch (on) or stop watching the event_fd of d's backend. */
+void backend_watch(struct vdev *d, bool on);
 
 #endif

@@ -127,6 +127,7 @@ void dev_free(struct vdev *d)
 		epoll_ctl(d->core->epfd, EPOLL_CTL_DEL, d->detach_fd, NULL);
 		close(d->detach_fd);
 	}
+	backend_watch(d, false);
 	vblk_destroy(d->blk);
 	pthread_mutex_destroy(&d->err_lock);
 	free(d);
@@ -160,6 +161,7 @@ static int do_create(struct core *core, void *arg)
 	d->ev_listen = (struct ev_src){ EV_LISTEN, d, NULL };
 	d->ev_broken = (struct ev_src){ EV_BROKEN, d, NULL };
 	d->ev_detach = (struct ev_src){ EV_DETACH, d, NULL };
+	d->ev_backend = (struct ev_src){ EV_BACKEND, d, NULL };
 
 	rc = vblk_create(a->name, a->p, &d->blk, a->err, a->errlen);
 	if (rc < 0)
@@ -185,6 +187,7 @@ static int do_create(struct core *core, void *arg)
 		rc = -errno;
 		goto fail;
 	}
+	backend_watch(d, true);
 	rc = listen_on(d, a->path, a->err, a->errlen);
 	if (rc < 0)
 		goto fail;
@@ -248,17 +251,20 @@ static int reopen_backend(struct vdev *d, const struct vdev_params *p, char *err
 	char err2[VDEV_ERR_MAX];
 	int rc;
 
+	backend_watch(d, false);
 	be_close(d->blk->be);
 	d->blk->be = NULL;
 	rc = be_open(p, &be, err, errlen);
 	if (rc == 0) {
 		d->blk->be = be;
+		backend_watch(d, true);
 		return 0;
 	}
-	if (old.backing == BE_FILE)
-		old.size = 0;   /* whatever the file has now */
+	if (old.backing == BE_FILE || old.backing == BE_RBD)
+		old.size = 0;   /* whatever the file (image) has now */
 	if (be_open(&old, &be, err2, sizeof(err2)) == 0) {
 		d->blk->be = be;
+		backend_watch(d, true);
 		return rc;
 	}
 	/* Keep a backend so the data path never sees none: a failed one. */
@@ -292,8 +298,8 @@ static void apply_limits(struct vdev *d, const struct vdev_params *p, struct vgr
  * may change under a connected front-end) is equal. */
 static bool same_but_size(const struct vdev_params *a, const struct vdev_params *b)
 {
-	return a->block_size == b->block_size && a->backing == b->backing &&
-	       strcmp(a->path, b->path) == 0 && a->readonly == b->readonly &&
+	return a->block_size == b->block_size && vdev_same_backing(a, b) &&
+	       a->readonly == b->readonly &&
 	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0;
 }
 
@@ -399,7 +405,7 @@ static int do_set_params(struct core *core, void *arg)
 	struct set_args *a = arg;
 	struct vdev *d = a->d;
 	const struct vdev_params *old = &d->blk->params, *p = a->p;
-	bool same_backing = p->backing == old->backing && strcmp(p->path, old->path) == 0;
+	bool same_backing = vdev_same_backing(p, old);
 	/* a size set by hand stops following the backing's, once applied */
 	bool by_hand = p->size && p->size != d->blk->be->size;
 	struct vgroup *g;
@@ -440,7 +446,7 @@ static int do_set_params(struct core *core, void *arg)
 			return rc;
 	}
 	if (!d->blk->be || !same_backing ||
-	    (p->readonly != old->readonly && p->backing == BE_FILE) ||
+	    (p->readonly != old->readonly && (p->backing == BE_FILE || p->backing == BE_RBD)) ||
 	    (p->size && p->size != d->blk->be->size && !d->blk->be->ops->resize)) {
 		rc = reopen_backend(d, p, a->err, a->errlen);
 		if (rc < 0)

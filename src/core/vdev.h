@@ -40,7 +40,7 @@ struct vdev_stats {
 	uint64_t inflight;
 	struct vdev_latency lat[VDEV_NOPS];
 	uint64_t throttled_ns;          /* time its queues waited for a limit */
-	char detail[64];                /* backend lines, e.g. "io_mode direct\n" */
+	char detail[384];               /* backend lines, e.g. "io_mode direct\n" */
 };
 
 struct core;

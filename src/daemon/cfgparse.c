@@ -23,6 +23,10 @@ static const char *const key_names[CFG_NKEYS] = {
 	[CFG_IOPS_BURST] = "iops_burst",
 	[CFG_BPS_BURST] = "bps_burst",
 	[CFG_GROUP] = "group",
+	[CFG_CEPH_CONF] = "ceph_conf",
+	[CFG_CEPH_ID] = "ceph_id",
+	[CFG_RBD_SHARED] = "rbd_shared",
+	[CFG_RBD_TIMEOUT] = "rbd_timeout",
 };
 
 /* The field of a limit key, NULL for another key. */
@@ -165,6 +169,73 @@ static int parse_bool(const char *s, bool *out)
 	return -EINVAL;
 }
 
+static bool graph_only(const char *s)
+{
+	for (; *s; s++)
+		if (!isgraph((unsigned char)*s) || !isascii((unsigned char)*s))
+			return false;
+	return true;
+}
+
+/* A client id: the characters of a controller name, any first one. */
+static bool cfg_id_valid(const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = *s;
+		if (!(isascii(c) && (isalnum(c) || c == '.' || c == '_' || c == '-')))
+			return false;
+	}
+	return true;
+}
+
+/* "POOL/IMAGE", "POOL/NAMESPACE/IMAGE", either with "@SNAP": the image
+ * fields of p->rbd (the cluster keys are their own). */
+static int parse_rbd(const char *spec, struct vdev_params *p, char *err, size_t errlen)
+{
+	char buf[4 * (VDEV_RBD_NAME_MAX + 1)], sh[48];
+	char *part[3], *at, *s = buf;
+	size_t n = strlen(spec);
+	unsigned np = 0;
+
+	if (n >= sizeof(buf))
+		goto bad;
+	memcpy(buf, spec, n + 1);
+	at = strchr(buf, '@');
+	if (at)
+		*at++ = '\0';
+	for (;;) {
+		char *slash = strchr(s, '/');
+
+		if (np == 3)
+			goto bad;
+		part[np++] = s;
+		if (!slash)
+			break;
+		*slash = '\0';
+		s = slash + 1;
+	}
+	if (np < 2)
+		goto bad;
+	for (unsigned i = 0; i < np; i++)
+		if (!vdev_rbd_name_valid(part[i]))
+			goto bad;
+	if (at && !vdev_rbd_name_valid(at))
+		goto bad;
+	snprintf(p->rbd.pool, sizeof(p->rbd.pool), "%s", part[0]);
+	snprintf(p->rbd.ns, sizeof(p->rbd.ns), "%s", np == 3 ? part[1] : "");
+	snprintf(p->rbd.image, sizeof(p->rbd.image), "%s", part[np - 1]);
+	snprintf(p->rbd.snap, sizeof(p->rbd.snap), "%s", at ? at : "");
+	p->backing = BE_RBD;
+	p->path[0] = '\0';
+	return 0;
+bad:
+	snprintf(err, errlen, "backing 'rbd:%s' is invalid: use rbd:POOL/IMAGE or "
+		 "rbd:POOL/NAMESPACE/IMAGE, optionally with @SNAPSHOT; names are 1 to %d "
+		 "printable bytes without '/', '@' or spaces", shown(spec, sh, sizeof(sh)),
+		 VDEV_RBD_NAME_MAX);
+	return -EINVAL;
+}
+
 int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
 		    char *err, size_t errlen)
 {
@@ -193,6 +264,8 @@ int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
 		} else if (strcmp(val, "null") == 0) {
 			p->backing = BE_NULL;
 			p->path[0] = '\0';
+		} else if (strncmp(val, "rbd:", 4) == 0) {
+			return parse_rbd(val + 4, p, err, errlen);
 		} else if (val[0] == '/') {
 			/* Bounded well below the config text limit, so that what
 			 * `config` prints can always be written back. */
@@ -211,8 +284,8 @@ int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
 			p->backing = BE_FILE;
 			memcpy(p->path, val, n + 1);
 		} else {
-			snprintf(err, errlen, "backing '%s' is invalid: use ram, null or "
-				 "an absolute path", shown(val, sh, sizeof(sh)));
+			snprintf(err, errlen, "backing '%s' is invalid: use ram, null, "
+				 "an absolute path or rbd:POOL/IMAGE", shown(val, sh, sizeof(sh)));
 			return -EINVAL;
 		}
 		return 0;
@@ -281,6 +354,40 @@ int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
 			return -EINVAL;
 		}
 		*limit_field(k, &p->limits) = v;
+		return 0;
+	case CFG_CEPH_CONF:
+		if (val[0] != '/' || n > VDEV_RBD_CONF_MAX || !graph_only(val)) {
+			snprintf(err, errlen, "ceph_conf '%s' is invalid: use an absolute path "
+				 "of at most %d bytes without spaces", shown(val, sh, sizeof(sh)),
+				 VDEV_RBD_CONF_MAX);
+			return -EINVAL;
+		}
+		memcpy(p->rbd.conf, val, n + 1);
+		return 0;
+	case CFG_CEPH_ID:
+		if (n == 0 || n > VDEV_RBD_ID_MAX || !cfg_id_valid(val)) {
+			snprintf(err, errlen, "ceph_id '%s' is invalid: use 1 to %d characters "
+				 "of A-Z a-z 0-9 . _ - (the client is client.ID)",
+				 shown(val, sh, sizeof(sh)), VDEV_RBD_ID_MAX);
+			return -EINVAL;
+		}
+		memcpy(p->rbd.id, val, n + 1);
+		return 0;
+	case CFG_RBD_SHARED:
+		if (parse_bool(val, &p->rbd.shared) < 0) {
+			snprintf(err, errlen, "rbd_shared '%s' is invalid: use 0 or 1",
+				 shown(val, sh, sizeof(sh)));
+			return -EINVAL;
+		}
+		return 0;
+	case CFG_RBD_TIMEOUT:
+		if (parse_u64(val, &v, &end) < 0 || *end != '\0' || v > VDEV_RBD_TIMEOUT_MAX) {
+			snprintf(err, errlen, "rbd_timeout '%s' is invalid: use seconds from 0 "
+				 "(wait for the cluster) to %d", shown(val, sh, sizeof(sh)),
+				 VDEV_RBD_TIMEOUT_MAX);
+			return -EINVAL;
+		}
+		p->rbd.timeout = (uint32_t)v;
 		return 0;
 	case CFG_GROUP:
 		if (n && !cfg_group_name_valid(val)) {
@@ -398,7 +505,7 @@ int cfg_parse_config_text(const char *buf, size_t len, struct vdev_params *p,
 		}
 		k = cfg_key_lookup(tok, eq - tok);
 		if (k < 0) {
-			char keys[256];
+			char keys[384];
 			size_t kn = 0;
 
 			for (int i = 0; i < CFG_NKEYS && kn < sizeof(keys); i++)
@@ -432,7 +539,19 @@ void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned 
 	if (set & CFG_BIT(CFG_BACKING)) {
 		dst->backing = src->backing;
 		memcpy(dst->path, src->path, sizeof(dst->path));
+		memcpy(dst->rbd.pool, src->rbd.pool, sizeof(dst->rbd.pool));
+		memcpy(dst->rbd.ns, src->rbd.ns, sizeof(dst->rbd.ns));
+		memcpy(dst->rbd.image, src->rbd.image, sizeof(dst->rbd.image));
+		memcpy(dst->rbd.snap, src->rbd.snap, sizeof(dst->rbd.snap));
 	}
+	if (set & CFG_BIT(CFG_CEPH_CONF))
+		memcpy(dst->rbd.conf, src->rbd.conf, sizeof(dst->rbd.conf));
+	if (set & CFG_BIT(CFG_CEPH_ID))
+		memcpy(dst->rbd.id, src->rbd.id, sizeof(dst->rbd.id));
+	if (set & CFG_BIT(CFG_RBD_SHARED))
+		dst->rbd.shared = src->rbd.shared;
+	if (set & CFG_BIT(CFG_RBD_TIMEOUT))
+		dst->rbd.timeout = src->rbd.timeout;
 	if (set & CFG_BIT(CFG_READONLY))
 		dst->readonly = src->readonly;
 	if (set & CFG_BIT(CFG_QUEUES))
@@ -462,6 +581,21 @@ int cfg_check_values(const struct vdev_params *p, unsigned set,
 	if ((set & CFG_BIT(CFG_BACKING)) && p->backing == BE_FILE &&
 	    strnlen(p->path, sizeof(p->path)) == sizeof(p->path)) {
 		snprintf(err, errlen, "backing path is longer than %d bytes", CFG_PATH_MAX);
+		return -EINVAL;
+	}
+	if ((set & CFG_BIT(CFG_BACKING)) && p->backing == BE_RBD &&
+	    (strnlen(p->rbd.pool, sizeof(p->rbd.pool)) == sizeof(p->rbd.pool) ||
+	     strnlen(p->rbd.ns, sizeof(p->rbd.ns)) == sizeof(p->rbd.ns) ||
+	     strnlen(p->rbd.image, sizeof(p->rbd.image)) == sizeof(p->rbd.image) ||
+	     strnlen(p->rbd.snap, sizeof(p->rbd.snap)) == sizeof(p->rbd.snap))) {
+		snprintf(err, errlen, "an rbd name is longer than %d bytes", VDEV_RBD_NAME_MAX);
+		return -EINVAL;
+	}
+	if (((set & CFG_BIT(CFG_CEPH_CONF)) &&
+	     strnlen(p->rbd.conf, sizeof(p->rbd.conf)) == sizeof(p->rbd.conf)) ||
+	    ((set & CFG_BIT(CFG_CEPH_ID)) &&
+	     strnlen(p->rbd.id, sizeof(p->rbd.id)) == sizeof(p->rbd.id))) {
+		snprintf(err, errlen, "ceph_conf or ceph_id is too long");
 		return -EINVAL;
 	}
 	if ((set & CFG_BIT(CFG_GROUP)) &&
@@ -499,6 +633,10 @@ void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_siz
 	case CFG_BACKING:
 		if (p->backing == BE_FILE)
 			snprintf(buf, len, "%s", p->path);
+		else if (p->backing == BE_RBD)
+			snprintf(buf, len, "rbd:%s/%s%s%s%s%s", p->rbd.pool, p->rbd.ns,
+				 p->rbd.ns[0] ? "/" : "", p->rbd.image,
+				 p->rbd.snap[0] ? "@" : "", p->rbd.snap);
 		else
 			snprintf(buf, len, "%s", p->backing == BE_NULL ? "null" : "ram");
 		break;
@@ -525,9 +663,37 @@ void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_siz
 	case CFG_GROUP:
 		snprintf(buf, len, "%s", p->group);
 		break;
+	case CFG_CEPH_CONF:
+		snprintf(buf, len, "%s", p->rbd.conf);
+		break;
+	case CFG_CEPH_ID:
+		snprintf(buf, len, "%s", p->rbd.id);
+		break;
+	case CFG_RBD_SHARED:
+		snprintf(buf, len, "%d", p->rbd.shared ? 1 : 0);
+		break;
+	case CFG_RBD_TIMEOUT:
+		snprintf(buf, len, "%" PRIu32, p->rbd.timeout);
+		break;
 	default:
 		snprintf(buf, len, "%s", "");
 		break;
+	}
+}
+
+bool cfg_key_shown(enum cfg_key k, const struct vdev_params *p)
+{
+	switch (k) {
+	case CFG_CEPH_CONF:
+		return p->backing == BE_RBD || strcmp(p->rbd.conf, VDEV_RBD_CONF_DEFAULT) != 0;
+	case CFG_CEPH_ID:
+		return p->backing == BE_RBD || strcmp(p->rbd.id, VDEV_RBD_ID_DEFAULT) != 0;
+	case CFG_RBD_SHARED:
+		return p->backing == BE_RBD || p->rbd.shared;
+	case CFG_RBD_TIMEOUT:
+		return p->backing == BE_RBD || p->rbd.timeout;
+	default:
+		return true;
 	}
 }
 
@@ -542,7 +708,7 @@ size_t cfg_format_config(const struct vdev_params *p, bool have_size,
 	for (int k = 0; k < CFG_NKEYS; k++) {
 		int w;
 
-		if (k == CFG_SIZE && !have_size)
+		if ((k == CFG_SIZE && !have_size) || !cfg_key_shown(k, p))
 			continue;
 		cfg_format_value(k, p, have_size, val, sizeof(val));
 		w = snprintf(buf + n, len - n, "%s=%s\n", key_names[k], val);

@@ -32,6 +32,12 @@ enum cfg_key {
 	CFG_IOPS_BURST,
 	CFG_BPS_BURST,
 	CFG_GROUP,                      /* throttle group name, "" = none */
+	/* Ceph RBD (backing=rbd:...): read back only for an rbd backing or
+	 * when not the default (cfg_key_shown). */
+	CFG_CEPH_CONF,                  /* path of ceph.conf */
+	CFG_CEPH_ID,                    /* client id (client.ID), "admin" */
+	CFG_RBD_SHARED,                 /* 0/1: other writers allowed */
+	CFG_RBD_TIMEOUT,                /* seconds, 0 = wait for the cluster */
 	CFG_NKEYS,
 };
 #define CFG_BIT(k) (1u << (k))
@@ -93,6 +99,10 @@ void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned 
  * reason. */
 int cfg_check_values(const struct vdev_params *p, unsigned set,
 		     char *err, size_t errlen);
+
+/* Whether k belongs in a read-back of p (config, state file): every key
+ * but the rbd ones, which show for an rbd backing or a value set. */
+bool cfg_key_shown(enum cfg_key k, const struct vdev_params *p);
 
 /* The canonical value of k ("" for an unset size), without newline. */
 void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_size,

@@ -50,21 +50,22 @@ const char *ctrl_state_name(enum ctrl_state s)
 	}
 }
 
-/* Complete enough to go live: the size is known, given or the file's. */
+/* Complete enough to go live: the size is known, given or the file's (the
+ * image's). */
 bool mgr_complete(const struct vdev_params *p, bool have_size)
 {
-	return have_size || p->backing == BE_FILE;
+	return have_size || p->backing == BE_FILE || p->backing == BE_RBD;
 }
 
-/* The parameters to hand the core: a file backing without a size of its own
- * keeps the size the core found (0 only when the file changes, meaning "the
- * new file's size"). */
+/* The parameters to hand the core: a file or rbd backing without a size of
+ * its own keeps the size the core found (0 only when the backing changes,
+ * meaning "the new file's (image's) size"). */
 static void core_params(struct ctrl *c, const struct vdev_params *p, bool have_size,
 			struct vdev_params *out)
 {
 	*out = *p;
-	if (!have_size && p->backing == BE_FILE && c->vdev &&
-	    c->params.backing == BE_FILE && strcmp(c->params.path, p->path) == 0) {
+	if (!have_size && (p->backing == BE_FILE || p->backing == BE_RBD) && c->vdev &&
+	    vdev_same_backing(&c->params, p)) {
 		struct vdev_params cur;
 		vdev_get_params(c->vdev, &cur);
 		out->size = cur.size;
@@ -178,8 +179,7 @@ static bool params_equal(const struct vdev_params *a, const struct vdev_params *
 	return a->size == b->size && a->block_size == b->block_size &&
 	       a->backing == b->backing && a->readonly == b->readonly &&
 	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0 &&
-	       a->allow_shrink == b->allow_shrink &&
-	       (a->backing != BE_FILE || strcmp(a->path, b->path) == 0) &&
+	       a->allow_shrink == b->allow_shrink && vdev_same_backing(a, b) &&
 	       a->limits.iops == b->limits.iops && a->limits.bps == b->limits.bps &&
 	       a->limits.read_bps == b->limits.read_bps &&
 	       a->limits.write_bps == b->limits.write_bps &&
@@ -290,6 +290,13 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
 		}
 	}
 
+	/* An rbd device is as large as its image: a size written resized the
+	 * image (or was refused), and the image's size is what the state file
+	 * must not pin (`rbd resize` from outside is followed). */
+	if (p.backing == BE_RBD) {
+		p.size = 0;
+		have = false;
+	}
 	pthread_mutex_lock(&m->lock);
 	c->params = p;
 	c->have_size = have;

@@ -61,7 +61,7 @@ struct ctrl_stats {
 	uint64_t inflight;
 	struct ctrl_latency lat[CTRL_NOPS];
 	uint64_t throttled_ns;          /* time its queues waited for a limit */
-	char detail[64];                /* backend lines, e.g. "io_mode direct\n" */
+	char detail[384];               /* backend lines, e.g. "io_mode direct\n" */
 };
 
 /* A snapshot of one controller (mgr_ctrl_info). */

@@ -170,7 +170,7 @@ Test(cfgparse, config_refusals)
 	config_bad("size=1G block_size=3000", "block_size '3000' is invalid");
 	config_bad("block_size=256", "block_size '256' is invalid");
 	config_bad("block_size=131072", "block_size '131072' is invalid");
-	config_bad("backing=disk.img", "use ram, null or an absolute path");
+	config_bad("backing=disk.img", "use ram, null, an absolute path or rbd:POOL/IMAGE");
 	config_bad("readonly=maybe", "readonly 'maybe' is invalid");
 	config_bad("serial=123456789012345678901", "serial is longer than 20 bytes");
 	config_bad("size=64Q", "'64Q' is not a size");
@@ -257,7 +257,9 @@ Test(cfgparse, read_back_can_be_written_back)
 			 "group=tenant-a\n");
 	vdev_params_init(&q);
 	cr_assert_eq(cfg_parse_config_text(text, n, &q, &set, err, sizeof(err)), 0, "%s", err);
-	cr_assert_eq(set, (1u << CFG_NKEYS) - 1);
+	/* every key but the rbd ones, which show for an rbd backing only */
+	cr_assert_eq(set, (1u << CFG_NKEYS) - 1 - (CFG_BIT(CFG_CEPH_CONF) |
+		     CFG_BIT(CFG_CEPH_ID) | CFG_BIT(CFG_RBD_SHARED) | CFG_BIT(CFG_RBD_TIMEOUT)));
 	cr_assert_eq(memcmp(&p, &q, sizeof(p)), 0);
 
 	/* unconfigured: no size line, and the text still applies */
@@ -433,4 +435,174 @@ Test(cfgparse, group_config_text)
 		     "%s", err);
 	cr_assert_eq(set, CFG_LIMIT_KEYS);
 	cr_assert_eq(memcmp(&l, &before, sizeof(l)), 0);
+}
+
+/* ---- Ceph RBD ------------------------------------------------------------ */
+
+Test(cfgparse, rbd_backing_forms)
+{
+	struct vdev_params p;
+	char text[2 * sizeof(p.path)];
+	unsigned set;
+
+	set = config_ok("backing=rbd:rbd/vm-disk-1", &p);
+	cr_assert_eq(set, CFG_BIT(CFG_BACKING));
+	cr_assert_eq(p.backing, BE_RBD);
+	cr_assert_str_eq(p.rbd.pool, "rbd");
+	cr_assert_str_eq(p.rbd.ns, "");
+	cr_assert_str_eq(p.rbd.image, "vm-disk-1");
+	cr_assert_str_eq(p.rbd.snap, "");
+	cr_assert_str_eq(p.path, "");
+	/* defaults of the cluster keys */
+	cr_assert_str_eq(p.rbd.conf, "/etc/ceph/ceph.conf");
+	cr_assert_str_eq(p.rbd.id, "admin");
+	cr_assert_not(p.rbd.shared);
+	cr_assert_eq(p.rbd.timeout, 0);
+	cr_assert_eq(vdev_params_check(&p, err, sizeof(err)), 0, "%s", err);
+
+	config_ok("backing=rbd:pool.a/tenant_1/img@snap-2", &p);
+	cr_assert_str_eq(p.rbd.pool, "pool.a");
+	cr_assert_str_eq(p.rbd.ns, "tenant_1");
+	cr_assert_str_eq(p.rbd.image, "img");
+	cr_assert_str_eq(p.rbd.snap, "snap-2");
+	cfg_format_value(CFG_BACKING, &p, true, text, sizeof(text));
+	cr_assert_str_eq(text, "rbd:pool.a/tenant_1/img@snap-2");
+	config_ok("backing=rbd:p/i@s", &p);
+	cfg_format_value(CFG_BACKING, &p, true, text, sizeof(text));
+	cr_assert_str_eq(text, "rbd:p/i@s");
+
+	/* a later file or ram backing leaves rbd */
+	set = 0;
+	cr_assert_eq(cfg_parse_config_text("backing=/srv/x", 14, &p, &set, err, sizeof(err)), 0);
+	cr_assert_eq(p.backing, BE_FILE);
+	cr_assert_str_eq(p.path, "/srv/x");
+}
+
+Test(cfgparse, rbd_keys)
+{
+	struct vdev_params p;
+	unsigned set;
+
+	set = config_ok("backing=rbd:rbd/a ceph_conf=/etc/ceph/other.conf ceph_id=vhostd.1 "
+			"rbd_shared=1 rbd_timeout=30", &p);
+	cr_assert_eq(set, CFG_BIT(CFG_BACKING) | CFG_BIT(CFG_CEPH_CONF) | CFG_BIT(CFG_CEPH_ID) |
+		     CFG_BIT(CFG_RBD_SHARED) | CFG_BIT(CFG_RBD_TIMEOUT));
+	cr_assert_str_eq(p.rbd.conf, "/etc/ceph/other.conf");
+	cr_assert_str_eq(p.rbd.id, "vhostd.1");
+	cr_assert(p.rbd.shared);
+	cr_assert_eq(p.rbd.timeout, 30);
+	config_ok("rbd_timeout=0 rbd_shared=no", &p);
+	cr_assert_eq(p.rbd.timeout, 0);
+	cr_assert_not(p.rbd.shared);
+	config_ok("rbd_timeout=86400", &p);
+
+	set = 0;
+	vdev_params_init(&p);
+	cr_assert_eq(cfg_parse_key_text(CFG_CEPH_ID, "client7\n", 8, &p, &set, err, sizeof(err)),
+		     0, "%s", err);
+	cr_assert_eq(set, CFG_BIT(CFG_CEPH_ID));
+	cr_assert_str_eq(p.rbd.id, "client7");
+}
+
+Test(cfgparse, rbd_refusals)
+{
+	config_bad("backing=rbd:", "rbd:POOL/IMAGE");
+	config_bad("backing=rbd:image", "rbd:POOL/IMAGE");
+	config_bad("backing=rbd:pool/", "rbd:POOL/IMAGE");
+	config_bad("backing=rbd:/image", "rbd:POOL/IMAGE");
+	config_bad("backing=rbd:a/b/c/d", "rbd:POOL/NAMESPACE/IMAGE");
+	config_bad("backing=rbd:a//c", "names are 1 to 127");
+	config_bad("backing=rbd:a/b@", "@SNAPSHOT");
+	config_bad("backing=rbd:a/b@c@d", "'/', '@' or spaces");
+	config_bad("backing=rbd:a/b\x01", "rbd:POOL/IMAGE");
+	{
+		char t[300];
+
+		snprintf(t, sizeof(t), "backing=rbd:p/%0128d", 0);
+		config_bad(t, "1 to 127");
+	}
+	config_bad("ceph_conf=ceph.conf", "ceph_conf 'ceph.conf' is invalid");
+	config_bad("ceph_conf=", "ceph_conf '' is invalid");
+	config_bad("ceph_id=", "ceph_id '' is invalid");
+	config_bad("ceph_id=client/x", "ceph_id 'client/x' is invalid");
+	config_bad("ceph_id=a0123456789012345678901234567890123456789012345678901234567890123",
+		   "1 to 63");
+	config_bad("rbd_shared=2", "rbd_shared '2' is invalid");
+	config_bad("rbd_timeout=86401", "rbd_timeout '86401' is invalid");
+	config_bad("rbd_timeout=-1", "rbd_timeout");
+	config_bad("rbd_timeout=5s", "rbd_timeout");
+	/* nothing applied from a text with one bad rbd key */
+	config_bad("backing=rbd:rbd/a rbd_timeout=x", "rbd_timeout 'x'");
+}
+
+Test(cfgparse, rbd_read_back)
+{
+	struct vdev_params p, q;
+	char text[2 * sizeof(p.path)];
+	unsigned set = 0;
+	size_t n;
+
+	/* an rbd backing shows its keys (with their defaults); the image's
+	 * size is not a setting (no size line when none was given) */
+	config_ok("backing=rbd:rbd/ns/img ceph_id=vm rbd_timeout=15", &p);
+	n = cfg_format_config(&p, false, text, sizeof(text));
+	cr_assert_not_null(strstr(text, "\nbacking=rbd:rbd/ns/img\n"), "%s", text);
+	cr_assert_not_null(strstr(text, "\nceph_conf=/etc/ceph/ceph.conf\nceph_id=vm\n"
+				  "rbd_shared=0\nrbd_timeout=15\n"), "%s", text);
+	cr_assert(strncmp(text, "size=", 5) != 0 && !strstr(text, "\nsize="), "%s", text);
+	vdev_params_init(&q);
+	cr_assert_eq(cfg_parse_config_text(text, n, &q, &set, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(memcmp(&p, &q, sizeof(p)), 0);
+	cr_assert(vdev_same_backing(&p, &q));
+
+	/* another backing hides them unless set */
+	config_ok("backing=ram", &p);
+	cfg_format_config(&p, false, text, sizeof(text));
+	cr_assert_null(strstr(text, "ceph"), "%s", text);
+	cr_assert_null(strstr(text, "rbd_"), "%s", text);
+	config_ok("backing=ram rbd_timeout=9", &p);
+	cfg_format_config(&p, false, text, sizeof(text));
+	cr_assert_not_null(strstr(text, "\nrbd_timeout=9\n"), "%s", text);
+	cr_assert_null(strstr(text, "ceph_id"), "%s", text);
+	/* what the typed API may be given is checked as text */
+	cr_assert_eq(cfg_check_values(&p, CFG_BIT(CFG_RBD_TIMEOUT), err, sizeof(err)), 0);
+	p.rbd.timeout = 100000;
+	cr_assert_eq(cfg_check_values(&p, CFG_BIT(CFG_RBD_TIMEOUT), err, sizeof(err)), -EINVAL);
+	memset(p.rbd.id, 'x', sizeof(p.rbd.id));
+	cr_assert_eq(cfg_check_values(&p, CFG_BIT(CFG_CEPH_ID), err, sizeof(err)), -EINVAL);
+}
+
+Test(cfgparse, rbd_same_backing_and_apply)
+{
+	struct vdev_params a, b, dst;
+
+	config_ok("backing=rbd:rbd/img", &a);
+	b = a;
+	cr_assert(vdev_same_backing(&a, &b));
+	snprintf(b.rbd.snap, sizeof(b.rbd.snap), "s1");
+	cr_assert_not(vdev_same_backing(&a, &b), "a snapshot is another backing");
+	b = a;
+	b.rbd.shared = true;
+	cr_assert_not(vdev_same_backing(&a, &b), "sharing changes how it is opened");
+	b = a;
+	b.rbd.timeout = 1;
+	cr_assert_not(vdev_same_backing(&a, &b));
+	b = a;
+	snprintf(b.rbd.id, sizeof(b.rbd.id), "other");
+	cr_assert_not(vdev_same_backing(&a, &b));
+
+	/* backing copies the image, not the cluster keys */
+	vdev_params_init(&dst);
+	b = a;
+	snprintf(b.rbd.id, sizeof(b.rbd.id), "other");
+	cfg_apply(&dst, &b, CFG_BIT(CFG_BACKING));
+	cr_assert_eq(dst.backing, BE_RBD);
+	cr_assert_str_eq(dst.rbd.image, "img");
+	cr_assert_str_eq(dst.rbd.id, "admin");
+	cfg_apply(&dst, &b, CFG_BIT(CFG_CEPH_ID));
+	cr_assert_str_eq(dst.rbd.id, "other");
+
+	/* no size needed: the image's */
+	a.size = 0;
+	cr_assert_eq(vdev_params_check(&a, err, sizeof(err)), 0, "%s", err);
 }

@@ -88,6 +88,8 @@ static void assert_same(const struct state_ctrl *a, const struct state_ctrl *b)
 	cr_assert_eq(memcmp(&a->params.limits, &b->params.limits, sizeof(a->params.limits)),
 		     0, "%s", a->name);
 	cr_assert_str_eq(a->params.group, b->params.group, "%s", a->name);
+	cr_assert_eq(memcmp(&a->params.rbd, &b->params.rbd, sizeof(a->params.rbd)), 0,
+		     "%s: rbd settings differ", a->name);
 }
 
 Test(state, save_and_load_round_trip)
@@ -340,4 +342,69 @@ Test(state, group_lines_anywhere_and_checked)
 	sc = NULL;
 	cr_assert_eq(state_load(path, &sc, &n, NULL, NULL, store, sizeof(store), err,
 				sizeof(err)), -EINVAL);
+}
+
+Test(state, rbd_round_trip)
+{
+	struct state_ctrl c[3];
+	char *text;
+
+	three(c);
+	/* an rbd image without a size (the image's), a snapshot with every
+	 * cluster key, and a ram controller with an rbd key left set */
+	c[0].params.backing = BE_RBD;
+	snprintf(c[0].params.rbd.pool, sizeof(c[0].params.rbd.pool), "rbd");
+	snprintf(c[0].params.rbd.image, sizeof(c[0].params.rbd.image), "vm-1");
+	c[1].params.backing = BE_RBD;
+	c[1].have_size = false;
+	snprintf(c[1].params.rbd.pool, sizeof(c[1].params.rbd.pool), "p.1");
+	snprintf(c[1].params.rbd.ns, sizeof(c[1].params.rbd.ns), "tenant");
+	snprintf(c[1].params.rbd.image, sizeof(c[1].params.rbd.image), "img_2");
+	snprintf(c[1].params.rbd.snap, sizeof(c[1].params.rbd.snap), "before-upgrade");
+	snprintf(c[1].params.rbd.conf, sizeof(c[1].params.rbd.conf), "/etc/ceph/c%%1.conf");
+	snprintf(c[1].params.rbd.id, sizeof(c[1].params.rbd.id), "vhostd");
+	c[1].params.rbd.shared = true;
+	c[1].params.rbd.timeout = 30;
+	c[1].params.readonly = true;
+	c[2].params.backing = BE_RAM;
+	c[2].params.path[0] = '\0';
+	c[2].have_size = true;
+	c[2].params.size = 1 << 20;
+	c[2].params.rbd.timeout = 7;
+	cr_assert_eq(state_save(path, "/s", c, 3, NULL, 0, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(load(), 0, "%s", err);
+	cr_assert_eq(n, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_same(&sc[i], &c[i]);
+	text = dt_slurp(path);
+	cr_assert_not_null(text);
+	cr_assert_not_null(strstr(text, "\nctrl unconf 5 block_size=512 backing=rbd:rbd/vm-1 "),
+			   "%s", text);
+	cr_assert_not_null(strstr(text, " backing=rbd:p.1/tenant/img_2@before-upgrade "), "%s",
+			   text);
+	cr_assert_not_null(strstr(text, " ceph_conf=/etc/ceph/c%251.conf ceph_id=vhostd "
+				  "rbd_shared=1 rbd_timeout=30\n"), "%s", text);
+	/* a ram controller: only the rbd key that was set */
+	cr_assert_not_null(strstr(text, "group= rbd_timeout=7\n"), "%s", text);
+	free(text);
+}
+
+Test(state, rbd_bad_values_refused)
+{
+	static const char *const bad[] = {
+		"ctrl a 0 backing=rbd:nopool\n",
+		"ctrl a 0 backing=rbd:a/b/c/d\n",
+		"ctrl a 0 backing=rbd:a/b ceph_conf=relative\n",
+		"ctrl a 0 backing=rbd:a/b ceph_id=a%20b\n",
+		"ctrl a 0 backing=rbd:a/b rbd_timeout=1e3\n",
+		"ctrl a 0 backing=rbd:a/b rbd_shared=1 rbd_shared=0\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[256];
+
+		snprintf(text, sizeof(text), "vhostd-state 1\n%s", bad[i]);
+		dt_write_file(path, text);
+		cr_assert_eq(load(), -EINVAL, "accepted: %s", bad[i]);
+		cr_assert(strstr(err, "line 2"), "%s", err);
+	}
 }
