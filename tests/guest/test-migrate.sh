@@ -309,7 +309,7 @@ check_guest_clean "on vm1 before any migration" || true
 # ============================================================================
 # migrate_once I: from vm$CUR to a new vm$((CUR+1))
 migrate_once() {
-	local i=$1 src=$CUR dst=$((CUR + 1)) log0=0 t0 res st r ops_src ops_dst s0 s1 line
+	local i=$1 src=$CUR dst=$((CUR + 1)) log0=0 t0 res st r ops_src ops_dst s0 s1 line pause
 	step "3.$i Migration $i: vm$src -> vm$dst (a new QEMU on the same $([ $CONTROL = 1 ] && echo file || echo socket), -incoming unix:\$T/vm$dst.mig)"
 	[ $CONTROL = 1 ] || log0=$(wc -l < "$DLOG")
 	start_sampler "$T/state.$i"
@@ -382,6 +382,11 @@ migrate_once() {
 	ops_dst=$(ops_of "$line")
 	echo "guest on vm$src before: $(last_progress "$src")"
 	echo "guest on vm$dst now:    $line"
+	# the guest's view: its longest I/O in the windows around the switch
+	pause=$( { last_progress "$src"; tr -d '\r' < "$T/vm$dst.console" | grep -a '^BLKCHECK progress' | head -n 2; } |
+		sed -n 's/.* win_max_lat_ms=\([0-9.]*\).*/\1/p' | sort -g | tail -n 1)
+	SUMMARY[-1]+=", guest's longest I/O around it ${pause:-?} ms"
+	echo "the guest's longest I/O around migration $i: ${pause:-?} ms (its clock stops while the VM is stopped)"
 	[ "$ops_dst" -gt "$ops_src" ] ||
 		fail "migration $i: the guest's I/O count did not grow in vm$dst ($ops_src -> $ops_dst)"
 	check_guest_clean "after migration $i" || true
