@@ -184,6 +184,8 @@ static void finish(struct vblk_req *req, struct be_ctx *ctx)
 		}
 	}
 	*req->status = req->result;
+	if (vq->log)
+		vq_log_chain(vq, &req->chain, req->status);
 	vq_push_used(vq, req->chain.head, written);
 }
 
@@ -285,6 +287,7 @@ static void fail_faulted(struct vblk *b, struct vq *vq, struct vq_chain *c)
 		if (st) {
 			*st = VIRTIO_BLK_S_IOERR;
 			written = 1;
+			vq_log_gpa(vq, c->last_w_addr + c->last_w_len - 1, 1);
 		}
 	}
 	vlog_rl(LOG_WARNING, "[%s q%u] request at head %u has unusable buffers",

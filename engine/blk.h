@@ -67,6 +67,9 @@ struct vblk {
 	/* Called on the engine thread when a ring breaks. */
 	void (*ring_broken)(struct vblk *b, struct vq *vq, const char *why);
 	void *owner;
+	/* The front-end connection whose queues these are (vhost layer; a
+	 * second front-end takes them over in a hand-over), NULL = none. */
+	void *fe_owner;
 };
 
 /* The one constructor: a device named name with parameters p, its queues

@@ -258,6 +258,28 @@ static void inflight_retire(struct vq *vq, uint16_t old, uint16_t new_idx)
 	WRITE_ONCE(infl->used_idx, new_idx);
 }
 
+/* The used ring is written by the device: with VHOST_VRING_F_LOG its pages
+ * go in the dirty log after each write (elements, index, avail_event). */
+static void log_used(struct vq *vq)
+{
+	if (vq->log && vq->log_used)
+		vq_log_mark(vq->log, vq->log_used_gpa, vring_used_size(vq->num));
+}
+
+void vq_log_chain(struct vq *vq, const struct vq_chain *c, const void *status)
+{
+	uint64_t gpa;
+
+	if (!vq->log)
+		return;
+	ring_wmb();     /* the writes before the bits that record them */
+	for (unsigned i = c->nout; i < c->nout + c->nin; i++)
+		if (c->iov[i].iov_len && mem_host_to_gpa(vq->mem, c->iov[i].iov_base, &gpa))
+			vq_log_mark(vq->log, gpa, c->iov[i].iov_len);
+	if (status && mem_host_to_gpa(vq->mem, status, &gpa))
+		vq_log_mark(vq->log, gpa, 1);
+}
+
 void vq_flush_used(struct vq *vq)
 {
 	uint16_t old = vq->signalled_used, new_idx = vq->used_idx;
@@ -272,6 +294,7 @@ void vq_flush_used(struct vq *vq)
 	if (vq->infl)
 		inflight_retire(vq, old, new_idx);
 	ring_mb();      /* publish the index before reading used_event/flags */
+	log_used(vq);
 
 	if (vq->event_idx) {
 		uint16_t event = READ_ONCE(vq->avail->ring[vq->num]);
@@ -302,6 +325,10 @@ bool vq_set_notify(struct vq *vq, bool on)
 		uint16_t f = READ_ONCE(vq->used->flags);
 		f = on ? (f & ~VRING_USED_F_NO_NOTIFY) : (f | VRING_USED_F_NO_NOTIFY);
 		WRITE_ONCE(vq->used->flags, f);
+	}
+	if (vq->log) {
+		ring_wmb();
+		log_used(vq);
 	}
 	if (!on)
 		return false;

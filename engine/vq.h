@@ -28,6 +28,41 @@
 
 struct eng_thread;
 
+/* The dirty log of a migration (vhost-user "Migration"): one bit per 4 KiB
+ * page of guest-physical memory, set for every page the device writes.
+ * Shared with the front-end, which clears bits as it copies pages, so bits
+ * are set with an atomic OR, after the write they record.  Built and
+ * replaced by the control thread while the queues that use it are stopped. */
+#define VQ_LOG_PAGE     4096u
+
+struct vq_log {
+	uint8_t *bits;
+	uint64_t len;           /* bytes of bitmap: pages beyond len*8 are not logged */
+};
+
+/* Mark the pages of [gpa, gpa+len) (len > 0) dirty. */
+static inline void vq_log_mark(const struct vq_log *log, uint64_t gpa, uint64_t len)
+{
+	uint64_t first = gpa / VQ_LOG_PAGE, last = (gpa + len - 1) / VQ_LOG_PAGE;
+
+	if (gpa + len - 1 < gpa)
+		last = UINT64_MAX / VQ_LOG_PAGE;
+	for (uint64_t pg = first; pg <= last; ) {
+		uint64_t byte = pg / 8;
+		unsigned bit = pg % 8, n = 8 - bit;
+		uint8_t mask;
+
+		if (byte >= log->len)
+			return;
+		if (last - pg + 1 < n)
+			n = last - pg + 1;
+		mask = (uint8_t)(((1u << n) - 1) << bit);
+		if ((__atomic_load_n(&log->bits[byte], __ATOMIC_RELAXED) & mask) != mask)
+			__atomic_fetch_or(&log->bits[byte], mask, __ATOMIC_RELAXED);
+		pg += n;
+	}
+}
+
 /* A descriptor chain, walked and translated. */
 struct vq_chain {
 	uint16_t head;
@@ -58,6 +93,9 @@ struct vq {
 	void (*on_broken)(struct vq *vq, const char *why);
 	const struct mem_table *mem;
 	struct vq_inflight *infl;       /* inflight region, NULL if not tracked */
+	const struct vq_log *log;       /* dirty log while migrating, NULL = none */
+	bool log_used;                  /* ... which also covers the used ring at */
+	uint64_t log_used_gpa;          /* this guest address (VHOST_VRING_F_LOG) */
 	uint16_t *resubmit;             /* heads to run again after a restart */
 	unsigned nresubmit, resubmitted;
 	uint64_t infl_counter;
@@ -140,6 +178,19 @@ int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c);
 void vq_push_used(struct vq *vq, uint16_t head, uint32_t len);
 /* Publish used elements and interrupt the guest if it wants one. */
 void vq_flush_used(struct vq *vq);
+/* With a dirty log: mark the pages of the writable buffers of c (as the
+ * device model left them) and of the status byte at host pointer status
+ * (may be NULL). */
+void vq_log_chain(struct vq *vq, const struct vq_chain *c, const void *status);
+/* Mark the guest page that holds gpa..gpa+len (a status byte reported by
+ * guest address). */
+static inline void vq_log_gpa(struct vq *vq, uint64_t gpa, uint64_t len)
+{
+	if (vq->log) {
+		ring_wmb();     /* the write before the bit that records it */
+		vq_log_mark(vq->log, gpa, len);
+	}
+}
 /* Mark the ring broken: stop using it, signal err_fd, tell the device. */
 void vq_mark_broken(struct vq *vq, const char *why);
 

@@ -261,3 +261,16 @@ void *mem_uva_to_host(const struct mem_table *t, uint64_t uva, uint64_t len)
 	}
 	return NULL;
 }
+
+bool mem_host_to_gpa(const struct mem_table *t, const void *p, uint64_t *gpa)
+{
+	for (unsigned i = 0; i < t->nregions; i++) {
+		const struct mem_region *r = &t->regions[i];
+		uintptr_t off = (uintptr_t)p - (uintptr_t)r->host;
+		if (off < r->size) {
+			*gpa = r->gpa + off;
+			return true;
+		}
+	}
+	return false;
+}

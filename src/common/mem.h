@@ -113,5 +113,9 @@ int mem_gpa_to_iov(const struct mem_table *t, uint64_t gpa, uint64_t len,
 /* Front-end user address (ring addresses) to host pointer; whole range in
  * one region, else NULL. */
 void *mem_uva_to_host(const struct mem_table *t, uint64_t uva, uint64_t len);
+/* The guest address of host pointer p (which points into one of t's
+ * regions): true and *gpa, or false if p is in none.  A scan: for the dirty
+ * log, which only runs during a migration. */
+bool mem_host_to_gpa(const struct mem_table *t, const void *p, uint64_t *gpa);
 
 #endif

@@ -36,12 +36,29 @@ bool backend_failed(struct vdev *d)
 
 static void conn_adopt(struct vdev *d, int fd);
 
+/* The epoll identity of c (a slot of d->ev_fe). */
+static struct ev_src *conn_ev(struct vdev *d, struct vu_conn *c)
+{
+	return d->ev_fe[0].conn == c ? &d->ev_fe[0] : &d->ev_fe[1];
+}
+
+struct vu_conn *conn_rings(struct vdev *d)
+{
+	if (d->peer && d->blk->fe_owner == d->peer)
+		return d->peer;
+	return d->conn;
+}
+
+static void set_connected_state(struct vdev *d)
+{
+	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR :
+		     d->conn ? VDEV_CONNECTED : VDEV_LISTENING);
+}
+
 /* The connection is over: its rings are stopped (or wait is true: stop
  * them now, whatever it takes). */
-static void conn_free(struct vdev *d)
+static void conn_free(struct vdev *d, struct vu_conn *c)
 {
-	struct vu_conn *c = d->conn;
-
 	vu_conn_teardown(c);            /* waits for rings still stopping */
 	/* Only now: the front-end takes the hang-up as the end of the
 	 * device's work and stops looking at the rings.  Completions that
@@ -49,25 +66,32 @@ static void conn_free(struct vdev *d)
 	 * sent, before it does. */
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c == d->conn) {
+		/* The second front-end (a hand-over's destination) is the
+		 * device's front-end now. */
+		d->conn = d->peer;
+		d->peer = NULL;
+	} else {
+		d->peer = NULL;
+	}
+	conn_ev(d, c)->conn = NULL;
 	free(c);
-	d->conn = NULL;
-	d->blk->wce = true;
-	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_LISTENING);
-	if (d->next_fd >= 0) {          /* a front-end waited for this one to go */
+	if (!d->conn)
+		d->blk->wce = true;
+	set_connected_state(d);
+	if (d->next_fd >= 0 && !d->peer) {      /* a front-end waited for this one to go */
 		int fd = d->next_fd;
 		d->next_fd = -1;
 		conn_adopt(d, fd);
 	}
 }
 
-/* Drop the front-end.  Its rings stop in the engine without holding this
+/* Drop front-end c.  Its rings stop in the engine without holding this
  * thread (a backend that hangs must not stall the other devices): the
  * connection is freed once the last one let go (EV_DETACH), and the device
  * listens again then. */
-void conn_close(struct vdev *d, const char *why)
+void conn_close(struct vdev *d, struct vu_conn *c, const char *why)
 {
-	struct vu_conn *c = d->conn;
-
 	if (!c)
 		return;
 	if (!c->closing) {
@@ -86,7 +110,7 @@ void conn_close(struct vdev *d, const char *why)
 	} else if (vu_resume(c) > 0) {
 		return;
 	}
-	conn_free(d);
+	conn_free(d, c);
 }
 
 /* dev_free: no waiting on EV_DETACH any more. */
@@ -95,9 +119,13 @@ void conn_close_now(struct vdev *d)
 	if (d->next_fd >= 0)
 		close(d->next_fd);
 	d->next_fd = -1;
-	conn_close(d, NULL);
-	if (d->conn)
-		conn_free(d);
+	while (d->conn) {
+		struct vu_conn *c = d->peer ? d->peer : d->conn;
+
+		conn_close(d, c, NULL);
+		if (c == d->conn || c == d->peer)
+			conn_free(d, c);
+	}
 }
 
 /* A user call on d (set params, destroy): a front-end that left is gone,
@@ -105,54 +133,61 @@ void conn_close_now(struct vdev *d)
  * with storage that hangs, this waits for it, as it always did). */
 void settle(struct vdev *d)
 {
+	if (d->peer && d->peer->closing)
+		conn_free(d, d->peer);
 	if (d->conn && d->conn->closing)
-		conn_free(d);
+		conn_free(d, d->conn);
 }
 
 /* A parked message ran: read the socket again. */
-static void conn_unpark(struct vdev *d)
+static void conn_unpark(struct vdev *d, struct vu_conn *c)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_conn };
-	struct vu_conn *c = d->conn;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = conn_ev(d, c) };
 
 	c->rx_len = 0;
 	c->rx.nfds = 0;
-	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
-		conn_close(d, "cannot watch the connection again");
-		return;
-	}
+	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+		conn_close(d, c, "cannot watch the connection again");
 }
 
-void conn_readable(struct vdev *d);
-
-/* EV_DETACH, or a periodic look while something waits: a ring let go. */
-void conn_detached(struct vdev *d)
+/* EV_DETACH for c, or a periodic look while something waits: a ring let
+ * go.  False when c is gone. */
+static bool conn_detached_one(struct vdev *d, struct vu_conn *c)
 {
-	struct vu_conn *c = d->conn;
 	int rc;
 
-	if (!c)
-		return;
 	if (c->closing) {
-		conn_close(d, NULL);
-		return;
+		conn_close(d, c, NULL);
+		return c == d->conn || c == d->peer;
 	}
 	if (!c->parked)
-		return;
+		return true;
 	rc = vu_resume(c);
 	if (rc > 0)
-		return;
+		return true;
 	if (rc < 0) {
 		c->parked = false;
 		vu_msg_close_fds(&c->rx);
-		conn_close(d, c->err[0] ? c->err : strerror(-rc));
-		return;
+		conn_close(d, c, c->err[0] ? c->err : strerror(-rc));
+		return c == d->conn || c == d->peer;
 	}
 	if (c->parked)          /* parked again (cannot happen: all stopped) */
-		return;
-	conn_unpark(d);
+		return true;
+	conn_unpark(d, c);
+	if (c == d->conn || c == d->peer)
+		conn_readable(d, c);
+	return c == d->conn || c == d->peer;
+}
+
+void conn_detached(struct vdev *d)
+{
+	struct vu_conn *peer = d->peer;
+
 	if (d->conn)
-		conn_readable(d);
+		conn_detached_one(d, d->conn);
+	/* the peer may have become d->conn meanwhile (the first one went) */
+	if (peer && (peer == d->peer || peer == d->conn))
+		conn_detached_one(d, peer);
 }
 
 static bool conn_hung_up(struct vu_conn *c)
@@ -161,10 +196,12 @@ static bool conn_hung_up(struct vu_conn *c)
 	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-/* Serve the front-end on fd. */
+/* Serve the front-end on fd: as the device's front-end, or as the second
+ * one while the first is connected (a hand-over, see vu_claim_rings). */
 static void conn_adopt(struct vdev *d, int fd)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &d->ev_conn };
+	struct ev_src *slot = d->ev_fe[0].conn ? &d->ev_fe[1] : &d->ev_fe[0];
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = slot };
 	struct vu_conn *c = malloc(sizeof(*c));
 
 	if (!c) {
@@ -173,14 +210,22 @@ static void conn_adopt(struct vdev *d, int fd)
 	}
 	vu_conn_init(c, fd, d->blk, d->core->eng, d->seq);
 	c->detach_fd = d->detach_fd;
+	*slot = (struct ev_src){ EV_CONN, d, c };
 	if (epoll_ctl(d->core->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		slot->conn = NULL;
 		free(c);
 		close(fd);
 		return;
 	}
-	d->conn = c;
-	atomic_store(&d->state, backend_failed(d) ? VDEV_ERROR : VDEV_CONNECTED);
-	vlog(LOG_INFO, "[%s] front-end connected", d->blk->name);
+	if (d->conn) {
+		d->peer = c;
+		vlog(LOG_INFO, "[%s] second front-end connected (a hand-over: it takes the queues "
+		     "once the first one stopped them)", d->blk->name);
+	} else {
+		d->conn = c;
+		vlog(LOG_INFO, "[%s] front-end connected", d->blk->name);
+	}
+	set_connected_state(d);
 }
 
 void conn_accept(struct vdev *d)
@@ -193,34 +238,38 @@ void conn_accept(struct vdev *d)
 			vlog(LOG_WARNING, "[%s] accept: %s", d->blk->name, strerror(errno));
 		return;
 	}
-	if (d->conn && !d->conn->closing && conn_hung_up(d->conn)) {
-		/* The old front-end is gone and its EOF not yet processed
-		 * (QEMU reconnecting at once): retire it first. */
-		conn_close(d, NULL);
+	/* A front-end that is gone but whose EOF was not processed yet (QEMU
+	 * reconnecting at once): retire it first. */
+	if (d->peer && !d->peer->closing && conn_hung_up(d->peer))
+		conn_close(d, d->peer, NULL);
+	if (d->conn && !d->conn->closing && conn_hung_up(d->conn))
+		conn_close(d, d->conn, NULL);
+	if (d->conn && !d->peer && !d->conn->closing) {
+		conn_adopt(d, fd);      /* the second front-end */
+		return;
 	}
-	if (d->conn && d->conn->closing && d->next_fd < 0) {
-		/* The old one's rings are still stopping: the new one waits
-		 * (its messages stay in the socket) and is served after. */
+	if (d->conn && d->next_fd < 0) {
+		/* A front-end is closing (its rings are still stopping), or
+		 * two are connected: the new one waits (its messages stay in
+		 * the socket) and is served once one of them has gone. */
 		d->next_fd = fd;
 		return;
 	}
 	if (d->conn) {
-		/* One front-end per device, like a disk in one VM. */
-		vlog(LOG_WARNING, "[%s] refused a second front-end connection", d->blk->name);
+		vlog(LOG_WARNING, "[%s] refused a third front-end connection", d->blk->name);
 		close(fd);
 		return;
 	}
 	conn_adopt(d, fd);
 }
 
-void conn_readable(struct vdev *d)
+void conn_readable(struct vdev *d, struct vu_conn *c)
 {
-	struct vu_conn *c = d->conn;
 	int rc;
 
-	while (c && !c->closing && (rc = vu_recv(c)) != 0) {
+	while (!c->closing && (rc = vu_recv(c)) != 0) {
 		if (rc < 0) {
-			conn_close(d, rc == -ECONNRESET && !c->err[0] ? NULL :
+			conn_close(d, c, rc == -ECONNRESET && !c->err[0] ? NULL :
 				   c->err[0] ? c->err : strerror(-rc));
 			return;
 		}
@@ -234,7 +283,7 @@ void conn_readable(struct vdev *d)
 		c->rx_len = 0;
 		c->rx.nfds = 0;
 		if (rc < 0) {
-			conn_close(d, c->err[0] ? c->err : strerror(-rc));
+			conn_close(d, c, c->err[0] ? c->err : strerror(-rc));
 			return;
 		}
 	}

@@ -87,8 +87,9 @@ static void *core_main(void *arg)
 		/* Rings stopping: look every second, to warn about a backend
 		 * that does not complete (eng_detach_done). */
 		for (struct vdev *d = core->devs; d; d = d->next)
-			if (d->conn && (d->conn->parked || d->conn->closing))
-				timeout = 1000;
+			for (struct vu_conn *c = d->conn; c; c = c == d->conn ? d->peer : NULL)
+				if (c->parked || c->closing)
+					timeout = 1000;
 		n = epoll_wait(core->epfd, evs, 32, timeout);
 		if (n == 0) {
 			for (struct vdev *d = core->devs, *next; d; d = next) {
@@ -107,8 +108,8 @@ static void *core_main(void *arg)
 				conn_accept(s->dev);
 				break;
 			case EV_CONN:
-				if (s->dev->conn)
-					conn_readable(s->dev);
+				if (s->conn)
+					conn_readable(s->dev, s->conn);
 				break;
 			case EV_UDEV:
 				udev_event(core);
@@ -118,7 +119,8 @@ static void *core_main(void *arg)
 				char msg[VDEV_ERR_MAX];
 				(void)!read(s->dev->broken_fd, &v, sizeof(v));
 				vdev_last_error(s->dev, msg, sizeof(msg));
-				conn_close(s->dev, msg);
+				if (s->dev->conn)
+					conn_close(s->dev, conn_rings(s->dev), msg);
 				break;
 			}
 			case EV_DETACH: {

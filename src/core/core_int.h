@@ -23,6 +23,7 @@ enum ev_kind { EV_WAKE, EV_LISTEN, EV_CONN, EV_BROKEN, EV_DETACH, EV_UDEV };
 struct ev_src {
 	enum ev_kind kind;
 	struct vdev *dev;
+	struct vu_conn *conn;           /* EV_CONN: which front-end */
 };
 
 struct vdev {
@@ -38,11 +39,16 @@ struct vdev {
 	int detach_fd;                  /* engine -> control: a ring let go */
 	int next_fd;                    /* a front-end waiting for the closing one */
 	struct vu_conn *conn;           /* NULL when no front-end */
+	struct vu_conn *peer;           /* a second one: a hand-over (migration) */
 	unsigned seq;
 	atomic_int state;
 	pthread_mutex_t err_lock;
 	char last_error[VDEV_ERR_MAX];
-	struct ev_src ev_listen, ev_conn, ev_broken, ev_detach;
+	struct ev_src ev_listen, ev_broken, ev_detach;
+	/* EV_CONN, one per front-end connection (.conn NULL: slot free); they
+	 * live with the device, so an event of a batch that names a
+	 * connection freed earlier in the batch finds .conn NULL. */
+	struct ev_src ev_fe[2];
 	struct vdev *next;
 };
 
@@ -98,8 +104,10 @@ int core_group_find(struct core *core, const char *name, struct vgroup **out,
 /* conn.c */
 bool backend_failed(struct vdev *d);
 void conn_accept(struct vdev *d);
-void conn_readable(struct vdev *d);
-void conn_close(struct vdev *d, const char *why);
+void conn_readable(struct vdev *d, struct vu_conn *c);
+void conn_close(struct vdev *d, struct vu_conn *c, const char *why);
+/* The front-end whose queues the device runs (or the first one). */
+struct vu_conn *conn_rings(struct vdev *d);
 void conn_close_now(struct vdev *d);
 void conn_detached(struct vdev *d);
 void settle(struct vdev *d);

@@ -157,10 +157,9 @@ static int do_create(struct core *core, void *arg)
 	d->core = core;
 	d->listen_fd = d->broken_fd = d->detach_fd = d->next_fd = -1;
 	pthread_mutex_init(&d->err_lock, NULL);
-	d->ev_listen = (struct ev_src){ EV_LISTEN, d };
-	d->ev_conn = (struct ev_src){ EV_CONN, d };
-	d->ev_broken = (struct ev_src){ EV_BROKEN, d };
-	d->ev_detach = (struct ev_src){ EV_DETACH, d };
+	d->ev_listen = (struct ev_src){ EV_LISTEN, d, NULL };
+	d->ev_broken = (struct ev_src){ EV_BROKEN, d, NULL };
+	d->ev_detach = (struct ev_src){ EV_DETACH, d, NULL };
 
 	rc = vblk_create(a->name, a->p, &d->blk, a->err, a->errlen);
 	if (rc < 0)
@@ -366,6 +365,7 @@ int live_resize(struct vdev *d, const struct vdev_params *p, uint64_t size,
 	struct backend *be = d->blk->be;
 	struct resize_args r = { d, p, size, err, errlen, 0 };
 	uint64_t old = be->size;
+	struct vu_conn *c;
 	bool told;
 	int rc;
 
@@ -373,21 +373,24 @@ int live_resize(struct vdev *d, const struct vdev_params *p, uint64_t size,
 		snprintf(err, errlen, "a %s backing cannot change size", be->ops->name);
 		return -EINVAL;
 	}
-	if (d->conn->parked || d->conn->closing) {
+	c = conn_rings(d);
+	if (c->parked || c->closing) {
 		snprintf(err, errlen, "the front-end is stopping the device's queues; "
 			 "try again once it has");
 		return -EBUSY;
 	}
-	rc = vu_conn_quiesce(d->conn, resize_quiesced, &r);
+	rc = vu_conn_quiesce(c, resize_quiesced, &r);
 	if (r.rc < 0)
 		return r.rc;
 	told = vu_config_changed(d->conn);
+	if (d->peer && vu_config_changed(d->peer))
+		told = true;
 	vlog(LOG_INFO, "[%s] resized from %llu to %llu bytes under a connected front-end%s",
 	     d->blk->name, (unsigned long long)old, (unsigned long long)be->size,
 	     told ? "; the guest was told" :
 	     "; no back-end channel: the guest sees it at its next config read");
 	if (rc < 0)     /* a ring would not restart: the connection drops */
-		snprintf(err, errlen, "resized, but %s", d->conn->err);
+		snprintf(err, errlen, "resized, but %s", c->err);
 	return rc;
 }
 

@@ -64,6 +64,8 @@ enum vu_request {
 #define VU_FLAG_NEED_REPLY      (1u << 3)
 
 #define VU_F_PROTOCOL_FEATURES  30      /* virtio feature bit */
+#define VU_F_LOG_ALL            26      /* VHOST_F_LOG_ALL: log every write */
+#define VU_VRING_F_LOG          1u      /* SET_VRING_ADDR flags: log the used ring */
 
 #define VU_PROTOCOL_F_MQ            0
 #define VU_PROTOCOL_F_LOG_SHMFD     1
@@ -172,6 +174,13 @@ struct vu_inflight_set {
 	uint16_t nq, qs;
 };
 
+/* A dirty log the front-end shared (SET_LOG_BASE), mapped. */
+struct vu_dirty_log {
+	struct vq_log log;              /* what the rings mark */
+	void *map;
+	size_t maplen;
+};
+
 struct engine;
 
 /* One front-end connection, bound to one device. */
@@ -192,6 +201,9 @@ struct vu_conn {
 	uint16_t inflight_nq, inflight_qs;
 	int reply_fd;                   /* fd to send with the next reply */
 	int backend_fd;                 /* back-end channel (SET_BACKEND_REQ_FD), -1 = none */
+	struct vu_dirty_log *log;       /* migration's dirty log, NULL = none */
+	int log_fd;                     /* SET_LOG_FD's eventfd, -1 = none */
+	uint64_t staged_features;       /* SET_FEATURES, applied with the rings stopped */
 	/* Stopping rings without holding the control thread: the engine
 	 * signals detach_fd (-1: stop synchronously) when a ring let go. */
 	int detach_fd;
@@ -202,6 +214,7 @@ struct vu_conn {
 	/* prepared by a handler, applied by its commit with the rings stopped */
 	struct mem_table *staged_mem;
 	struct vu_inflight_set staged_infl;
+	struct vu_dirty_log *staged_log;
 	/* receive state: a message may arrive in pieces */
 	struct vu_msg rx;
 	size_t rx_len;                  /* bytes of header+payload so far */

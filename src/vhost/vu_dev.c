@@ -26,6 +26,7 @@
 #include "log.h"
 
 #define VU_PROTOCOL_FEATURES (BIT(VU_PROTOCOL_F_MQ) | BIT(VU_PROTOCOL_F_REPLY_ACK) | \
+			      BIT(VU_PROTOCOL_F_LOG_SHMFD) | \
 			      BIT(VU_PROTOCOL_F_BACKEND_REQ) | BIT(VU_PROTOCOL_F_CONFIG) | \
 			      BIT(VU_PROTOCOL_F_RESET_DEVICE) | BIT(VU_PROTOCOL_F_INFLIGHT_SHMFD) | \
 			      BIT(VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | BIT(VU_PROTOCOL_F_STATUS))
@@ -54,7 +55,7 @@ struct vu_handler {
 
 static uint64_t vu_offered_features(const struct vu_conn *c)
 {
-	return blkcfg_features(c->blk) | BIT(VU_F_PROTOCOL_FEATURES);
+	return blkcfg_features(c->blk) | BIT(VU_F_PROTOCOL_FEATURES) | BIT(VU_F_LOG_ALL);
 }
 
 /* --- handlers ------------------------------------------------------------- */
@@ -75,13 +76,28 @@ static int h_set_features(struct vu_conn *c, struct vu_msg *m)
 			 (unsigned long long)extra);
 		return -EINVAL;
 	}
+	c->staged_features = f;
+	return VU_OK;
+}
+
+/* Commit of SET_FEATURES, with the rings stopped: LOG_ALL may come and go
+ * while they run (a migration starts or ends), and a ring restarted now
+ * logs, or stops logging, from its first request on. */
+static int commit_features(struct vu_conn *c)
+{
+	uint64_t f = c->staged_features;
+
+	if ((f ^ c->features) & BIT(VU_F_LOG_ALL))
+		vlog(LOG_INFO, "[%s] dirty logging %s%s", vu_name(c),
+		     f & BIT(VU_F_LOG_ALL) ? "on" : "off",
+		     f & BIT(VU_F_LOG_ALL) && !c->log ? " (no log shared yet)" : "");
 	c->features = f;
 	c->features_set = true;
 	/* Without PROTOCOL_FEATURES rings are enabled as soon as they start. */
-	if (!(f & BIT(VU_F_PROTOCOL_FEATURES)))
+	if (!(f & BIT(VU_F_PROTOCOL_FEATURES)) && vu_owns_rings(c))
 		for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
 			c->blk->vqs[i].enabled = true;
-	return VU_OK;
+	return 0;
 }
 
 static int h_set_owner(struct vu_conn *c, struct vu_msg *m)
@@ -214,7 +230,8 @@ static const struct vu_handler handlers[VU_REQUEST_MAX] = {
 	[VU_GET_FEATURES] = { .name = "GET_FEATURES",
 		.fn = h_get_features, NONE },
 	[VU_SET_FEATURES] = { .name = "SET_FEATURES",
-		.fn = h_set_features, SIZE(uint64_t) },
+		.fn = h_set_features, SIZE(uint64_t), .commit = commit_features,
+		.quiesce = VU_Q_ALL },
 	[VU_SET_OWNER] = { .name = "SET_OWNER",
 		.fn = h_set_owner, NONE },
 	[VU_RESET_OWNER] = { .name = "RESET_OWNER",
@@ -223,8 +240,11 @@ static const struct vu_handler handlers[VU_REQUEST_MAX] = {
 		.fn = h_set_mem_table, SIZES(offsetof(struct vu_memory, regions),
 		sizeof(struct vu_memory)), .may_have_fds = true, .commit = vu_swap_mem,
 		.quiesce = VU_Q_ALL },
-	[VU_SET_LOG_BASE] = { .name = "SET_LOG_BASE" },
-	[VU_SET_LOG_FD] = { .name = "SET_LOG_FD" },
+	[VU_SET_LOG_BASE] = { .name = "SET_LOG_BASE",
+		.fn = h_set_log_base, SIZES(16, 16),
+		.may_have_fds = true, .commit = vu_swap_log, .quiesce = VU_Q_ALL },
+	[VU_SET_LOG_FD] = { .name = "SET_LOG_FD",
+		.fn = h_set_log_fd, SIZES(0, sizeof(uint64_t)), .may_have_fds = true },
 	[VU_SET_VRING_NUM] = { .name = "SET_VRING_NUM",
 		.fn = h_set_vring_num, VRING_STATE },
 	[VU_SET_VRING_ADDR] = { .name = "SET_VRING_ADDR",
@@ -423,6 +443,11 @@ int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
 	rc = check_shape(c, h, m);
 	if (rc < 0)
 		goto out;
+	if (h->vring || h->vring_fd) {
+		rc = vu_claim_rings(c);
+		if (rc < 0)
+			goto out;
+	}
 
 	/* Rings to stop first: the engine drains them while this thread
 	 * serves the other devices, and the message waits, parked. */
@@ -511,7 +536,12 @@ void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *en
 	c->inflight_fd = -1;
 	c->reply_fd = -1;
 	c->backend_fd = -1;
+	c->log_fd = -1;
 	c->detach_fd = -1;
+	/* The first front-end owns the queues from the start; a second one
+	 * claims them (vu_claim_rings). */
+	if (!blk->fe_owner)
+		blk->fe_owner = c;
 }
 
 int vu_resume(struct vu_conn *c)
@@ -582,6 +612,7 @@ void vu_conn_teardown(struct vu_conn *c)
 	mem_table_unmap(c->mem);
 	c->mem = NULL;
 	vu_inflight_unmap(c);
+	vu_log_teardown(c);
 	vu_msg_close_fds(&c->rx);
 	c->rx_len = 0;
 }

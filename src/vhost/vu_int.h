@@ -29,7 +29,15 @@ static inline const char *vu_name(const struct vu_conn *c)
 	return c->blk->name;
 }
 
+/* Whether c's requests may touch the device's queues: it owns them (see
+ * vu_claim_rings). */
+static inline bool vu_owns_rings(const struct vu_conn *c)
+{
+	return c->blk->fe_owner == c;
+}
+
 /* vu_ring.c */
+int vu_claim_rings(struct vu_conn *c);
 bool vu_ring_can_run(const struct vu_conn *c, const struct vq *vq);
 int vu_ring_start(struct vu_conn *c, struct vq *vq);
 void vu_ring_stop(struct vu_conn *c, struct vq *vq);
@@ -57,5 +65,13 @@ void vu_inflight_unmap(struct vu_conn *c);
 int vu_swap_inflight(struct vu_conn *c);
 int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m);
 int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m);
+
+/* vu_log.c */
+int h_set_log_base(struct vu_conn *c, struct vu_msg *m);
+int h_set_log_fd(struct vu_conn *c, struct vu_msg *m);
+int vu_swap_log(struct vu_conn *c);
+const struct vq_log *vu_log_for_rings(const struct vu_conn *c);
+void vu_log_free(struct vu_dirty_log *l);
+void vu_log_teardown(struct vu_conn *c);
 
 #endif

@@ -23,8 +23,9 @@ int vu_swap_mem(struct vu_conn *c)
 
 	c->mem = c->staged_mem;
 	c->staged_mem = NULL;
-	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
-		c->blk->vqs[i].mem = c->mem;
+	if (vu_owns_rings(c))
+		for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+			c->blk->vqs[i].mem = c->mem;
 	/* No ring runs now: nobody reads the old table any more. */
 	mem_table_unmap(old);
 	return 0;
@@ -127,8 +128,9 @@ void vu_inflight_unmap(struct vu_conn *c)
 		close(c->inflight_fd);
 	c->inflight_map = NULL;
 	c->inflight_fd = -1;
-	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
-		c->blk->vqs[i].infl = NULL;
+	if (vu_owns_rings(c))
+		for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+			c->blk->vqs[i].infl = NULL;
 }
 
 static int check_inflight_shape(struct vu_conn *c, const struct vu_inflight *in)

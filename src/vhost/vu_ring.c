@@ -33,6 +33,7 @@ int vu_ring_start(struct vu_conn *c, struct vq *vq)
 		return 0;
 	vq->mem = c->mem;
 	vq->event_idx = c->features & BIT(VIRTIO_RING_F_EVENT_IDX);
+	vq->log = vu_log_for_rings(c);
 	rc = vblk_queue_prepare(c->blk, vq, c->err, sizeof(c->err));
 	if (rc < 0)
 		return rc;
@@ -72,8 +73,9 @@ int vu_ring_start(struct vu_conn *c, struct vq *vq)
 	if (rc < 0)
 		snprintf(c->err, sizeof(c->err), "queue %u: engine refused it", vq->index);
 	else
-		vlog(LOG_DEBUG, "[%s q%u] started: size %u, base %u%s", vu_name(c), vq->index,
-		     vq->num, base, vq->event_idx ? ", event_idx" : "");
+		vlog(LOG_DEBUG, "[%s q%u] started: size %u, base %u%s%s", vu_name(c), vq->index,
+		     vq->num, base, vq->event_idx ? ", event_idx" : "",
+		     vq->log ? ", dirty log" : "");
 	return rc;
 }
 
@@ -91,6 +93,8 @@ uint64_t vu_attached_mask(const struct vu_conn *c)
 {
 	uint64_t m = 0;
 
+	if (!vu_owns_rings(c))
+		return 0;
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
 		if (c->blk->vqs[i].attached)
 			m |= BIT(i);
@@ -115,6 +119,8 @@ bool vu_detaches_done(struct vu_conn *c)
 {
 	bool all = true;
 
+	if (!vu_owns_rings(c))
+		return true;    /* it never ran one */
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
 		struct vq *vq = &c->blk->vqs[i];
 
@@ -135,6 +141,8 @@ int vu_with_rings_stopped(struct vu_conn *c, int (*fn)(struct vu_conn *, void *)
 	bool was[VDEV_MAX_QUEUES];
 	int rc, rc2 = 0;
 
+	if (!vu_owns_rings(c))
+		return fn(c, arg);      /* the rings are another front-end's */
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
 		was[i] = c->blk->vqs[i].attached;
 		vu_ring_stop(c, &c->blk->vqs[i]);
@@ -157,7 +165,7 @@ static void vq_close_fds(struct vq *vq)
 	vq->kick_fd = vq->call_fd = vq->err_fd = -1;
 }
 
-void vu_reset_device(struct vu_conn *c)
+static void reset_queues(struct vu_conn *c)
 {
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
 		struct vq *vq = &c->blk->vqs[i];
@@ -165,8 +173,52 @@ void vu_reset_device(struct vu_conn *c)
 		vq_close_fds(vq);
 		vblk_queue_reset(c->blk, vq);
 	}
+}
+
+void vu_reset_device(struct vu_conn *c)
+{
+	if (vu_owns_rings(c)) {
+		reset_queues(c);
+		c->blk->fe_owner = NULL;
+	}
 	c->features = 0;
 	c->features_set = false;
+}
+
+/* A device serves one front-end's queues at a time.  A second front-end
+ * may connect (the destination of a migration on this host) and do all
+ * that does not touch the queues; its first queue request takes them over,
+ * which is only allowed once the first front-end has stopped every ring
+ * (QEMU stops the source's rings before the destination starts its own).
+ * Taking over starts from unconfigured queues: nothing of the other
+ * front-end's (fds, addresses, memory) survives.  0, or -EBUSY while the
+ * other front-end still runs a ring. */
+int vu_claim_rings(struct vu_conn *c)
+{
+	struct vu_conn *other = c->blk->fe_owner;
+
+	if (other == c)
+		return 0;
+	if (other) {
+		for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+			const struct vq *vq = &c->blk->vqs[i];
+			if (vq->attached || vq->started || vq->detach_cmd) {
+				snprintf(c->err, sizeof(c->err),
+					 "queue %u still runs for the other front-end: a second front-end "
+					 "takes the queues over only once the first stopped them", i);
+				return -EBUSY;
+			}
+		}
+		c->blk->fe_owner = other;
+		reset_queues(other);
+		vlog(LOG_INFO, "[%s] queues handed over to the new front-end", vu_name(c));
+	}
+	c->blk->fe_owner = c;
+	/* Without PROTOCOL_FEATURES rings are enabled as soon as they start. */
+	if (c->features_set && !(c->features & BIT(VU_F_PROTOCOL_FEATURES)))
+		for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+			c->blk->vqs[i].enabled = true;
+	return 0;
 }
 
 
@@ -202,6 +254,8 @@ int h_set_vring_addr(struct vu_conn *c, struct vu_msg *m)
 	vq->desc_uva = a->desc_user_addr;
 	vq->used_uva = a->used_user_addr;
 	vq->avail_uva = a->avail_user_addr;
+	vq->log_used = a->flags & VU_VRING_F_LOG;
+	vq->log_used_gpa = a->log_guest_addr;
 	return VU_OK;
 }
 

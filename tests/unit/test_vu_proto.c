@@ -261,14 +261,14 @@ Test(vu, bad_version)
 
 Test(vu, unknown_requests)
 {
-	const uint32_t reqs[] = { 0, VU_SET_LOG_BASE, VU_SET_LOG_FD, VU_SEND_RARP,
+	const uint32_t reqs[] = { 0, VU_SEND_RARP,
 				  VU_NET_SET_MTU, VU_IOTLB_MSG, VU_VRING_KICK,
 				  VU_REQUEST_MAX, 1000, 0xffffffff };
 	int e = new_eventfd();
 
 	for (unsigned i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++)
 		cr_assert_eq(msg0(reqs[i], V), -EOPNOTSUPP, "request %u", reqs[i]);
-	cr_assert_eq(msg(VU_SET_LOG_FD, V, NULL, 0, &e, 1), -EOPNOTSUPP);
+	cr_assert_eq(msg(VU_SEND_RARP, V, NULL, 0, &e, 1), -EOPNOTSUPP);
 	assert_rx_fds_closed();
 	expect_no_reply();
 	cr_assert_str_eq(vu_request_name(0xffffffff), "UNKNOWN");
@@ -529,7 +529,8 @@ Test(vu, fds_on_vring_state_requests_never_leak)
 Test(vu, get_features)
 {
 	cr_assert_eq(msg0(VU_GET_FEATURES, V), 0);
-	cr_assert_eq(reply_u64(VU_GET_FEATURES), blkcfg_features(fx.blk) | BIT(VU_F_PROTOCOL_FEATURES));
+	cr_assert_eq(reply_u64(VU_GET_FEATURES), blkcfg_features(fx.blk) |
+		     BIT(VU_F_PROTOCOL_FEATURES) | BIT(VU_F_LOG_ALL));
 	expect_no_reply();
 }
 
@@ -540,6 +541,7 @@ Test(vu, get_protocol_features_and_queue_num)
 	cr_assert_eq(msg0(VU_GET_PROTOCOL_FEATURES, V), 0);
 	pf = reply_u64(VU_GET_PROTOCOL_FEATURES);
 	cr_assert_eq(pf, BIT(VU_PROTOCOL_F_MQ) | BIT(VU_PROTOCOL_F_REPLY_ACK) |
+		     BIT(VU_PROTOCOL_F_LOG_SHMFD) |
 		     BIT(VU_PROTOCOL_F_BACKEND_REQ) | BIT(VU_PROTOCOL_F_CONFIG) |
 		     BIT(VU_PROTOCOL_F_RESET_DEVICE) | BIT(VU_PROTOCOL_F_INFLIGHT_SHMFD) |
 		     BIT(VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | BIT(VU_PROTOCOL_F_STATUS),
@@ -649,7 +651,7 @@ Test(vu, set_features)
 	cr_assert_eq(msg_u64(VU_SET_FEATURES, V, BIT(VIRTIO_F_VERSION_1)), 0);
 	cr_assert(fx.blk->vqs[0].enabled && fx.blk->vqs[1].enabled,
 		  "rings enabled at once without PROTOCOL_FEATURES");
-	cr_assert_eq(msg_u64(VU_SET_PROTOCOL_FEATURES, V, BIT(VU_PROTOCOL_F_LOG_SHMFD)), -EINVAL);
+	cr_assert_eq(msg_u64(VU_SET_PROTOCOL_FEATURES, V, BIT(VU_PROTOCOL_F_RARP)), -EINVAL);
 	cr_assert_eq(msg_u64(VU_SET_PROTOCOL_FEATURES, V, BIT(VU_PROTOCOL_F_MQ)), 0);
 	cr_assert_eq(fx.c->protocol_features, BIT(VU_PROTOCOL_F_MQ));
 	expect_no_reply();
