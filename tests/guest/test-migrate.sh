@@ -78,7 +78,7 @@ SMP=${MIGRATE_SMP:-2}
 THREADS=${MIGRATE_THREADS:-4}
 DOWNTIME_MS=${MIGRATE_DOWNTIME_MS:-300}
 BANDWIDTH=${MIGRATE_BANDWIDTH:-$((1 << 30))}
-HANDOVER_RE=${MIGRATE_HANDOVER_RE:-'hand(ed|s|ing)?[- ]?over|second front[- ]end|takes over|took over'}
+HANDOVER_RE=${MIGRATE_HANDOVER_RE:-'handed over|took over|taken over'}
 QEMU=${QEMU:-qemu-system-x86_64}
 
 skip() { echo "$TEST_NAME: SKIP: $*" >&2; exit 77; }
