@@ -50,7 +50,8 @@
 # MIGRATE_SMP (default 2), MIGRATE_THREADS (guest I/O threads, default 4),
 # MIGRATE_DOWNTIME_MS (downtime-limit, default 300, QEMU's default),
 # MIGRATE_BANDWIDTH (bytes/s, default 1 GiB/s), MIGRATE_HANDOVER_RE (the
-# daemon log's hand-over line, an ERE).
+# daemon log's hand-over line, an ERE), MIGRATE_MAX_STALL_MS (the longest
+# single guest I/O allowed, default 10000: a request stuck longer fails).
 #
 # Exit 0 pass, 1 fail, 77 skipped (not root, no /dev/fuse, no QEMU, no
 # python3, no guest kernel).  Every vhostd and QEMU it starts is stopped by
@@ -79,6 +80,7 @@ THREADS=${MIGRATE_THREADS:-4}
 DOWNTIME_MS=${MIGRATE_DOWNTIME_MS:-300}
 BANDWIDTH=${MIGRATE_BANDWIDTH:-$((1 << 30))}
 HANDOVER_RE=${MIGRATE_HANDOVER_RE:-'handed over|took over|taken over'}
+MAX_STALL_MS=${MIGRATE_MAX_STALL_MS:-10000}
 QEMU=${QEMU:-qemu-system-x86_64}
 
 skip() { echo "$TEST_NAME: SKIP: $*" >&2; exit 77; }
@@ -376,6 +378,7 @@ migrate_once() {
 		[ $CONTROL = 1 ] || { echo "----- vhostd log since vm$dst started -----"; sed -n "$((log0 + 1)),\$p" "$DLOG"; }
 		fail "migration $i: the guest shows no progress in vm$dst ($([ $r = 2 ] && echo "QEMU exited" || echo "60 s"))"
 		stop_sampler
+		stop_qemu "$src"        # postmigrate: it has nothing more to do
 		return 1
 	fi
 	line=$(last_progress "$dst")
@@ -511,6 +514,12 @@ if [ $CONTROL = 0 ]; then
 	[ "$(stat_of errors "$OUT")" = 0 ] || fail "stats: errors='$(stat_of errors "$OUT")'"
 	stop_vhostd
 	check_daemon_log
+fi
+
+stall=$(guest_lines | grep -a '^BLKCHECK progress' | sed -n 's/.* t=\([0-9.]*\) .* win_max_lat_ms=\([0-9.]*\).*/\2 \1/p' | sort -g | tail -n 1)
+echo "the guest's longest single I/O over the whole run: ${stall%% *} ms (in the progress window ending at t=${stall#* } s)"
+if [ -n "$stall" ] && [ "${stall%%.*}" -ge "$MAX_STALL_MS" ]; then
+	fail "a guest I/O took ${stall%% *} ms (limit $MAX_STALL_MS ms: a request stuck across a hand-over, a lost notification?)"
 fi
 
 step "Migrations"
