@@ -47,7 +47,9 @@
 # the number of dirty-sync iterations, RAM transferred.
 #
 # Environment: MIGRATIONS (default 4), MIGRATE_MEM (guest MiB, default 256),
-# MIGRATE_SMP (default 2), MIGRATE_THREADS (guest I/O threads, default 4),
+# MIGRATE_SMP (default 1: with 2 vCPUs, QEMU 7.2's TCG migration broke the
+# guest now and then even with QEMU's own virtio-blk, no vhostd involved --
+# a panic in the hrtimer or virtio-blk interrupt path of the destination), MIGRATE_THREADS (guest I/O threads, default 4),
 # MIGRATE_DOWNTIME_MS (downtime-limit, default 300, QEMU's default),
 # MIGRATE_BANDWIDTH (bytes/s, default 1 GiB/s), MIGRATE_HANDOVER_RE (the
 # daemon log's hand-over line, an ERE), MIGRATE_MAX_STALL_MS (the longest
@@ -75,7 +77,7 @@ TEST_NAME=migrate
 NAME=mig0
 MIGRATIONS=${MIGRATIONS:-4}
 MEM=${MIGRATE_MEM:-256}
-SMP=${MIGRATE_SMP:-2}
+SMP=${MIGRATE_SMP:-1}
 THREADS=${MIGRATE_THREADS:-4}
 DOWNTIME_MS=${MIGRATE_DOWNTIME_MS:-300}
 BANDWIDTH=${MIGRATE_BANDWIDTH:-$((1 << 30))}
