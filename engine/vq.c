@@ -259,7 +259,8 @@ static void inflight_retire(struct vq *vq, uint16_t old, uint16_t new_idx)
 }
 
 /* The used ring is written by the device: with VHOST_VRING_F_LOG its pages
- * go in the dirty log after each write (elements, index, avail_event). */
+ * go in the dirty log after each write (elements, index, avail_event), and
+ * the elements' before the index that makes them visible. */
 static void log_used(struct vq *vq)
 {
 	if (vq->log && vq->log_used)
@@ -289,6 +290,12 @@ void vq_flush_used(struct vq *vq)
 		return;
 	vq->signalled_used = new_idx;
 	ring_wmb();     /* used elements and guest data before the index */
+	if (vq->log) {
+		/* The elements are marked before the index shows them, the
+		 * index once it is written (again below). */
+		log_used(vq);
+		ring_wmb();
+	}
 	ring_guest_release(vq->dev);
 	WRITE_ONCE(vq->used->idx, new_idx);
 	if (vq->infl)

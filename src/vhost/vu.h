@@ -204,6 +204,10 @@ struct vu_conn {
 	struct vu_dirty_log *log;       /* migration's dirty log, NULL = none */
 	int log_fd;                     /* SET_LOG_FD's eventfd, -1 = none */
 	uint64_t staged_features;       /* SET_FEATURES, applied with the rings stopped */
+	/* SET_VRING_CALL/ERR from a front-end that does not own the queues
+	 * yet (QEMU sends them when it sets the device up, long before a
+	 * migration's destination starts): installed when it takes them. */
+	int held_call[VDEV_MAX_QUEUES], held_err[VDEV_MAX_QUEUES];
 	/* Stopping rings without holding the control thread: the engine
 	 * signals detach_fd (-1: stop synchronously) when a ring let go. */
 	int detach_fd;

@@ -443,6 +443,11 @@ int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
 	rc = check_shape(c, h, m);
 	if (rc < 0)
 		goto out;
+	if ((req == VU_SET_VRING_CALL || req == VU_SET_VRING_ERR) && !vu_owns_rings(c)) {
+		vu_hold_vring_fd(c, m);
+		rc = VU_OK;
+		goto ack;
+	}
 	if (h->vring || h->vring_fd) {
 		rc = vu_claim_rings(c);
 		if (rc < 0)
@@ -504,6 +509,7 @@ int vu_dispatch(struct vu_conn *c, struct vu_msg *m)
 		rc = send_reply(c, m);
 		goto out;
 	}
+ack:
 	if (need_reply && vu_has_protocol(c, VU_PROTOCOL_F_REPLY_ACK)) {
 		bool refused = rc < 0;
 
@@ -538,6 +544,8 @@ void vu_conn_init(struct vu_conn *c, int fd, struct vblk *blk, struct engine *en
 	c->backend_fd = -1;
 	c->log_fd = -1;
 	c->detach_fd = -1;
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
+		c->held_call[i] = c->held_err[i] = -1;
 	/* The first front-end owns the queues from the start; a second one
 	 * claims them (vu_claim_rings). */
 	if (!blk->fe_owner)
@@ -613,6 +621,7 @@ void vu_conn_teardown(struct vu_conn *c)
 	c->mem = NULL;
 	vu_inflight_unmap(c);
 	vu_log_teardown(c);
+	vu_drop_held_fds(c);
 	vu_msg_close_fds(&c->rx);
 	c->rx_len = 0;
 }

@@ -38,6 +38,8 @@ static inline bool vu_owns_rings(const struct vu_conn *c)
 
 /* vu_ring.c */
 int vu_claim_rings(struct vu_conn *c);
+void vu_hold_vring_fd(struct vu_conn *c, struct vu_msg *m);
+void vu_drop_held_fds(struct vu_conn *c);
 bool vu_ring_can_run(const struct vu_conn *c, const struct vq *vq);
 int vu_ring_start(struct vu_conn *c, struct vq *vq);
 void vu_ring_stop(struct vu_conn *c, struct vq *vq);

@@ -214,6 +214,21 @@ int vu_claim_rings(struct vu_conn *c)
 		vlog(LOG_INFO, "[%s] queues handed over to the new front-end", vu_name(c));
 	}
 	c->blk->fe_owner = c;
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+		struct vq *vq = &c->blk->vqs[i];
+
+		if (c->held_call[i] >= 0) {
+			if (vq->call_fd >= 0)
+				close(vq->call_fd);
+			vq->call_fd = c->held_call[i];
+		}
+		if (c->held_err[i] >= 0) {
+			if (vq->err_fd >= 0)
+				close(vq->err_fd);
+			vq->err_fd = c->held_err[i];
+		}
+		c->held_call[i] = c->held_err[i] = -1;
+	}
 	/* Without PROTOCOL_FEATURES rings are enabled as soon as they start. */
 	if (c->features_set && !(c->features & BIT(VU_F_PROTOCOL_FEATURES)))
 		for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
@@ -300,6 +315,29 @@ static int take_vring_fd(struct vu_msg *m)
 	fd = m->fds[0];
 	m->fds[0] = -1;
 	return fd;
+}
+
+/* SET_VRING_CALL/ERR of a front-end that does not own the queues: kept
+ * for when it takes them (vu_claim_rings). */
+void vu_hold_vring_fd(struct vu_conn *c, struct vu_msg *m)
+{
+	unsigned i = m->payload.u64 & VU_VRING_IDX_MASK;
+	int *slot = m->hdr.request == VU_SET_VRING_CALL ? &c->held_call[i] : &c->held_err[i];
+
+	if (*slot >= 0)
+		close(*slot);
+	*slot = take_vring_fd(m);
+}
+
+void vu_drop_held_fds(struct vu_conn *c)
+{
+	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
+		if (c->held_call[i] >= 0)
+			close(c->held_call[i]);
+		if (c->held_err[i] >= 0)
+			close(c->held_err[i]);
+		c->held_call[i] = c->held_err[i] = -1;
+	}
 }
 
 int h_set_vring_kick(struct vu_conn *c, struct vu_msg *m)

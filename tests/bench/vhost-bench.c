@@ -53,6 +53,10 @@
  * tests/lib/vu_wire.h, shared with the other test front-ends. */
 #include "vu_wire.h"
 
+#ifndef FFE_F_LOG_ALL
+#define FFE_F_LOG_ALL 26        /* VHOST_F_LOG_ALL */
+#endif
+
 /* --- barriers (they pair with the back-end's) ------------------------------ */
 
 #define READ_ONCE(x)     (*(const volatile __typeof__(x) *)&(x))
@@ -261,6 +265,8 @@ struct bdev {
 	int memfd;
 	uint8_t *mem;
 	size_t mem_len;
+	uint8_t *log;           /* --dirty-log: the bitmap shared with the back-end */
+	size_t log_len;
 	unsigned nq;
 	struct bq q[MAX_QUEUES];
 };
@@ -282,6 +288,7 @@ struct opts {
 	bool json;
 	uint64_t size;          /* 0 = device capacity */
 	bool no_event_idx;
+	bool dirty_log;         /* log every write, synced like a migration */
 	bool fill;
 	bool selftest;
 	int selftest_cpu;       /* fake device on its own thread and cpu; -1 inline */
@@ -305,7 +312,14 @@ struct bench {
 	bool measuring, stopping, filling;
 	struct hist hist;
 	uint64_t dev_ticks;     /* --selftest: time spent in the fake device */
+	/* --dirty-log: a thread clears the log every LOG_SYNC_MS, as QEMU's
+	 * migration does, and counts the pages it found dirty */
+	pthread_t log_thread;
+	atomic_bool log_stop;
+	atomic_uint_fast64_t log_syncs, log_pages, log_ios_at_start;
 };
+
+#define LOG_SYNC_MS 10
 
 static struct bench B;
 
@@ -579,7 +593,10 @@ static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigne
 		die("%s: the back-end does not offer VIRTIO_F_VERSION_1", path);
 	if (f & FFE_BIT(FFE_F_PROTOCOL_FEATURES)) {
 		uint64_t pf = vu_get_u64(d, FFE_GET_PROTOCOL_FEATURES);
-		pf &= FFE_BIT(FFE_PF_MQ) | FFE_BIT(FFE_PF_REPLY_ACK) | FFE_BIT(FFE_PF_CONFIG);
+		if (b->o.dirty_log && !(pf & FFE_BIT(FFE_PF_LOG_SHMFD)))
+			die("%s: --dirty-log: the back-end does not offer LOG_SHMFD", path);
+		pf &= FFE_BIT(FFE_PF_MQ) | FFE_BIT(FFE_PF_REPLY_ACK) | FFE_BIT(FFE_PF_CONFIG) |
+		      (b->o.dirty_log ? FFE_BIT(FFE_PF_LOG_SHMFD) : 0);
 		d->pfeatures = 0;       /* no REPLY_ACK for this one yet */
 		vu_set(d, FFE_SET_PROTOCOL_FEATURES, &pf, sizeof(pf), NULL, 0);
 		d->pfeatures = pf;
@@ -616,6 +633,11 @@ static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigne
 			die("%s: the device does not offer VIRTIO_BLK_F_MQ", path);
 		want |= FFE_BIT(FFE_F_BLK_MQ);
 	}
+	if (b->o.dirty_log) {
+		if (!(f & FFE_BIT(FFE_F_LOG_ALL)) || !(d->pfeatures & FFE_BIT(FFE_PF_LOG_SHMFD)))
+			die("%s: --dirty-log: the back-end does not offer LOG_ALL with LOG_SHMFD", path);
+		want |= FFE_BIT(FFE_F_LOG_ALL);
+	}
 	d->features = want;
 	vu_set(d, FFE_SET_FEATURES, &want, sizeof(want), NULL, 0);
 
@@ -624,10 +646,32 @@ static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigne
 	mt.h.padding = 0;
 	mt.regions[0] = (struct ffe_mem_region){ GPA_BASE, d->mem_len, uva(d->mem), 0 };
 	vu_set(d, FFE_SET_MEM_TABLE, &mt, sizeof(mt), &d->memfd, 1);
+	if (b->o.dirty_log) {
+		/* One bit per 4 KiB page of guest-physical memory. */
+		uint64_t lb[2] = { align_up((GPA_BASE + d->mem_len) / PAGE / 8, 8), 0 };
+		uint64_t r;
+		int fd = memfd_create("vhost-bench-log", MFD_CLOEXEC);
+
+		if (fd < 0 || ftruncate(fd, (off_t)lb[0]) < 0)
+			die("dirty log: %s", strerror(errno));
+		d->log_len = lb[0];
+		d->log = mmap(NULL, d->log_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (d->log == MAP_FAILED)
+			die("dirty log: mmap: %s", strerror(errno));
+		vu_send(d, FFE_SET_LOG_BASE, false, lb, sizeof(lb), &fd, 1);
+		r = 0;
+		vu_recv(d, FFE_SET_LOG_BASE, &r, sizeof(r));    /* dies without one */
+		close(fd);
+	}
 
 	for (unsigned i = 0; i < d->nq; i++) {
 		struct bq *q = &d->q[i];
 		struct ffe_vring_addr a = { i, 0, uva(q->desc), uva(q->used), uva(q->avail), 0 };
+
+		if (b->o.dirty_log) {
+			a.flags = 1;    /* VHOST_VRING_F_LOG: the used ring too */
+			a.log = GPA_BASE + (uint64_t)((uint8_t *)q->used - d->mem);
+		}
 
 		q->event_idx = want & FFE_BIT(FFE_F_RING_EVENT_IDX);
 		calls_off(q);
@@ -1044,6 +1088,47 @@ static double window_client_pct(const struct window *w)
 }
 
 /* Run until deadline (ticks), then stop submitting and drain. */
+/* --dirty-log: what a migration does with the log, every LOG_SYNC_MS:
+ * take the bits (clearing them) and count the pages to send. */
+static void *log_sync_main(void *arg)
+{
+	struct bench *b = arg;
+	struct timespec ts = { 0, LOG_SYNC_MS * 1000000L };
+
+	while (!atomic_load(&b->log_stop)) {
+		uint64_t pages = 0;
+
+		nanosleep(&ts, NULL);
+		for (unsigned i = 0; i < b->ndev; i++) {
+			uint64_t *w = (uint64_t *)(void *)b->devs[i].log;
+
+			for (size_t k = 0; w && k < b->devs[i].log_len / 8; k++)
+				if (READ_ONCE(w[k]))
+					pages += (uint64_t)__builtin_popcountll(
+						__atomic_exchange_n(&w[k], 0, __ATOMIC_ACQ_REL));
+		}
+		atomic_fetch_add(&b->log_pages, pages);
+		atomic_fetch_add(&b->log_syncs, 1);
+	}
+	return NULL;
+}
+
+static void log_sync(struct bench *b, bool on)
+{
+	if (!b->o.dirty_log)
+		return;
+	if (on) {
+		atomic_store(&b->log_stop, false);
+		atomic_store(&b->log_pages, 0);
+		atomic_store(&b->log_syncs, 0);
+		if (pthread_create(&b->log_thread, NULL, log_sync_main, b))
+			die("dirty log thread: %s", strerror(errno));
+	} else {
+		atomic_store(&b->log_stop, true);
+		pthread_join(b->log_thread, NULL);
+	}
+}
+
 static void run(struct bench *b, uint64_t measure_from, uint64_t deadline, struct window *w)
 {
 	bool irq = b->o.irq;
@@ -1071,12 +1156,15 @@ static void run(struct bench *b, uint64_t measure_from, uint64_t deadline, struc
 				b->qs[i]->ios = b->qs[i]->kicks = b->qs[i]->wakeups = 0;
 			b->dev_ticks = 0;
 			b->measuring = true;
+			log_sync(b, true);
 			if (w)
 				window_start(b, w);
 		}
 		if (!b->stopping && (now >= deadline || (b->filling && !b->fill_left))) {
 			if (b->measuring && w)
 				window_end(b, w);
+			if (b->measuring)
+				log_sync(b, false);
 			b->measuring = false;
 			b->stopping = true;
 		}
@@ -1219,6 +1307,12 @@ static void report(struct bench *b, const struct window *w, bool idle_test)
 		printf("  selftest: %.2f ns per request (client + fake device), %.2f ns client only\n",
 		       ios ? secs * 1e9 / (double)ios : 0.0,
 		       ios ? (secs * 1e9 - (double)b->dev_ticks / ticks_per_ns) / (double)ios : 0.0);
+	if (b->o.dirty_log && atomic_load(&b->log_syncs)) {
+		uint64_t syncs = atomic_load(&b->log_syncs), pages = atomic_load(&b->log_pages);
+		printf("  dirty log: %" PRIu64 " syncs (every %d ms), %.1f pages dirty per sync, "
+		       "%.0f pages/s\n", syncs, LOG_SYNC_MS, (double)pages / (double)syncs,
+		       (double)pages / (double)syncs * 1000.0 / LOG_SYNC_MS);
+	}
 	if (tpct >= 0)
 		printf("  cpu: target %.1f%%  client %.1f%% (of one core)\n", tpct, cpct);
 	else
@@ -1249,6 +1343,9 @@ static void usage(FILE *f)
 "                   (sum of its threads' /proc/PID/task/TID/schedstat)\n"
 "  --cpu N          pin this client to CPU N\n"
 "  --no-event-idx   do not negotiate VIRTIO_RING_F_EVENT_IDX\n"
+"  --dirty-log      share a dirty log and log every write (LOG_ALL), a thread\n"
+"                   clearing it every 10 ms as a migration would; reports the\n"
+"                   pages found dirty\n"
 "  --fill           first write the whole addressed range once (sequentially);\n"
 "                   with --time 0 do only that\n"
 "  --idle SEC       idle test: stay connected and silent for SEC (target CPU is\n"
@@ -1300,7 +1397,7 @@ static double parse_secs(const char *opt, const char *s)
 static void parse_opts(struct opts *o, int argc, char **argv)
 {
 	enum { O_SOCKET = 256, O_PATTERN, O_RWMIX, O_BS, O_IODEPTH, O_QUEUES, O_TIME, O_RAMP,
-	       O_MODE, O_QSIZE, O_PID, O_CPU, O_JSON, O_SIZE, O_NOEVIDX, O_FILL, O_SELFTEST,
+	       O_MODE, O_QSIZE, O_PID, O_CPU, O_JSON, O_SIZE, O_NOEVIDX, O_DIRTYLOG, O_FILL, O_SELFTEST,
 	       O_IDLE, O_PROBES, O_GAP, O_HELP, O_SELFTEST_CPU, O_COALESCE };
 	static const struct option lo[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -1319,6 +1416,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		{ "json", no_argument, NULL, O_JSON },
 		{ "size", required_argument, NULL, O_SIZE },
 		{ "no-event-idx", no_argument, NULL, O_NOEVIDX },
+		{ "dirty-log", no_argument, NULL, O_DIRTYLOG },
 		{ "fill", no_argument, NULL, O_FILL },
 		{ "selftest", no_argument, NULL, O_SELFTEST },
 		{ "selftest-cpu", required_argument, NULL, O_SELFTEST_CPU },
@@ -1378,6 +1476,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		case O_JSON: o->json = true; break;
 		case O_SIZE: o->size = parse_size("--size", optarg); break;
 		case O_NOEVIDX: o->no_event_idx = true; break;
+		case O_DIRTYLOG: o->dirty_log = true; break;
 		case O_FILL: o->fill = true; break;
 		case O_SELFTEST: o->selftest = true; break;
 		case O_SELFTEST_CPU:

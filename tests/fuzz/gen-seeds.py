@@ -267,6 +267,7 @@ def vu_seeds():
     for name, data in bad.items():
         write('vu', name, data)
     slot_seeds()
+    log_seeds()
 
 
 def memreg(gpa, size, uva, off):
@@ -301,6 +302,97 @@ def slot_seeds():
         'slots-short': hs + msg(ADD_MEM_REG, memreg(0, 4096, UVA, 0)[:32], nfds=1, memfd=True),
         'status-too-big': hs + msg(SET_STATUS, u64(0x1ff)),
         'backend-req-no-fd': hs + msg(SET_BACKEND_REQ_FD),
+    }
+    for name, data in bad.items():
+        write('vu', name, data)
+
+
+def logbase(size, offset):
+    return struct.pack('<QQ', size, offset)
+
+
+def in_request(slot, data_gpa):
+    """Pokes of the slot-th IN (512 bytes into data_gpa) of a ring: its
+    descriptors 3*slot.., header and status in pool 0 (guest memory) at
+    0x3000 and 0x5000 + 0x100 * slot, and the avail ring holding the
+    heads of requests 0..slot (avail->idx = slot + 1)."""
+    nxt, wr = take('DESC_F_NEXT DESC_F_WRITE')
+    first, hdr, status = 3 * slot, 0x3000 + 0x100 * slot, 0x5000 + 0x100 * slot
+    s = poke(0, 16 * first, struct.pack('<QIHH', hdr, 16, nxt, first + 1) +
+             struct.pack('<QIHH', data_gpa, 512, nxt | wr, first + 2) +
+             struct.pack('<QIHH', status, 1, wr, 0))
+    s += poke(0, hdr, struct.pack('<IIQ', W['BLK_T_IN'], 0, slot))
+    s += poke(0, AVAIL, struct.pack('<HH', 0, slot + 1) +
+              b''.join(struct.pack('<H', 3 * k) for k in range(slot + 1)))
+    return s
+
+
+def log_seeds():
+    """The dirty log (LOG_SHMFD, VHOST_F_LOG_ALL): a migration as QEMU runs
+    it over a polling ring that reads into guest memory (log base, log fd,
+    LOG_ALL and VRING_F_LOG on with the ring running, a bigger log at an
+    offset, logging off), and broken SET_LOG_BASE / SET_LOG_FD / VRING_F_LOG
+    messages.  The logs are pool memfds 2 (64K) and 3 (4K); a 1 MiB guest
+    needs 32 bytes of log."""
+    log_all = 1 << W['F_LOG_ALL']
+    f_log = W['VRING_F_LOG']
+    pf = u64(PROTOCOL | bits('PF_LOG_SHMFD'))
+    hs = msg(GET_FEATURES) + msg(SET_OWNER) + msg(GET_PROTOCOL_FEATURES)
+    hs += msg(SET_PROTOCOL_FEATURES, pf) + msg(GET_QUEUE_NUM)
+    hs += msg(SET_FEATURES, u64(FEATURES), flags=NEED)
+    hs += msg(SET_MEM_TABLE, MEM1, flags=NEED, nfds=1, memfd=True)
+    ring = UVA + DESC, UVA + USED, UVA + AVAIL
+    run = hs + in_request(0, 0x4000) + start_queue(0, need=NEED, kick_nofd=True)
+    log_on = msg(SET_FEATURES, u64(FEATURES | log_all), flags=NEED)
+    log_on += msg(SET_VRING_ADDR, addr(0, *ring, flags=f_log, log=USED), flags=NEED)
+    log_off = msg(SET_FEATURES, u64(FEATURES), flags=NEED)
+    log_off += msg(SET_VRING_ADDR, addr(0, *ring), flags=NEED)
+    mig = run + msg(SET_LOG_BASE, logbase(32, 0), nfds=1, memfd=True, pool2=True)
+    mig += msg(SET_LOG_FD, nfds=1) + log_on + in_request(1, 0x6000)
+    mig += msg(SET_LOG_BASE, logbase(4096, 4096), nfds=1, memfd=True, pool2=True)
+    mig += in_request(2, 0x7000) + log_off
+    mig += in_request(3, 0x8000) + msg(GET_VRING_BASE, state(0, 0))
+    write('vu', 'log-migration', mig)
+    # the reply asked for too; logging on before the ring starts
+    early = hs + msg(SET_LOG_BASE, logbase(32, 0), flags=NEED, nfds=1, memfd=True, pool2=True)
+    early += msg(SET_LOG_FD, flags=NEED, nfds=1) + msg(SET_FEATURES, u64(FEATURES | log_all))
+    early += in_request(0, 0x4000) + msg(SET_VRING_NUM, state(0, 128))
+    early += msg(SET_VRING_ADDR, addr(0, *ring, flags=f_log, log=USED))
+    early += msg(SET_VRING_KICK, u64(0 | NOFD)) + msg(SET_VRING_CALL, u64(0), nfds=1)
+    early += msg(SET_VRING_ENABLE, state(0, 1)) + msg(RESET_OWNER)
+    write('vu', 'log-need-reply-early', early)
+    # a 1-byte log (8 pages): the data lands beyond it; a used ring log
+    # address near 2^64
+    tiny = run + msg(SET_LOG_BASE, logbase(1, 0), nfds=1, memfd=True, pool2=True) + log_on
+    tiny += in_request(1, 0x40000)
+    tiny += msg(SET_VRING_ADDR, addr(0, *ring, flags=f_log, log=2**64 - 8), flags=NEED)
+    tiny += in_request(2, 0x4000) + msg(GET_VRING_BASE, state(0, 0))
+    write('vu', 'log-tiny', tiny)
+    # LOG_ALL and VRING_F_LOG with no log base
+    write('vu', 'log-all-no-base', run + log_on + in_request(1, 0x6000) +
+          msg(GET_VRING_BASE, state(0, 0)))
+    bad = {
+        'log-no-fd': hs + msg(SET_LOG_BASE, logbase(32, 0)),
+        'log-two-fds': hs + msg(SET_LOG_BASE, logbase(32, 0), nfds=2, memfd=True, pool2=True),
+        'log-size-zero': hs + msg(SET_LOG_BASE, logbase(0, 0), nfds=1, memfd=True, pool2=True),
+        'log-wrap': hs + msg(SET_LOG_BASE, logbase(8192, 2**64 - 4096), nfds=1, memfd=True,
+                             pool2=True),
+        'log-past-fd': hs + msg(SET_LOG_BASE, logbase(68 << 10, 0), nfds=1, memfd=True,
+                                pool2=True),
+        'log-offset-past-fd': hs + msg(SET_LOG_BASE, logbase(4096, 1 << 20), nfds=1,
+                                       memfd=True, pool2=True),
+        'log-eventfd': hs + msg(SET_LOG_BASE, logbase(32, 0), nfds=1),
+        'log-short': hs + msg(SET_LOG_BASE, u64(32), nfds=1, memfd=True, pool2=True),
+        'log-long': hs + msg(SET_LOG_BASE, logbase(32, 0) + u64(0), nfds=1, memfd=True,
+                             pool2=True),
+        'log-not-negotiated': handshake(need=V, inflight_fd=False) +
+        msg(SET_LOG_BASE, logbase(32, 0), nfds=1, memfd=True, pool2=True),
+        'log-fd-none': hs + msg(SET_LOG_FD, flags=NEED),
+        'log-fd-two': hs + msg(SET_LOG_FD, nfds=2),
+        'log-fd-payload': hs + msg(SET_LOG_FD, u64(0), nfds=1),
+        'log-vring-flag-not-negotiated': handshake(need=V, inflight_fd=False) +
+        msg(SET_MEM_TABLE, MEM1, nfds=1, memfd=True) +
+        msg(SET_VRING_ADDR, addr(0, *ring, flags=f_log, log=USED)),
     }
     for name, data in bad.items():
         write('vu', name, data)

@@ -103,6 +103,7 @@ TestSuite(badring, .init = setup, .fini = teardown, .timeout = 120);
 TestSuite(slots, .init = setup, .fini = teardown, .timeout = 120);
 TestSuite(resize, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(status, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(log, .init = setup, .fini = teardown, .timeout = 120);
 
 /* ---- shared by several files ------------------------------------------------ */
 

@@ -370,6 +370,8 @@ void ffe_close(struct ffe *fe)
 		return;
 	ffe_disconnect(fe);
 	ffe_inflight_drop(fe);
+	ffe_log_free(fe->log);
+	ffe_log_free(fe->log_old);
 	for (i = 0; i < FFE_MAX_REGIONS; i++) {
 		if (fe->map[i])
 			munmap(fe->map[i], fe->map_size[i]);
@@ -880,8 +882,9 @@ static int vq_send_fd(struct ffe *fe, uint32_t req, unsigned i, int fd)
 static int vq_program(struct ffe *fe, struct ffe_vq *vq, uint16_t base)
 {
 	struct ffe_vring_addr a = {
-		.index = vq->index, .flags = 0,
+		.index = vq->index, .flags = vq->log_ring ? FFE_VRING_F_LOG : 0,
 		.desc = vq->desc_uva, .used = vq->used_uva, .avail = vq->avail_uva,
+		.log = vq->log_ring ? vq->used_gpa : 0,
 	};
 	int ret;
 
@@ -1327,9 +1330,12 @@ int ffe_submit(struct ffe_vq *vq, struct ffe_req *r)
 		struct ffe_buf b;
 		uint16_t idx;
 
-		ret = ffe_vq_alloc(vq, pc[k].len, 64, &b);
+		ret = ffe_vq_alloc(vq, (size_t)pc[k].len + r->buf_skew,
+				   r->buf_align ? r->buf_align : 64, &b);
 		if (ret < 0)
 			goto undo;
+		b.gpa += r->buf_skew;
+		b.hva = (uint8_t *)b.hva + r->buf_skew;
 		/* writable pieces start with the caller's canary bytes */
 		memcpy(b.hva, pc[k].src, pc[k].len);
 		if (pc[k].write) {
@@ -1429,7 +1435,7 @@ int ffe_kick(struct ffe_vq *vq)
 	return need ? ffe_vq_kick_raw(vq) : 0;
 }
 
-static void complete(struct ffe_vq *vq, struct ffe_used_elem e)
+static void complete(struct ffe_vq *vq, struct ffe_used_elem e, uint16_t idx)
 {
 	struct ffe_req *r;
 
@@ -1447,6 +1453,7 @@ static void complete(struct ffe_vq *vq, struct ffe_used_elem e)
 	while (r->nring)
 		vq->free_stack[vq->nfree++] = r->ring_descs[--r->nring];
 	r->used_len = e.len;
+	r->used_idx = idx;
 	__atomic_store_n(&r->done, true, __ATOMIC_RELEASE);
 }
 
@@ -1468,7 +1475,7 @@ int ffe_poll_used(struct ffe_vq *vq)
 			break;
 		}
 		while (vq->last_used != idx) {
-			complete(vq, ffe_vq_used_elem(vq, vq->last_used));
+			complete(vq, ffe_vq_used_elem(vq, vq->last_used), vq->last_used);
 			vq->last_used++;
 			count++;
 		}
@@ -1920,4 +1927,310 @@ int ffe_vq_scratch_region(struct ffe_vq *vq, int k, size_t len)
 	vq->scratch[k].cur = 0;
 	vq->scratch_only = (unsigned)k + 1;
 	return 0;
+}
+
+/* ---- the dirty log ------------------------------------------------------------ */
+
+uint64_t ffe_log_size_for(struct ffe *fe)
+{
+	uint64_t end = 0, pages;
+
+	for (unsigned i = 0; i < ffe_nregions(fe); i++)
+		if (fe->r[i].gpa + fe->r[i].size > end)
+			end = fe->r[i].gpa + fe->r[i].size;
+	pages = (end + FFE_LOG_PAGE - 1) / FFE_LOG_PAGE;
+	/* whole 64-page chunks of one u64 each, as QEMU sizes it */
+	return (pages + 63) / 64 * 8;
+}
+
+struct ffe_log *ffe_log_new(uint64_t size, uint64_t offset, uint64_t file_size)
+{
+	static unsigned gen;
+	struct ffe_log *l = calloc(1, sizeof(*l));
+	char name[32];
+	int e;
+
+	if (!l)
+		return NULL;
+	l->fd = -1;
+	if (!file_size)
+		file_size = offset + size + 4096;
+	l->gen = __atomic_add_fetch(&gen, 1, __ATOMIC_RELAXED);
+	l->size = size;
+	l->offset = offset;
+	l->file_size = file_size;
+	snprintf(name, sizeof(name), "fakefe-log-%u", l->gen);
+	l->fd = memfd_create(name, MFD_CLOEXEC);
+	if (l->fd < 0)
+		goto fail;
+	if (ftruncate(l->fd, (off_t)file_size) < 0)
+		goto fail;
+	l->file = mmap(NULL, file_size, PROT_READ | PROT_WRITE, MAP_SHARED, l->fd, 0);
+	if (l->file == MAP_FAILED) {
+		l->file = NULL;
+		goto fail;
+	}
+	return l;
+fail:
+	e = errno;
+	ffe_log_free(l);
+	errno = e;
+	return NULL;
+}
+
+void ffe_log_free(struct ffe_log *l)
+{
+	if (!l)
+		return;
+	if (l->file)
+		munmap(l->file, l->file_size);
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l);
+}
+
+/* The bitmap's byte of page k, NULL beyond the log (or the file). */
+static uint8_t *log_byte(const struct ffe_log *l, uint64_t page)
+{
+	uint64_t b = page / 8;
+
+	if (b >= l->size || l->offset + b >= l->file_size)
+		return NULL;
+	return l->file + l->offset + b;
+}
+
+bool ffe_log_page(const struct ffe_log *l, uint64_t page)
+{
+	uint8_t *p = log_byte(l, page);
+
+	/* the back-end sets bits with atomic ORs while we look */
+	return p && (__atomic_load_n(p, __ATOMIC_ACQUIRE) >> (page % 8)) & 1;
+}
+
+bool ffe_log_all_set(const struct ffe_log *l, uint64_t gpa, uint64_t len)
+{
+	if (!len)
+		return false;
+	for (uint64_t k = ffe_page_first(gpa); k <= ffe_page_last(gpa, len); k++)
+		if (!ffe_log_page(l, k))
+			return false;
+	return true;
+}
+
+bool ffe_log_none_set(const struct ffe_log *l, uint64_t gpa, uint64_t len)
+{
+	if (!len)
+		return true;
+	for (uint64_t k = ffe_page_first(gpa); k <= ffe_page_last(gpa, len); k++)
+		if (ffe_log_page(l, k))
+			return false;
+	return true;
+}
+
+uint64_t ffe_log_next(const struct ffe_log *l, uint64_t from)
+{
+	uint64_t end = l->size < l->file_size - l->offset ? l->size : l->file_size - l->offset;
+
+	for (uint64_t b = from / 8; b < end; b++) {
+		uint8_t v = __atomic_load_n(l->file + l->offset + b, __ATOMIC_ACQUIRE);
+
+		if (b == from / 8)
+			v &= (uint8_t)(0xff << (from % 8));
+		if (v)
+			return b * 8 + (uint64_t)__builtin_ctz(v);
+	}
+	return UINT64_MAX;
+}
+
+uint64_t ffe_log_count(const struct ffe_log *l)
+{
+	uint64_t n = 0;
+
+	for (uint64_t k = ffe_log_next(l, 0); k != UINT64_MAX; k = ffe_log_next(l, k + 1))
+		n++;
+	return n;
+}
+
+void ffe_log_clear(struct ffe_log *l)
+{
+	uint64_t end = l->size < l->file_size - l->offset ? l->size : l->file_size - l->offset;
+
+	for (uint64_t b = 0; b < end; b++)
+		__atomic_store_n(l->file + l->offset + b, 0, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+int64_t ffe_log_guard_dirty(const struct ffe_log *l)
+{
+	for (uint64_t b = 0; b < l->file_size; b++) {
+		if (b >= l->offset && b - l->offset < l->size)
+			continue;
+		if (__atomic_load_n(l->file + b, __ATOMIC_RELAXED))
+			return (int64_t)b;
+	}
+	return -1;
+}
+
+int ffe_set_log_base(struct ffe *fe, struct ffe_log *l)
+{
+	struct ffe_log_base lb;
+	struct ffe_msg *m;
+	bool mine = !l;
+	uint64_t v;
+	int ret;
+
+	if (!l) {
+		l = ffe_log_new(ffe_log_size_for(fe), 0, 0);
+		if (!l)
+			return -errno;
+	}
+	lb = (struct ffe_log_base){ .mmap_size = l->size, .mmap_offset = l->offset };
+	m = malloc(sizeof(*m));
+	if (!m) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* QEMU (vhost_user_set_log_base) asks for no reply and waits for one */
+	ret = ffe_send_raw(fe, FFE_SET_LOG_BASE, FFE_FLAG_VERSION, sizeof(lb), &lb, sizeof(lb),
+			   &l->fd, 1);
+	if (ret == 0)
+		ret = recv_reply(fe, FFE_SET_LOG_BASE, m);
+	if (ret == 0 && m->hdr.size != 8) {
+		ffe_seterr(fe, "SET_LOG_BASE: reply of size %u, expected a u64", m->hdr.size);
+		ret = -EPROTO;
+	}
+	if (ret == 0) {
+		memcpy(&v, m->payload, 8);
+		if (v) {
+			ffe_seterr(fe, "SET_LOG_BASE: back-end replied %#llx", (unsigned long long)v);
+			ret = v > 0x7fffffff ? 0x7fffffff : (int)v;
+		}
+	}
+	free(m);
+	if (ret == 0) {
+		ffe_log_free(fe->log_old);
+		fe->log_old = fe->log;
+		fe->log = l;
+		return 0;
+	}
+out:
+	if (mine)
+		ffe_log_free(l);
+	return ret;
+}
+
+int ffe_set_log_fd(struct ffe *fe)
+{
+	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), ret;
+
+	if (efd < 0)
+		return -errno;
+	ret = ffe_call(fe, FFE_SET_LOG_FD, NULL, 0, &efd, 1);
+	close(efd);
+	return ret;
+}
+
+int ffe_set_log_all(struct ffe *fe, bool on)
+{
+	uint64_t f = on ? fe->features | FFE_BIT(FFE_F_LOG_ALL)
+			: fe->features & ~FFE_BIT(FFE_F_LOG_ALL);
+	int ret = ffe_set_u64(fe, FFE_SET_FEATURES, f);
+
+	if (ret == 0)
+		fe->features = f;
+	return ret;
+}
+
+int ffe_vq_set_log(struct ffe *fe, unsigned i, bool on)
+{
+	struct ffe_vq *vq;
+	struct ffe_vring_addr a;
+	int ret;
+
+	if (i >= FFE_MAX_QUEUES || !fe->vq[i].desc)
+		return -EINVAL;
+	vq = &fe->vq[i];
+	a = (struct ffe_vring_addr){
+		.index = i, .flags = on ? FFE_VRING_F_LOG : 0,
+		.desc = vq->desc_uva, .used = vq->used_uva, .avail = vq->avail_uva,
+		.log = on ? vq->used_gpa : 0,
+	};
+	ret = ffe_call(fe, FFE_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
+	if (ret == 0)
+		vq->log_ring = on;
+	return ret;
+}
+
+static int log_switch(struct ffe *fe, unsigned nq, bool on)
+{
+	int ret;
+
+	if (on && !fe->log) {
+		ffe_seterr(fe, "logging asked for without a log base");
+		return -EINVAL;
+	}
+	/* QEMU's vhost_dev_set_log: features first, then every ring */
+	ret = ffe_set_log_all(fe, on);
+	if (ret != 0) {
+		ffe_seterr(fe, "SET_FEATURES with LOG_ALL %s: %s", on ? "set" : "cleared",
+			   ret < 0 ? strerror(-ret) : "refused");
+		return ret;
+	}
+	for (unsigned i = 0; i < nq && i < FFE_MAX_QUEUES; i++) {
+		if (!fe->vq[i].started)
+			continue;
+		ret = ffe_vq_set_log(fe, i, on);
+		if (ret != 0) {
+			ffe_seterr(fe, "q%u SET_VRING_ADDR with log %s: %s", i, on ? "on" : "off",
+				   ret < 0 ? strerror(-ret) : "refused");
+			return ret;
+		}
+	}
+	return 0;
+}
+
+int ffe_log_start(struct ffe *fe, unsigned nq)
+{
+	return log_switch(fe, nq, true);
+}
+
+int ffe_log_stop(struct ffe *fe, unsigned nq)
+{
+	return log_switch(fe, nq, false);
+}
+
+int ffe_req_segs(struct ffe_vq *vq, const struct ffe_req *r, struct ffe_seg *out,
+		 unsigned max)
+{
+	const struct ffe_desc *t = vq->desc;
+	unsigned n = 0, count = r->nring;
+
+	if (!r->nring)
+		return 0;
+	if (r->indirect) {
+		const struct ffe_desc *h = &vq->desc[r->ring_descs[0]];
+
+		if (max < 1)
+			return -E2BIG;
+		out[n++] = (struct ffe_seg){ h->addr, h->len, FFE_SEG_TABLE };
+		t = ffe_gpa_to_hva(vq->fe, h->addr, h->len);
+		if (!t)
+			return -EFAULT;
+		count = h->len / sizeof(*t);
+	}
+	for (unsigned k = 0; k < count; k++) {
+		const struct ffe_desc *d = r->indirect ? &t[k] : &t[r->ring_descs[k]];
+
+		if (n >= max)
+			return -E2BIG;
+		out[n++] = (struct ffe_seg){ d->addr, d->len,
+					     (d->flags & FFE_DESC_F_WRITE) ? FFE_SEG_WR : FFE_SEG_RD };
+	}
+	return (int)n;
+}
+
+void ffe_vq_used_area(struct ffe_vq *vq, uint64_t *gpa, uint64_t *len)
+{
+	*gpa = vq->used_gpa;
+	*len = 4 + 8ull * vq->num + (has_event_idx(vq) ? 2 : 0);
 }

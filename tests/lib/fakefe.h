@@ -75,6 +75,7 @@ struct ffe_buf {
 };
 
 struct ffe_vq;
+struct ffe_log;
 
 /* One request: the device-readable byte stream (virtio-blk header, then OUT
  * data) and the device-writable one (IN data, then status).  The layout
@@ -91,11 +92,17 @@ struct ffe_req {
 	const uint32_t *wr_cuts;
 	unsigned n_wr_cuts;
 	bool indirect;
+	/* where each descriptor's buffer lies in the queue's scratch: aligned
+	 * to buf_align (0: 64), then buf_skew bytes further (to make buffers
+	 * straddle pages) */
+	uint32_t buf_align;
+	uint32_t buf_skew;
 
 	/* filled by the library */
 	uint16_t head;
 	bool done;
 	uint32_t used_len;
+	uint16_t used_idx;              /* used ring index it completed at */
 	unsigned nring;                 /* ring descriptors taken */
 	uint16_t ring_descs[FFE_MAX_DESCS];
 	unsigned nwseg;                 /* writable pieces to copy back */
@@ -134,6 +141,7 @@ struct ffe_vq {
 	bool strict_calls;      /* see completions only after a call signal */
 	bool always_kick;       /* ignore NO_NOTIFY / avail_event */
 	bool no_interrupt;      /* set VRING_AVAIL_F_NO_INTERRUPT */
+	bool log_ring;          /* SET_VRING_ADDR with VRING_F_LOG, log = used gpa */
 
 	/* per-queue scratch memory, one piece per region, reset when idle */
 	struct { uint64_t off, size, cur; } scratch[FFE_MAX_REGIONS];
@@ -197,6 +205,10 @@ struct ffe {
 
 	/* our end of the back-end channel (SET_BACKEND_REQ_FD), -1: none */
 	int backend_fd;
+
+	/* the dirty log given by the last accepted SET_LOG_BASE, and the one
+	 * before it (kept so a test can see that it gets no more bits) */
+	struct ffe_log *log, *log_old;
 
 	struct ffe_vq vq[FFE_MAX_QUEUES];
 	char err[256];
@@ -347,6 +359,87 @@ void ffe_inflight_drop(struct ffe *fe);
  * posted and complete later.  No kick is sent (QEMU sends none either).
  * 0 or -errno. */
 int ffe_resume_after_crash(struct ffe *fe, unsigned nq);
+
+/* ---- the dirty log (LOG_SHMFD, VHOST_F_LOG_ALL) ---------------------------- */
+
+/* A log bitmap in a memfd of its own ("fakefe-log-GEN" in /proc/self/maps):
+ * the bytes [offset, offset + size) of a file of file_size bytes, all of
+ * which we map; the bytes outside the range stay zero unless the back-end
+ * writes where it must not. */
+struct ffe_log {
+	int fd;
+	uint8_t *file;          /* our mapping of the whole file */
+	uint64_t file_size;
+	uint64_t size, offset;  /* what SET_LOG_BASE says */
+	unsigned gen;
+};
+
+/* Bytes of log covering every region's guest-physical range, rounded up to
+ * 8 as QEMU does (vhost_get_log_size: 64-page chunks). */
+uint64_t ffe_log_size_for(struct ffe *fe);
+/* A log of size bytes at offset in a file of file_size bytes (0: offset +
+ * size + one page of guard).  NULL on failure (errno set). */
+struct ffe_log *ffe_log_new(uint64_t size, uint64_t offset, uint64_t file_size);
+void ffe_log_free(struct ffe_log *l);
+/* The bitmap (its first byte) and page k's bit (false beyond the log). */
+static inline uint8_t *ffe_log_bits(const struct ffe_log *l) { return l->file + l->offset; }
+bool ffe_log_page(const struct ffe_log *l, uint64_t page);
+/* Is every page of [gpa, gpa+len) marked / is none?  (len 0: false / true) */
+bool ffe_log_all_set(const struct ffe_log *l, uint64_t gpa, uint64_t len);
+bool ffe_log_none_set(const struct ffe_log *l, uint64_t gpa, uint64_t len);
+/* The first marked page >= from, or UINT64_MAX. */
+uint64_t ffe_log_next(const struct ffe_log *l, uint64_t from);
+uint64_t ffe_log_count(const struct ffe_log *l);
+/* Zero the bitmap (atomically per byte: the back-end may be writing). */
+void ffe_log_clear(struct ffe_log *l);
+/* The first byte of the file outside the bitmap that is not zero, or -1. */
+int64_t ffe_log_guard_dirty(const struct ffe_log *l);
+
+/* SET_LOG_BASE with l (NULL: a new log of ffe_log_size_for bytes), sent as
+ * QEMU does (no NEED_REPLY) with its fd; reads the reply, which the
+ * back-end always sends: 0 (accepted: l becomes fe->log, the previous one
+ * fe->log_old), the positive value it replied (refused), -EPROTO (a reply
+ * that is not SET_LOG_BASE's u64), or -errno (-ECONNRESET: dropped).  On
+ * failure l stays the caller's. */
+int ffe_set_log_base(struct ffe *fe, struct ffe_log *l);
+/* SET_LOG_FD with a new eventfd (ours closed after sending). */
+int ffe_set_log_fd(struct ffe *fe);
+/* SET_FEATURES with VHOST_F_LOG_ALL set or cleared (the other features as
+ * negotiated).  0, ack value or -errno. */
+int ffe_set_log_all(struct ffe *fe, bool on);
+/* SET_VRING_ADDR of queue i again (rings may run), with or without
+ * VRING_F_LOG and the used ring's gpa as log_guest_addr; kept for later
+ * (re)starts of the queue. */
+int ffe_vq_set_log(struct ffe *fe, unsigned i, bool on);
+/* What QEMU does when migration starts / ends with every queue running:
+ * SET_FEATURES with LOG_ALL, then SET_VRING_ADDR with VRING_F_LOG for the
+ * started queues below nq (and the reverse).  Needs a log base set. */
+int ffe_log_start(struct ffe *fe, unsigned nq);
+int ffe_log_stop(struct ffe *fe, unsigned nq);
+
+/* One buffer of a request as its descriptors give it. */
+enum ffe_seg_kind { FFE_SEG_RD, FFE_SEG_WR, FFE_SEG_TABLE };
+
+struct ffe_seg {
+	uint64_t gpa;
+	uint32_t len;
+	uint8_t kind;
+};
+
+/* The buffers of r (the indirect table too), read back from the
+ * descriptors: call it after ffe_submit, before the request completes (or
+ * at least before the next submit).  Count, or -E2BIG if more than max. */
+int ffe_req_segs(struct ffe_vq *vq, const struct ffe_req *r, struct ffe_seg *out,
+		 unsigned max);
+/* The device-written part of the used ring: flags, idx, the elements and,
+ * with EVENT_IDX, avail_event. */
+void ffe_vq_used_area(struct ffe_vq *vq, uint64_t *gpa, uint64_t *len);
+/* Guest page numbers of [gpa, gpa+len) (len > 0). */
+static inline uint64_t ffe_page_first(uint64_t gpa) { return gpa / FFE_LOG_PAGE; }
+static inline uint64_t ffe_page_last(uint64_t gpa, uint64_t len)
+{
+	return (gpa + len - 1) / FFE_LOG_PAGE;
+}
 
 /* ---- ring driver -------------------------------------------------------- */
 

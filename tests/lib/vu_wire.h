@@ -84,6 +84,7 @@ enum ffe_req_code {
 #define FFE_F_BLK_MQ            12
 #define FFE_F_BLK_DISCARD       13
 #define FFE_F_BLK_WRITE_ZEROES  14
+#define FFE_F_LOG_ALL           26      /* VHOST_F_LOG_ALL: log every write */
 #define FFE_F_RING_INDIRECT_DESC 28
 #define FFE_F_RING_EVENT_IDX    29
 #define FFE_F_PROTOCOL_FEATURES 30
@@ -137,6 +138,10 @@ struct ffe_mem_reg {
 #define FFE_STATUS_NEEDS_RESET  64
 #define FFE_STATUS_FAILED       128
 
+/* SET_VRING_ADDR flags: VHOST_VRING_F_LOG, log the used ring's writes at
+ * ffe_vring_addr.log (the used ring's guest-physical address) */
+#define FFE_VRING_F_LOG         0x1u
+
 struct ffe_vring_addr {
 	uint32_t index;
 	uint32_t flags;
@@ -145,6 +150,16 @@ struct ffe_vring_addr {
 	uint64_t avail;
 	uint64_t log;
 };
+
+/* SET_LOG_BASE payload (with LOG_SHMFD: one fd, the bitmap is the bytes
+ * [mmap_offset, mmap_offset + mmap_size) of it).  The dirty log: bit k (byte
+ * k / 8, bit k % 8) stands for guest-physical page k of FFE_LOG_PAGE bytes. */
+struct ffe_log_base {
+	uint64_t mmap_size;
+	uint64_t mmap_offset;
+};
+
+#define FFE_LOG_PAGE            4096u
 
 /* GET/SET_CONFIG payload: this header, then size bytes of config space */
 struct ffe_config_hdr {
@@ -280,6 +295,7 @@ _Static_assert(sizeof(struct ffe_vring_addr) == 40, "vhost_vring_addr");
 _Static_assert(sizeof(struct ffe_mem_table_hdr) == 8, "memory table header");
 _Static_assert(sizeof(struct ffe_mem_region) == 32, "memory region");
 _Static_assert(sizeof(struct ffe_mem_reg) == 40, "single memory region description");
+_Static_assert(sizeof(struct ffe_log_base) == 16, "vhost_user_log");
 _Static_assert(sizeof(struct ffe_config_hdr) == 12, "device config header");
 _Static_assert(sizeof(struct ffe_blk_config) == 60, "virtio_blk_config layout");
 _Static_assert(offsetof(struct ffe_blk_config, blk_size) == 20, "virtio_blk_config.blk_size");

@@ -411,3 +411,49 @@ Test(walk, map_rings_checks)
 	vq->mem = NULL;
 	cr_assert_eq(vq_prepare(vq, err, sizeof(err)), -EINVAL);
 }
+
+/* ---- dirty log ------------------------------------------------------------- */
+
+static unsigned log_count(const uint8_t *bits, size_t len)
+{
+	unsigned n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += (unsigned)__builtin_popcount(bits[i]);
+	return n;
+}
+
+static bool log_has(const uint8_t *bits, uint64_t page)
+{
+	return bits[page / 8] & (1u << (page % 8));
+}
+
+Test(dirty_log, marks_exactly_the_pages_of_a_range)
+{
+	uint8_t bits[16] = { 0 };
+	struct vq_log log = { bits, sizeof(bits) };
+
+	vq_log_mark(&log, 0, 1);                        /* page 0 */
+	vq_log_mark(&log, 3 * 4096 + 4095, 2);          /* pages 3 and 4 */
+	vq_log_mark(&log, 7 * 4096, 10 * 4096);         /* pages 7..16: crosses two bytes */
+	cr_expect_eq(log_count(bits, sizeof(bits)), 1 + 2 + 10);
+	cr_expect(log_has(bits, 0) && log_has(bits, 3) && log_has(bits, 4));
+	for (uint64_t p = 7; p <= 16; p++)
+		cr_expect(log_has(bits, p), "page %lu", (unsigned long)p);
+	cr_expect(!log_has(bits, 5) && !log_has(bits, 6) && !log_has(bits, 17));
+	vq_log_mark(&log, 7 * 4096, 10 * 4096);         /* idempotent */
+	cr_expect_eq(log_count(bits, sizeof(bits)), 13);
+}
+
+Test(dirty_log, pages_beyond_the_log_are_not_marked)
+{
+	uint8_t bits[3] = { 0 };        /* 24 pages, then a guard byte */
+	struct vq_log log = { bits, 2 };
+
+	vq_log_mark(&log, 14 * 4096, 100 * 4096);       /* pages 14..113: 14, 15 fit */
+	cr_expect_eq(log_count(bits, 2), 2);
+	cr_expect_eq(bits[2], 0, "wrote past the log");
+	vq_log_mark(&log, UINT64_MAX - 10, 100);        /* wraps: nothing in range, no hang */
+	vq_log_mark(&log, 1ull << 40, 4096);
+	cr_expect_eq(bits[2], 0);
+	cr_expect_eq(log_count(bits, 2), 2);
+}
