@@ -17,6 +17,17 @@
  *       started, max_lat_at_s, seconds from the start) and p99_lat_ms, so a
  *       test that restarts the back-end under the guest can say how long the
  *       guest's I/O paused.
+ *       Environment (all optional):
+ *         BLKCHECK_PROGRESS=SEC  a `BLKCHECK progress` line every SEC
+ *           seconds while it runs: counts so far, failures so far and the
+ *           longest I/O of that interval (a pause of the device shows there)
+ *         BLKCHECK_STOP=PATH     end the run (final pass included) as soon
+ *           as PATH exists: a workload that runs until it is told to stop
+ *           (DURATION is then the limit)
+ *         BLKCHECK_KEEP_GOING=1  a failed check or I/O does not end the
+ *           run: every failure is counted (errors=N in the progress and
+ *           final lines) and the first 200 are described; the block in
+ *           question is not checked again until it is written again
  *       With BLKCHECK_PHYS_ABOVE=ADDR in the environment (root: it reads
  *       /proc/self/pagemap), each thread looks up the guest-physical pages
  *       of its I/O buffers at the end and the OK line adds
@@ -59,6 +70,7 @@
 #define CHUNK           (1u << 20)              /* fullcheck I/O size */
 #define STRIPE_BLOCKS   16u                     /* randverify ownership unit */
 #define MAX_REPORTS     8
+#define MAX_REPORTS_KG  200                     /* BLKCHECK_KEEP_GOING */
 
 /* Latency histogram, in microseconds: values below 2^LAT_SUB_BITS+1 have a
  * bucket each, larger ones 2^LAT_SUB_BITS buckets per power of two (<= 6.25%
@@ -78,6 +90,7 @@ struct sector_hdr {
 static const char *g_dev;
 static atomic_int g_failed;
 static atomic_int g_reports;
+static int g_max_reports = MAX_REPORTS;
 static pthread_mutex_t g_out_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -104,7 +117,7 @@ static void fail(const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	atomic_store(&g_failed, 1);
-	if (atomic_fetch_add(&g_reports, 1) < MAX_REPORTS)
+	if (atomic_fetch_add(&g_reports, 1) < g_max_reports)
 		out("BLKCHECK FAIL %s\n", buf);
 }
 
@@ -368,6 +381,9 @@ struct rv_shared {
 	double deadline;                /* 0: use op budget */
 	atomic_long ops_left;
 	atomic_int stop;
+	atomic_int done;                /* the workers are joined */
+	bool keep_going;                /* BLKCHECK_KEEP_GOING */
+	atomic_ullong win_max_us;       /* longest I/O since the last progress line */
 	uint64_t phys_above;            /* BLKCHECK_PHYS_ABOVE, 0: not asked */
 	atomic_ulong pages, pages_above, pages_unknown;
 	atomic_ullong phys_lo, phys_hi;
@@ -385,10 +401,24 @@ struct rv_thread {
 	struct rv_shared *sh;
 	unsigned tid;
 	uint64_t rng;
+	/* written by this thread only; the progress reporter reads them
+	 * (relaxed atomics, see bump()) */
 	uint64_t writes, reads, verifies, flushes, bytes;
 	struct lat_hist lat;
 	int rc;
+	unsigned errs;                  /* failures of this thread (keep-going) */
 };
+
+/* A counter with one writer (its thread) and a reader elsewhere. */
+static inline void bump(uint64_t *c, uint64_t n)
+{
+	__atomic_store_n(c, *c + n, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t peek(uint64_t *c)
+{
+	return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
 
 static unsigned lat_bucket(uint64_t us)
 {
@@ -461,13 +491,25 @@ static uint64_t lat_pct(const struct lat_hist *h, double pct)
 	return h->max_us;
 }
 
+/* One I/O's latency: the thread's histogram and the progress window. */
+static void rv_lat(struct rv_thread *t, double t0, double t1)
+{
+	unsigned long long us, cur;
+
+	lat_add(&t->lat, t0, t1);
+	us = t1 > t0 ? (unsigned long long)((t1 - t0) * 1e6) : 0;
+	cur = atomic_load_explicit(&t->sh->win_max_us, memory_order_relaxed);
+	while (us > cur && !atomic_compare_exchange_weak(&t->sh->win_max_us, &cur, us))
+		;
+}
+
 /* pio() on the randverify fd, timed into the thread's histogram. */
 static int rv_pio(struct rv_thread *t, bool wr, void *buf, size_t len, uint64_t off)
 {
 	double t0 = now_s();
 	int rc = pio(wr, t->sh->fd, buf, len, off);
 
-	lat_add(&t->lat, t0, now_s());
+	rv_lat(t, t0, now_s());
 	return rc;
 }
 
@@ -490,10 +532,12 @@ static int rv_verify(struct rv_thread *t, uint8_t *buf, uint64_t blk,
 		any |= sh->gen[blk + i] != 0;
 	if (!any)
 		return 0;
-	if (rv_pio(t, false, buf, (size_t)n * sh->bsize, blk * sh->bsize) < 0)
+	if (rv_pio(t, false, buf, (size_t)n * sh->bsize, blk * sh->bsize) < 0) {
+		t->errs++;
 		return -1;
-	t->reads++;
-	t->bytes += (uint64_t)n * sh->bsize;
+	}
+	bump(&t->reads, 1);
+	bump(&t->bytes, (uint64_t)n * sh->bsize);
 	for (unsigned i = 0; i < n; i++) {
 		uint32_t g = sh->gen[blk + i];
 		if (!g)
@@ -503,13 +547,16 @@ static int rv_verify(struct rv_thread *t, uint8_t *buf, uint64_t blk,
 			if (!check_sector(buf + ((size_t)i * spb + s) * SECTOR, scratch,
 					  sh->seed, sector, g, what)) {
 				rc = -1;
+				t->errs++;
+				/* keep-going: reported once, unknown until rewritten */
+				sh->gen[blk + i] = 0;
 				break;
 			}
 		}
-		if (rc)
+		if (rc && !sh->keep_going)
 			break;
 	}
-	t->verifies++;
+	bump(&t->verifies, 1);
 	return rc;
 }
 
@@ -530,7 +577,7 @@ static bool rv_more(struct rv_thread *t)
 {
 	struct rv_shared *sh = t->sh;
 
-	if (atomic_load(&sh->stop) || atomic_load(&g_failed))
+	if (atomic_load(&sh->stop) || (atomic_load(&g_failed) && !sh->keep_going))
 		return false;
 	if (sh->deadline > 0)
 		return now_s() < sh->deadline;
@@ -600,39 +647,49 @@ static void *rv_main(void *arg)
 			for (unsigned i = 0; i < n; i++)
 				gens[i] = sh->gen[blk + i] + 1;
 			fill_range(wbuf, (size_t)n * sh->bsize, sh->seed, blk * spb, gens, spb);
-			if (rv_pio(t, true, wbuf, (size_t)n * sh->bsize, blk * sh->bsize) < 0)
-				goto out;
+			if (rv_pio(t, true, wbuf, (size_t)n * sh->bsize, blk * sh->bsize) < 0) {
+				t->errs++;
+				if (!sh->keep_going)
+					goto out;
+				/* what the device holds there is unknown now */
+				memset(&sh->gen[blk], 0, n * sizeof(gens[0]));
+				continue;
+			}
 			memcpy(&sh->gen[blk], gens, n * sizeof(gens[0]));
-			t->writes++;
-			t->bytes += (uint64_t)n * sh->bsize;
-			if (op < 15 && rv_verify(t, rbuf, blk, n, "read-after-write") < 0)
+			bump(&t->writes, 1);
+			bump(&t->bytes, (uint64_t)n * sh->bsize);
+			if (op < 15 && rv_verify(t, rbuf, blk, n, "read-after-write") < 0 &&
+			    !sh->keep_going)
 				goto out;
 		} else if (op < 98) {
-			if (rv_verify(t, rbuf, blk, n, "random read") < 0)
+			if (rv_verify(t, rbuf, blk, n, "random read") < 0 && !sh->keep_going)
 				goto out;
 		} else {
 			double t0 = now_s();
 			int r = fdatasync(sh->fd);
 
-			lat_add(&t->lat, t0, now_s());
+			rv_lat(t, t0, now_s());
 			if (r < 0) {
 				fail("fdatasync %s: %s", g_dev, strerror(errno));
-				goto out;
+				t->errs++;
+				if (!sh->keep_going)
+					goto out;
+				continue;
 			}
-			t->flushes++;
+			bump(&t->flushes, 1);
 		}
 	}
-	if (atomic_load(&g_failed))
+	if (atomic_load(&g_failed) && !sh->keep_going)
 		goto out;
 	/* final pass: every block this thread owns */
 	for (uint64_t s = t->tid; s < sh->nstripes; s += sh->nthreads) {
 		uint64_t sblk = s * STRIPE_BLOCKS;
 		unsigned sblocks = sh->nblocks - sblk < STRIPE_BLOCKS ?
 				   (unsigned)(sh->nblocks - sblk) : STRIPE_BLOCKS;
-		if (rv_verify(t, rbuf, sblk, sblocks, "final verify") < 0)
+		if (rv_verify(t, rbuf, sblk, sblocks, "final verify") < 0 && !sh->keep_going)
 			goto out;
 	}
-	t->rc = 0;
+	t->rc = t->errs ? -1 : 0;
 	if (sh->phys_above) {
 		rv_phys(sh, wbuf, maxlen);
 		rv_phys(sh, rbuf, maxlen);
@@ -645,8 +702,71 @@ out:
 	return NULL;
 }
 
+/* BLKCHECK_PROGRESS / BLKCHECK_STOP: a thread that reports how the run
+ * goes and ends it when the stop file appears. */
+struct rv_reporter {
+	pthread_t th;
+	struct rv_shared *sh;
+	struct rv_thread *th_all;
+	unsigned nthreads;
+	double interval;                /* 0: no progress lines */
+	const char *stop_path;          /* NULL: none */
+	double t0;
+};
+
+static void *rv_report_main(void *arg)
+{
+	struct rv_reporter *r = arg;
+	struct rv_shared *sh = r->sh;
+	double next = r->t0 + r->interval, last_t = r->t0;
+	uint64_t last_ops = 0;
+	bool stop_seen = false;
+	struct timespec tick = { 0, 100 * 1000 * 1000 };
+
+	while (!atomic_load(&sh->done)) {
+		double now;
+
+		nanosleep(&tick, NULL);
+		now = now_s();
+		if (r->stop_path && !stop_seen && access(r->stop_path, F_OK) == 0) {
+			stop_seen = true;
+			atomic_store(&sh->stop, 1);
+			out("BLKCHECK stop requested t=%.1f (final pass over every block follows)\n",
+			    now - r->t0);
+		}
+		if (r->interval > 0 && now >= next && !atomic_load(&sh->done)) {
+			uint64_t w = 0, rd = 0, v = 0, f = 0, b = 0, ops;
+			unsigned long long win;
+
+			for (unsigned i = 0; i < r->nthreads; i++) {
+				w += peek(&r->th_all[i].writes);
+				rd += peek(&r->th_all[i].reads);
+				v += peek(&r->th_all[i].verifies);
+				f += peek(&r->th_all[i].flushes);
+				b += peek(&r->th_all[i].bytes);
+			}
+			ops = w + rd;
+			win = atomic_exchange(&sh->win_max_us, 0);
+			out("BLKCHECK progress t=%.1f phase=%s writes=%" PRIu64 " reads=%" PRIu64
+			    " verifies=%" PRIu64 " flushes=%" PRIu64 " MiB=%.1f errors=%d"
+			    " IOPS=%.0f win_max_lat_ms=%.1f\n", now - r->t0,
+			    atomic_load(&sh->stop) ? "final" : "run", w, rd, v, f,
+			    (double)b / (1024.0 * 1024.0), atomic_load(&g_reports),
+			    now > last_t ? (double)(ops - last_ops) / (now - last_t) : 0.0,
+			    (double)win / 1e3);
+			last_ops = ops;
+			last_t = now;
+			while (next <= now)
+				next += r->interval;
+		}
+	}
+	return NULL;
+}
+
 static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 {
+	struct rv_reporter rep = { .interval = 0 };
+	bool reporting = false;
 	struct rv_shared sh = { .seed = seed, .nthreads = nthreads };
 	struct rv_thread *th;
 	uint64_t size, writes = 0, reads = 0, verifies = 0, flushes = 0, bytes = 0;
@@ -688,6 +808,14 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 	if (getenv("BLKCHECK_PHYS_ABOVE") &&
 	    parse_u64(getenv("BLKCHECK_PHYS_ABOVE"), &sh.phys_above) == 0 && sh.phys_above)
 		atomic_store(&sh.phys_lo, UINT64_MAX);
+	if (getenv("BLKCHECK_KEEP_GOING") && strcmp(getenv("BLKCHECK_KEEP_GOING"), "0")) {
+		sh.keep_going = true;
+		g_max_reports = MAX_REPORTS_KG;
+	}
+	if (getenv("BLKCHECK_PROGRESS"))
+		rep.interval = strtod(getenv("BLKCHECK_PROGRESS"), NULL);
+	if (getenv("BLKCHECK_STOP") && *getenv("BLKCHECK_STOP"))
+		rep.stop_path = getenv("BLKCHECK_STOP");
 	t0 = now_s();
 	if (strcmp(end, "ops") != 0)
 		sh.deadline = t0 + (double)v;
@@ -703,6 +831,15 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 			break;
 		}
 	}
+	if (rep.interval > 0 || rep.stop_path) {
+		rep.sh = &sh;
+		rep.th_all = th;
+		rep.nthreads = nthreads;
+		rep.t0 = t0;
+		reporting = pthread_create(&rep.th, NULL, rv_report_main, &rep) == 0;
+		if (!reporting)
+			out("BLKCHECK randverify: no progress thread (pthread_create failed)\n");
+	}
 	for (unsigned i = 0; i < nthreads; i++) {
 		pthread_join(th[i].th, NULL);
 		if (th[i].rc)
@@ -714,6 +851,9 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 		bytes += th[i].bytes;
 		lat_merge(&lat, &th[i].lat);
 	}
+	atomic_store(&sh.done, 1);
+	if (reporting)
+		pthread_join(rep.th, NULL);
 	secs = now_s() - t0;
 	if (rc == 0 && fsync(sh.fd) < 0) {
 		fail("fsync %s: %s", g_dev, strerror(errno));
@@ -743,8 +883,8 @@ static int cmd_randverify(unsigned nthreads, const char *dur, uint64_t seed)
 			    atomic_load(&sh.phys_hi), sh.phys_above);
 	} else if (lat.count) {
 		/* how long the I/O stalled is worth knowing when it failed too */
-		out("BLKCHECK randverify latency dev=%s ios=%" PRIu64 " max_lat_ms=%.1f"
-		    " max_lat_at_s=%.1f p99_lat_ms=%.1f\n", g_dev, lat.count,
+		out("BLKCHECK randverify latency dev=%s errors=%d ios=%" PRIu64 " max_lat_ms=%.1f"
+		    " max_lat_at_s=%.1f p99_lat_ms=%.1f\n", g_dev, atomic_load(&g_reports), lat.count,
 		    (double)lat.max_us / 1e3, lat.max_at - t0,
 		    (double)lat_pct(&lat, 99.0) / 1e3);
 	}
@@ -815,7 +955,7 @@ int main(int argc, char **argv)
 	int rc = run(argc, argv);
 	int n = atomic_load(&g_reports);
 
-	if (n > MAX_REPORTS)
-		out("BLKCHECK FAIL (%d more failure reports suppressed)\n", n - MAX_REPORTS);
+	if (n > g_max_reports)
+		out("BLKCHECK FAIL (%d more failure reports suppressed)\n", n - g_max_reports);
 	return rc;
 }
