@@ -14,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 pkgs="build-essential meson ninja-build pkg-config libfuse3-dev fuse3 liburing-dev
-      libudev-dev libcriterion-dev libtsan2"
+      libudev-dev libcriterion-dev libtsan2 librbd-dev"
 if [ "${1:-}" != "--build-only" ]; then
 	pkgs="$pkgs qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static
 	      cpio kmod clang libclang-rt-dev python3 util-linux e2fsprogs jq
