@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what vhostd needs to build, run and test on Debian 12 (as root).
-# Build: meson, ninja, libfuse3, liburing, libudev, criterion, and gcc's
+# Build: meson, ninja, libfuse3, liburing, libudev, criterion, librbd (the
+# RBD backend; without it rbd backings are refused), and gcc's
 # ThreadSanitizer runtime (libtsan2, for the TSan build of run-all.sh).
 # Tests: QEMU (the real front-end and qemu-storage-daemon for comparisons),
 # a Debian cloud kernel and busybox for the test guest, clang for fuzzing,
@@ -14,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 pkgs="build-essential meson ninja-build pkg-config libfuse3-dev fuse3 liburing-dev
-      libudev-dev libcriterion-dev libtsan2 librbd-dev"
+      libudev-dev libcriterion-dev libtsan2 librbd-dev librados-dev"
 if [ "${1:-}" != "--build-only" ]; then
 	pkgs="$pkgs qemu-system-x86 qemu-utils linux-image-cloud-amd64 busybox-static
 	      cpio kmod clang libclang-rt-dev python3 util-linux e2fsprogs jq

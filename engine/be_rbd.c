@@ -51,6 +51,8 @@ struct rbd_backend {
 	struct vdev_rbd cfg;
 	bool readonly;
 	uint32_t block_size;
+	uint64_t want_size;             /* open: the size asked for, 0 = the image's */
+	bool allow_shrink;              /* open: want_size may shrink the image */
 	rados_t cluster;
 	rados_ioctx_t io;
 	rbd_image_t image;
@@ -88,8 +90,8 @@ struct rbd_call {
 	bool done, abandoned;
 	int (*fn)(struct rbd_call *c);
 	void (*undo)(struct rbd_call *c);       /* abandoned: after fn */
-	struct rbd_backend *rb;
-	const struct vdev_params *p;            /* open: valid until abandoned */
+	struct rbd_backend *rb;         /* everything fn uses (the caller's memory
+					 * may be gone when an abandoned fn ends) */
 	int rc;
 	char err[VDEV_ERR_MAX];
 };
@@ -132,9 +134,10 @@ static void *call_main(void *arg)
 	return NULL;
 }
 
-/* Run c->fn in a helper thread and wait for it: its result, or -ETIMEDOUT
- * (c now belongs to the helper).  c is freed either way. */
-static int call_bounded(struct rbd_call *c, char *err, size_t errlen)
+/* Run c->fn in a helper thread and wait for it: its result (and reason in
+ * err), or -ETIMEDOUT with *late set: c now belongs to the helper.  c is
+ * freed either way. */
+static int call_bounded(struct rbd_call *c, char *err, size_t errlen, bool *late)
 {
 	pthread_condattr_t ca;
 	pthread_attr_t attr;
@@ -142,6 +145,7 @@ static int call_bounded(struct rbd_call *c, char *err, size_t errlen)
 	pthread_t tid;
 	int rc;
 
+	*late = false;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -167,7 +171,7 @@ static int call_bounded(struct rbd_call *c, char *err, size_t errlen)
 		;
 	if (!c->done) {
 		c->abandoned = true;
-		c->p = NULL;
+		*late = true;
 		pthread_mutex_unlock(&c->lock);
 		return -ETIMEDOUT;
 	}
@@ -279,8 +283,7 @@ static int take_lock(struct rbd_call *c)
 static int settle_size(struct rbd_call *c)
 {
 	struct rbd_backend *rb = c->rb;
-	const struct vdev_params *p = c->p;
-	uint64_t size;
+	uint64_t size, want = rb->want_size;
 	int rc;
 
 	rc = rbd_get_size(rb->image, &size);
@@ -289,31 +292,30 @@ static int settle_size(struct rbd_call *c)
 			 rb->spec, strerror(-rc));
 		return rc;
 	}
-	if (p->size && p->size != size) {
-		if (rb->be.read_only || p->readonly) {
-			say(c, "rbd image %s is %" PRIu64 " bytes, not "
-				 "%" PRIu64 ", and read-only: leave size out", rb->spec, size,
-				 p->size);
+	if (want && want != size) {
+		if (rb->be.read_only || rb->readonly) {
+			say(c, "rbd image %s is %" PRIu64 " bytes, not %" PRIu64 ", and "
+			    "read-only: leave size out", rb->spec, size, want);
 			return -EINVAL;
 		}
-		if (p->size < size && !p->allow_shrink) {
-			say(c, "rbd image %s is %" PRIu64 " bytes: a "
-				 "size of %" PRIu64 " would shrink it; leave size out, or set "
-				 "allow_shrink=1 to cut it", rb->spec, size, p->size);
+		if (want < size && !rb->allow_shrink) {
+			say(c, "rbd image %s is %" PRIu64 " bytes: a size of %" PRIu64 " would "
+			    "shrink it; leave size out, or set allow_shrink=1 to cut it",
+			    rb->spec, size, want);
 			return -EINVAL;
 		}
-		rc = rbd_resize(rb->image, p->size);
+		rc = rbd_resize(rb->image, want);
 		if (rc < 0) {
-			say(c, "cannot resize rbd image %s to %" PRIu64
-				 " bytes: %s", rb->spec, p->size, strerror(-rc));
+			say(c, "cannot resize rbd image %s to %" PRIu64 " bytes: %s", rb->spec,
+			    want, strerror(-rc));
 			return rc;
 		}
 		vlog(LOG_INFO, "rbd %s: resized from %" PRIu64 " to %" PRIu64 " bytes",
-		     rb->spec, size, p->size);
-		size = p->size;
+		     rb->spec, size, want);
+		size = want;
 	}
 	atomic_store(&rb->image_size, size);
-	rb->be.size = size - size % p->block_size;
+	rb->be.size = size - size % rb->block_size;
 	if (rb->be.size == 0) {
 		say(c, "rbd image %s (%" PRIu64 " bytes) is smaller "
 			 "than one block", rb->spec, size);
@@ -414,6 +416,7 @@ static int rbd_open_be(const struct vdev_params *p, struct backend **out, char *
 	struct rbd_backend *rb = calloc(1, sizeof(*rb));
 	struct rbd_call *c = calloc(1, sizeof(*c));
 	const struct vdev_rbd *r = &p->rbd;
+	bool late;
 	int rc;
 
 	if (!rb || !c) {
@@ -434,6 +437,8 @@ static int rbd_open_be(const struct vdev_params *p, struct backend **out, char *
 	rb->cfg = *r;
 	rb->readonly = p->readonly;
 	rb->block_size = p->block_size;
+	rb->want_size = p->size;
+	rb->allow_shrink = p->allow_shrink;
 	rb->be.read_only = r->snap[0] != '\0';
 	rb->be.has_cache = true;        /* FLUSH goes to rbd_aio_flush */
 	rb->be.can_discard = !rb->be.read_only;
@@ -446,9 +451,8 @@ static int rbd_open_be(const struct vdev_params *p, struct backend **out, char *
 	c->fn = do_open;
 	c->undo = undo_open;
 	c->rb = rb;
-	c->p = p;
-	rc = call_bounded(c, err, errlen);
-	if (rc == -ETIMEDOUT && !err[0]) {
+	rc = call_bounded(c, err, errlen, &late);
+	if (late) {
 		/* the helper owns rb now */
 		snprintf(err, errlen, "the Ceph cluster of %s did not answer within %d s "
 			 "(opening rbd image %s)", r->conf, RBD_CALL_TIMEOUT_S, rb->spec);
@@ -482,6 +486,7 @@ static void rbd_close_be(struct backend *be)
 	struct rbd_backend *rb = to_rbd(be);
 	struct rbd_call *c = calloc(1, sizeof(*c));
 	char spec[sizeof(rb->spec)];
+	bool late;
 
 	if (!c) {
 		rbd_teardown(rb);
@@ -493,9 +498,10 @@ static void rbd_close_be(struct backend *be)
 	c->undo = undo_close;
 	c->rb = rb;
 	/* The error is the caller's err, but nobody waits for one here. */
-	if (call_bounded(c, NULL, 0) == -ETIMEDOUT) {
+	call_bounded(c, NULL, 0, &late);
+	if (late) {
 		/* The cluster is away: the helper finishes the close (and
-		 * frees rb) when it comes back.  Stop the watch's wake-ups. */
+		 * frees rb) when it comes back. */
 		vlog(LOG_WARNING, "rbd %s: closing takes more than %d s (the cluster does "
 		     "not answer); it goes on in the background", spec, RBD_CALL_TIMEOUT_S);
 		return;

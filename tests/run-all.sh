@@ -54,8 +54,10 @@ run_suite() {   # $1 build dir, $2.. meson setup options; SUITES=... to pick
 	count "$dir"
 }
 
+# Every suite, rbd included (the Ceph RBD backend against a throwaway
+# one-node cluster; skipped without the ceph packages).
 run_suite build -Dwerror=true
-SUITES="unit integration backend cfs fuzz" run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
+SUITES="unit integration backend cfs fuzz rbd" run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
 # The engine threads, the control thread and what connects them (mailboxes,
 # atomics), and the daemon's FUSE workers (cfs); a report fails the test
 # (TSAN_OPTIONS in the suites' meson.build; test-cfs.sh greps the daemon log).
