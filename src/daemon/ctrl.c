@@ -235,6 +235,17 @@ int mgr_ctrl_set(struct mgr *m, struct ctrl *c, const struct vdev_params *np,
 		goto refused;
 	cfg_apply(&p, np, set);
 	have = have || (set & CFG_BIT(CFG_SIZE));
+	/* An rbd snapshot can only be read: readonly follows, and saying
+	 * otherwise in the same write is refused rather than ignored. */
+	if (p.backing == BE_RBD && p.rbd.snap[0] && !p.readonly) {
+		if (set & CFG_BIT(CFG_READONLY)) {
+			snprintf(why, sizeof(why), "rbd snapshot %s is read-only: readonly=0 cannot apply",
+				 p.rbd.snap);
+			r = -EINVAL;
+			goto refused;
+		}
+		p.readonly = true;
+	}
 
 	/* Joining a group: it must exist, and it stays until this change is
 	 * committed (mgr_group_destroy takes group_lock too). */
