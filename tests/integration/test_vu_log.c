@@ -1179,3 +1179,32 @@ Test(log, bad_set_log_base_drops_only_that_connection)
 		  "SET_LOG_BASE messages", log_maps(0));
 	healthy();
 }
+
+Test(log, pages_per_request)
+{
+	/* What one request adds to a migration's dirty set: its data pages,
+	 * the page of its status byte, the used ring (the figure the README's
+	 * convergence paragraph quotes). */
+	struct ffe *fe = log_fe(1, false, 1, 256, 0);
+	uint8_t *buf = NULL;
+	unsigned sizes[] = { 4096, 65536 };
+
+	set_base(fe, NULL);
+	log_on(fe, 1);
+	cr_assert_eq(posix_memalign((void **)&buf, 4096, 65536), 0);
+	for (unsigned i = 0; i < 2; i++) {
+		uint64_t n;
+
+		fx_read_ok(&fe->vq[0], 2048, buf, sizes[i], NULL);      /* warm */
+		ffe_log_clear(fe->log);
+		fx_read_ok(&fe->vq[0], 4096 + i * 128, buf, sizes[i], NULL);
+		n = ffe_log_count(fe->log);
+		cr_log_info("one %u KiB read (ring of 256): %" PRIu64 " pages marked", sizes[i] / 1024, n);
+		/* data pages + status page + used ring (one page for 256 entries,
+		 * two when it straddles) */
+		cr_expect(n >= sizes[i] / 4096 + 2 && n <= sizes[i] / 4096 + 4,
+			  "%u bytes read: %" PRIu64 " pages marked", sizes[i], n);
+	}
+	free(buf);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
