@@ -25,13 +25,13 @@ static void on_ring_broken(struct vq *vq, const char *why)
 		b->ring_broken(b, vq, why);
 }
 
-int vblk_create(const char *name, const struct vdev_params *p, struct vblk **out,
-		char *err, size_t errlen)
+int vblk_create_on(const char *name, const struct vdev_params *p, struct backend *be,
+		   struct vblk **out, char *err, size_t errlen)
 {
 	struct vblk *b;
-	int rc;
 
 	if (posix_memalign((void **)&b, 64, sizeof(*b))) {
+		be_close(be);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
@@ -41,14 +41,21 @@ int vblk_create(const char *name, const struct vdev_params *p, struct vblk **out
 	b->wce = true;
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++)
 		vq_init(&b->vqs[i], i, b, b->name, on_ring_broken);
-	rc = be_open(p, &b->be, err, errlen);
-	if (rc < 0) {
-		free(b);
-		return rc;
-	}
-	b->params.size = b->be->size;
+	b->be = be;
+	b->params.size = be->size;
 	*out = b;
 	return 0;
+}
+
+int vblk_create(const char *name, const struct vdev_params *p, struct vblk **out,
+		char *err, size_t errlen)
+{
+	struct backend *be;
+	int rc = be_open(p, &be, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	return vblk_create_on(name, p, be, out, err, errlen);
 }
 
 void vblk_destroy(struct vblk *b)

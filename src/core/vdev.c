@@ -136,6 +136,7 @@ void dev_free(struct vdev *d)
 struct create_args {
 	const char *name, *path;
 	const struct vdev_params *p;
+	struct backend *be;             /* opened by the caller; NULL once taken */
 	struct vdev *out;
 	char *err;
 	size_t errlen;
@@ -163,7 +164,8 @@ static int do_create(struct core *core, void *arg)
 	d->ev_detach = (struct ev_src){ EV_DETACH, d, NULL };
 	d->ev_backend = (struct ev_src){ EV_BACKEND, d, NULL };
 
-	rc = vblk_create(a->name, a->p, &d->blk, a->err, a->errlen);
+	rc = vblk_create_on(a->name, a->p, a->be, &d->blk, a->err, a->errlen);
+	a->be = NULL;
 	if (rc < 0)
 		goto fail;
 	d->size_auto = a->p->size == 0;
@@ -216,7 +218,7 @@ fail:
 int vdev_create(struct core *core, const char *name, const char *sock_path,
 		const struct vdev_params *p, struct vdev **out, char *err, size_t errlen)
 {
-	struct create_args a = { name, sock_path, p, NULL, err, errlen };
+	struct create_args a = { name, sock_path, p, NULL, NULL, err, errlen };
 	int rc;
 
 	err[0] = '\0';
@@ -227,7 +229,14 @@ int vdev_create(struct core *core, const char *name, const char *sock_path,
 	rc = vdev_params_check(p, err, errlen);
 	if (rc < 0)
 		return rc;
+	/* Here, not on the control thread: opening a Ceph image may wait
+	 * seconds for the cluster, and every other device's front-end
+	 * messages would wait with it. */
+	rc = be_open(p, &a.be, err, errlen);
+	if (rc < 0)
+		return rc;
 	rc = core_call(core, do_create, &a);
+	be_close(a.be);         /* not taken: refused before the device existed */
 	if (rc == 0)
 		*out = a.out;
 	return rc;
