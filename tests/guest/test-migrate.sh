@@ -56,7 +56,9 @@
 # MIGRATE_DOWNTIME_MS (downtime-limit, default 300, QEMU's default),
 # MIGRATE_BANDWIDTH (bytes/s, default 1 GiB/s), MIGRATE_HANDOVER_RE (the
 # daemon log's hand-over line, an ERE), MIGRATE_MAX_STALL_MS (the longest
-# single guest I/O allowed, default 10000: a request stuck longer fails).
+# single guest I/O allowed, default 30000: a request stuck longer fails; a
+# TCG guest on a machine at load 30 once saw a 23 s I/O while vhostd's own
+# latency maximum was 2.8 s).
 #
 # Exit 0 pass, 1 fail, 77 skipped (not root, no /dev/fuse, no QEMU, no
 # python3, no guest kernel).  Every vhostd and QEMU it starts is stopped by
@@ -86,7 +88,7 @@ THREADS=${MIGRATE_THREADS:-4}
 DOWNTIME_MS=${MIGRATE_DOWNTIME_MS:-300}
 BANDWIDTH=${MIGRATE_BANDWIDTH:-$((1 << 30))}
 HANDOVER_RE=${MIGRATE_HANDOVER_RE:-'handed over|took over|taken over'}
-MAX_STALL_MS=${MIGRATE_MAX_STALL_MS:-10000}
+MAX_STALL_MS=${MIGRATE_MAX_STALL_MS:-30000}
 QEMU=${QEMU:-qemu-system-x86_64}
 
 skip() { echo "$TEST_NAME: SKIP: $*" >&2; exit 77; }

@@ -352,7 +352,7 @@ static void measure(struct load **ls, unsigned n, int settle_ms, int ms, double 
 		st = stalled(from - settle_ms, to);
 		if (!st)
 			return;
-		cr_log_warn("the runner stalled %" PRId64 " ms during a measurement (try %d of %d)%s",
+		cr_log_info("warning: the runner stalled %" PRId64 " ms during a measurement (try %d of %d)%s",
 			    st, t, TRIES, t < TRIES ? ": measuring again" : "");
 	}
 }
@@ -699,7 +699,7 @@ static void burst_check(struct load *l, uint64_t rate, uint64_t burst, const cha
 	cr_log_info("%s: %" PRIu64 " requests in the first 50 ms (expected %" PRIu64 "..%" PRIu64
 		    "), then %.0f IOPS", what, first, lo, hi, steady);
 	if (stalled(t0, t0 + 1050))
-		cr_log_warn("the runner stalled meanwhile: figures above may be off");
+		cr_log_info("warning: the runner stalled meanwhile: figures above may be off");
 	cr_expect(first >= lo && first <= hi, "%s: %" PRIu64 " requests passed in the first 50 ms "
 		  "after a second idle, expected the burst: %" PRIu64 "..%" PRIu64, what, first, lo,
 		  hi);
@@ -870,7 +870,7 @@ static int64_t change_live(struct load *l, const struct vdev_limits *prev,
 			return on;
 		if (!st)
 			return on;
-		cr_log_warn("the runner stalled %" PRId64 " ms meanwhile (try %d of %d)", st, t,
+		cr_log_info("warning: the runner stalled %" PRId64 " ms meanwhile (try %d of %d)", st, t,
 			    TRIES);
 	}
 	return on;
