@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "vq_int.h"
 
 void vq_init(struct vq *vq, unsigned index, void *dev, const char *devname,
 	     void (*on_broken)(struct vq *vq, const char *why))
@@ -120,6 +121,12 @@ unsigned vq_inflight_recover(struct vq *vq)
 	return n;
 }
 
+void vq_engine_start(struct vq *vq)
+{
+	vq->used_idx = READ_ONCE(vq->used->idx);
+	vq->signalled_used = vq->used_idx;
+}
+
 void vq_mark_broken(struct vq *vq, const char *why)
 {
 	if (atomic_exchange(&vq->broken, true))
@@ -134,11 +141,8 @@ void vq_mark_broken(struct vq *vq, const char *why)
 		vq->on_broken(vq, why);
 }
 
-/* Add one descriptor's buffer to the chain. */
-static void chain_add(struct vq *vq, struct vq_chain *c, uint64_t addr,
-		      uint32_t len, uint16_t flags)
+void vq_chain_add(struct vq *vq, struct vq_chain *c, uint64_t addr, uint32_t len, bool w)
 {
-	bool w = flags & VRING_DESC_F_WRITE;
 	unsigned used = c->nout + c->nin;
 	int n;
 
@@ -185,13 +189,7 @@ int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c)
 	uint16_t idx = head;
 	bool indirect = false;
 
-	c->head = head;
-	c->fault = false;
-	c->nout = c->nin = 0;
-	c->out_len = c->in_len = 0;
-	c->last_w_addr = 0;
-	c->last_w_len = 0;
-
+	vq_chain_reset(c, head);
 	if (head >= vq->num)
 		return -EBADMSG;
 	for (;;) {
@@ -222,7 +220,7 @@ int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c)
 			idx = 0;
 			continue;
 		}
-		chain_add(vq, c, d.addr, d.len, d.flags);
+		vq_chain_add(vq, c, d.addr, d.len, d.flags & VRING_DESC_F_WRITE);
 		if (!(d.flags & VRING_DESC_F_NEXT))
 			return 0;
 		idx = d.next;

@@ -138,6 +138,8 @@ void vq_release(struct vq *vq);
 unsigned vq_inflight_recover(struct vq *vq);
 
 /* Engine side. */
+/* The engine thread takes the ring: its own indices start from the ring's. */
+void vq_engine_start(struct vq *vq);
 /* Whether the ring may hand out requests (not broken, not being drained). */
 static inline bool vq_accepting(struct vq *vq)
 {
