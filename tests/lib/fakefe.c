@@ -904,6 +904,7 @@ static int vq_program(struct ffe *fe, struct ffe_vq *vq, uint16_t base)
 		return ret < 0 ? ret : -EIO; } } while (0)
 	STEP(vq_send_state(fe, FFE_SET_VRING_NUM, vq->index, vq->num), "SET_VRING_NUM");
 	STEP(vq_send_state(fe, FFE_SET_VRING_BASE, vq->index, base), "SET_VRING_BASE");
+	vq->pk_start_base = base;
 	STEP(ffe_call(fe, FFE_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), "SET_VRING_ADDR");
 	STEP(vq_send_fd(fe, FFE_SET_VRING_KICK, vq->index, vq->kickfd), "SET_VRING_KICK");
 	STEP(vq_send_fd(fe, FFE_SET_VRING_CALL, vq->index, vq->callfd), "SET_VRING_CALL");
@@ -1195,7 +1196,8 @@ int ffe_resume_after_crash(struct ffe *fe, unsigned nq)
 	for (unsigned i = 0; i < nq && i < FFE_MAX_QUEUES; i++) {
 		if (!was[i])
 			continue;
-		ret = ffe_vq_resume_at(fe, i, ffe_vq_used_idx(&fe->vq[i]));
+		ret = ffe_vq_resume_at(fe, i, fe->vq[i].packed ? fe->vq[i].pk_start_base
+							       : ffe_vq_used_idx(&fe->vq[i]));
 		if (ret < 0)
 			return ret;
 	}

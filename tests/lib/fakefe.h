@@ -170,6 +170,7 @@ struct ffe_vq {
 	 * another id), as the spec places it; default: in every descriptor,
 	 * as Linux and QEMU do */
 	bool pk_id_last_only;
+	uint16_t pk_start_base;                 /* SET_VRING_BASE of the last start */
 
 	/* per-queue scratch memory, one piece per region, reset when idle */
 	struct { uint64_t off, size, cur; } scratch[FFE_MAX_REGIONS];
@@ -386,8 +387,11 @@ struct ffe_inflight_queue *ffe_inflight_q(struct ffe *fe, unsigned q);
 void ffe_inflight_drop(struct ffe *fe);
 
 /* Carry on after the back-end died, as QEMU does with reconnect=1: there is
- * no GET_VRING_BASE to ask, so every started queue below nq restarts with
- * base = the used index it finds in the ring.  Reconnects (waiting for the
+ * no GET_VRING_BASE to ask, so every started split queue below nq restarts
+ * with base = the used index it finds in the ring, and every packed one
+ * with the base of its last start (QEMU keeps no packed position in guest
+ * memory to go by: virtio_queue_packed_restore_last_avail_idx does
+ * nothing, so the back-end must find its place from the inflight region).  Reconnects (waiting for the
  * new back-end up to the timeout), negotiates the same features, sends
  * SET_INFLIGHT_FD with the kept region (if any), SET_MEM_TABLE, and
  * programs the rings again without touching them: requests in flight stay
