@@ -89,7 +89,6 @@ Test(packed, offered_by_default_and_negotiated)
 	fx_close_wait(DEV_B, fe, VDEV_LISTENING);
 }
 
-#ifdef HAVE_VDEV_PARAMS_PACKED
 Test(packed, packed_0_not_offered)
 {
 	struct vdev_params p;
@@ -127,7 +126,6 @@ Test(packed, packed_0_not_offered)
 	fx_rw_verify(&fe->vq[0], 8, 4096, 0x1003, NULL);
 	fx_close_wait(d, fe, VDEV_LISTENING);
 }
-#endif
 
 /* ---- verified I/O ------------------------------------------------------------ */
 
