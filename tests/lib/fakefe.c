@@ -995,6 +995,10 @@ static int pk_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base)
 
 int ffe_vq_start(struct ffe *fe, unsigned i, unsigned num)
 {
+	/* a fresh packed ring: offset 0, both wrap counters 1 (2.8.1), as
+	 * QEMU sends it after a reset */
+	if (fe->features & FFE_BIT(FFE_F_RING_PACKED))
+		return ffe_vq_start_at(fe, i, num, FFE_PACKED_BASE(0, 1));
 	return ffe_vq_start_at(fe, i, num, 0);
 }
 

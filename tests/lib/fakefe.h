@@ -322,9 +322,9 @@ int ffe_get_config(struct ffe *fe, uint32_t offset, void *buf, uint32_t len);
 
 /* Set up queue i (fresh rings, base 0) and start it: NUM, BASE, ADDR,
  * CALL, KICK, ENABLE.  num must be a power of two <= 1024 (packed: any
- * size 1..1024).  The queue is packed if RING_PACKED was negotiated.  A
- * packed queue's base is FFE_PACKED_BASE(offset, wrap counter); 0 is
- * offset 0 with wrap counter 1 (the start of a fresh ring). */
+ * size 1..1024).  The queue is packed if RING_PACKED was negotiated; a
+ * fresh one starts at offset 0 with wrap counter 1 (base 0x8000), and a
+ * packed base given to ffe_vq_start_at is FFE_PACKED_BASE(offset, wrap). */
 int ffe_vq_start(struct ffe *fe, unsigned i, unsigned num);
 /* Same, with every index (avail, used, SET_VRING_BASE) starting at base. */
 int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base);
