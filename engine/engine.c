@@ -199,8 +199,7 @@ static void vq_started(struct eng_thread *t, struct vq *vq)
 	vq->thread = t;
 	vq->draining = false;
 	vq->inflight = 0;
-	vq->used_idx = READ_ONCE(vq->used->idx);
-	vq->signalled_used = vq->used_idx;
+	vq_engine_start(vq);
 	vq->notify_on = true;
 	vq_set_notify(vq, false);
 	if (vq->kick_fd >= 0) {

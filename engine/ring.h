@@ -7,6 +7,7 @@
 #define VHOSTD_RING_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define VRING_DESC_F_NEXT       1
@@ -78,6 +79,89 @@ struct vq_inflight {
 static inline size_t vq_inflight_size(unsigned queue_size)
 {
 	size_t n = sizeof(struct vq_inflight) + sizeof(struct vq_inflight_desc) * queue_size;
+	return (n + 63) & ~(size_t)63;
+}
+
+/* Packed virtqueue layout (virtio 1.2 §2.8): one ring of descriptors that
+ * the driver makes available and the device overwrites with used ones, and
+ * two event suppression structures (the driver's, read by the device: when
+ * to interrupt; the device's, written by it: when to kick).  A descriptor
+ * is available when its AVAIL bit equals the driver's wrap counter at its
+ * position and its USED bit does not; used when both equal the device's. */
+#define VRING_PACKED_DESC_F_AVAIL       (1u << 7)
+#define VRING_PACKED_DESC_F_USED        (1u << 15)
+
+#define VRING_PACKED_EVENT_F_ENABLE     0
+#define VRING_PACKED_EVENT_F_DISABLE    1
+#define VRING_PACKED_EVENT_F_DESC       2       /* with EVENT_IDX: at off_wrap */
+#define VRING_PACKED_EVENT_WRAP         (1u << 15)
+
+struct vring_packed_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t id;            /* buffer id: in the last descriptor of a chain */
+	uint16_t flags;
+};
+
+struct vring_packed_event {
+	uint16_t off_wrap;      /* bits 0-14 ring offset, bit 15 wrap counter */
+	uint16_t flags;
+};
+
+static inline size_t vring_packed_desc_size(unsigned num)
+{
+	return sizeof(struct vring_packed_desc) * num;
+}
+
+/* Flags of descriptor slot whose position has wrap counter `wrap`: made
+ * available by the driver (AVAIL == wrap, USED != wrap)? */
+static inline int vring_packed_avail(uint16_t flags, int wrap)
+{
+	return !!(flags & VRING_PACKED_DESC_F_AVAIL) == wrap &&
+	       !!(flags & VRING_PACKED_DESC_F_USED) != wrap;
+}
+
+/* The inflight region of one packed queue (vhost-user "Inflight I/O
+ * tracking", QueueRegionPacked): the layout is the spec's, so its size is
+ * what any back-end expects; how vhostd uses the fields is described in
+ * vq_packed.c.  Every entry holds a copy of one descriptor of a chain in
+ * flight (a descriptor of the ring is overwritten by used descriptors
+ * before its own chain completes, so a restart cannot read it there). */
+struct vq_inflight_packed_desc {
+	uint8_t inflight;               /* head of a chain: 1 in flight, 2 completed
+					 * in the batch being published */
+	uint8_t padding;
+	uint16_t next;                  /* next entry of the chain */
+	uint16_t last;                  /* head: the chain's last entry */
+	uint16_t num;                   /* head: descriptors in the chain */
+	uint64_t counter;               /* head: fetch order */
+	uint16_t id;                    /* the chain's buffer id */
+	uint16_t flags;
+	uint32_t len;
+	uint64_t addr;
+};
+
+struct vq_inflight_packed {
+	uint64_t features;
+	uint16_t version;
+	uint16_t desc_num;
+	uint16_t free_head;             /* unused by vhostd (0) */
+	uint16_t old_free_head;         /* unused by vhostd (0) */
+	uint16_t used_idx;              /* used position after the batch being published */
+	uint16_t old_used_idx;          /* used position of the last batch retired */
+	uint8_t used_wrap_counter;
+	uint8_t old_used_wrap_counter;
+	uint8_t padding[7];
+	struct vq_inflight_packed_desc desc[];
+};
+
+_Static_assert(sizeof(struct vq_inflight_packed_desc) == 32, "DescStatePacked");
+_Static_assert(sizeof(struct vq_inflight_packed) == 32, "QueueRegionPacked");
+
+static inline size_t vq_inflight_packed_size(unsigned queue_size)
+{
+	size_t n = sizeof(struct vq_inflight_packed) +
+		   sizeof(struct vq_inflight_packed_desc) * queue_size;
 	return (n + 63) & ~(size_t)63;
 }
 

@@ -37,6 +37,7 @@
 #define VIRTIO_RING_F_INDIRECT_DESC 28
 #define VIRTIO_RING_F_EVENT_IDX     29
 #define VIRTIO_F_VERSION_1          32
+#define VIRTIO_F_RING_PACKED        34
 
 /* virtio 1.2 §5.2.4, little-endian, packed as the spec lays it out. */
 struct virtio_blk_config {

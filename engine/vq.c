@@ -1,5 +1,7 @@
 /* Split virtqueue, device side: descriptor walking, used ring, notification
- * suppression.  Runs on the engine thread that owns the vq (vq_map_rings on
+ * suppression; and the ring layer's entry points, which hand a packed ring
+ * to vq_packed.c (one branch per call: per batch for the ring's indices,
+ * per request for the walk and the used element).  Runs on the engine thread that owns the vq (vq_map_rings on
  * the control thread while the vq is stopped).
  * Trust: the guest may rewrite any ring field at any moment; each value is
  * read once, then checked, then used.  A bad index, loop or indirect table
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "vq_int.h"
 
 void vq_init(struct vq *vq, unsigned index, void *dev, const char *devname,
 	     void (*on_broken)(struct vq *vq, const char *why))
@@ -24,6 +27,7 @@ void vq_init(struct vq *vq, unsigned index, void *dev, const char *devname,
 	vq->devname = devname;
 	vq->on_broken = on_broken;
 	vq->kick_fd = vq->call_fd = vq->err_fd = -1;
+	vq->avail_wrap = vq->used_wrap = true;  /* a packed ring's counters start at 1 */
 }
 
 void vq_reset(struct vq *vq)
@@ -37,6 +41,13 @@ int vq_prepare(struct vq *vq, char *err, size_t errlen)
 	if (!vq->mem || vq->num == 0) {
 		snprintf(err, errlen, "queue %u started without %s", vq->index,
 			 vq->mem ? "a size" : "a memory table");
+		return -EINVAL;
+	}
+	if (vq->packed)
+		return vq_packed_prepare(vq, err, errlen);
+	if (vq->num & (vq->num - 1)) {
+		snprintf(err, errlen, "queue %u: a split ring of %u entries (not a power of two)",
+			 vq->index, vq->num);
 		return -EINVAL;
 	}
 	vq->desc = mem_uva_to_host(vq->mem, vq->desc_uva, vring_desc_size(vq->num));
@@ -61,6 +72,7 @@ void vq_release(struct vq *vq)
 	free(vq->resubmit);
 	vq->resubmit = NULL;
 	vq->nresubmit = vq->resubmitted = 0;
+	vq_packed_release(vq);
 }
 
 static int cmp_counter(const void *a, const void *b, void *arg)
@@ -74,9 +86,13 @@ static int cmp_counter(const void *a, const void *b, void *arg)
 unsigned vq_inflight_recover(struct vq *vq)
 {
 	struct vq_inflight *infl = vq->infl;
-	uint16_t used = READ_ONCE(vq->used->idx);
+	uint16_t used;
 	uint64_t max = 0;
 	unsigned n = 0;
+
+	if (vq->packed)
+		return vq->pinfl ? vq_packed_recover(vq) : 0;
+	used = READ_ONCE(vq->used->idx);
 
 	/* The region is shared with the front-end: every value in it is
 	 * checked like ring contents. */
@@ -120,6 +136,16 @@ unsigned vq_inflight_recover(struct vq *vq)
 	return n;
 }
 
+void vq_engine_start(struct vq *vq)
+{
+	if (vq->packed) {
+		vq_packed_engine_start(vq);
+		return;
+	}
+	vq->used_idx = READ_ONCE(vq->used->idx);
+	vq->signalled_used = vq->used_idx;
+}
+
 void vq_mark_broken(struct vq *vq, const char *why)
 {
 	if (atomic_exchange(&vq->broken, true))
@@ -134,11 +160,8 @@ void vq_mark_broken(struct vq *vq, const char *why)
 		vq->on_broken(vq, why);
 }
 
-/* Add one descriptor's buffer to the chain. */
-static void chain_add(struct vq *vq, struct vq_chain *c, uint64_t addr,
-		      uint32_t len, uint16_t flags)
+void vq_chain_add(struct vq *vq, struct vq_chain *c, uint64_t addr, uint32_t len, bool w)
 {
-	bool w = flags & VRING_DESC_F_WRITE;
 	unsigned used = c->nout + c->nin;
 	int n;
 
@@ -185,13 +208,9 @@ int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c)
 	uint16_t idx = head;
 	bool indirect = false;
 
-	c->head = head;
-	c->fault = false;
-	c->nout = c->nin = 0;
-	c->out_len = c->in_len = 0;
-	c->last_w_addr = 0;
-	c->last_w_len = 0;
-
+	if (vq->packed)
+		return vq_packed_walk(vq, head, c);
+	vq_chain_reset(c, head);
 	if (head >= vq->num)
 		return -EBADMSG;
 	for (;;) {
@@ -222,7 +241,7 @@ int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c)
 			idx = 0;
 			continue;
 		}
-		chain_add(vq, c, d.addr, d.len, d.flags);
+		vq_chain_add(vq, c, d.addr, d.len, d.flags & VRING_DESC_F_WRITE);
 		if (!(d.flags & VRING_DESC_F_NEXT))
 			return 0;
 		idx = d.next;
@@ -231,7 +250,13 @@ int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c)
 
 void vq_push_used(struct vq *vq, uint16_t head, uint32_t len)
 {
-	struct vring_used_elem *e = &vq->used->ring[vq->used_idx & (vq->num - 1)];
+	struct vring_used_elem *e;
+
+	if (vq->packed) {
+		vq_packed_push_used(vq, head, len);
+		return;
+	}
+	e = &vq->used->ring[vq->used_idx & (vq->num - 1)];
 	WRITE_ONCE(e->id, head);
 	WRITE_ONCE(e->len, len);
 	vq->used_idx++;
@@ -286,6 +311,10 @@ void vq_flush_used(struct vq *vq)
 	uint16_t old = vq->signalled_used, new_idx = vq->used_idx;
 	bool notify;
 
+	if (vq->packed) {
+		vq_packed_flush_used(vq);
+		return;
+	}
 	if (old == new_idx || vq->dead)
 		return;
 	vq->signalled_used = new_idx;
@@ -317,6 +346,8 @@ void vq_flush_used(struct vq *vq)
 
 bool vq_set_notify(struct vq *vq, bool on)
 {
+	if (vq->packed)
+		return vq_packed_set_notify(vq, on);
 	if (vq->dead)
 		return false;
 	if (on == vq->notify_on && !on)
@@ -356,9 +387,12 @@ unsigned vq_resubmit_heads(struct vq *vq, uint16_t *heads, unsigned max)
 
 int vq_avail_heads(struct vq *vq, uint16_t *heads, unsigned max, char *why, size_t whylen)
 {
-	uint16_t avail_idx = READ_ONCE(vq->avail->idx);
-	uint16_t pending = avail_idx - vq->last_avail;
+	uint16_t avail_idx, pending;
 
+	if (vq->packed)
+		return vq_packed_avail_heads(vq, heads, max, why, whylen);
+	avail_idx = READ_ONCE(vq->avail->idx);
+	pending = avail_idx - vq->last_avail;
 	if (pending == 0)
 		return 0;
 	if (pending > vq->num) {
@@ -383,4 +417,34 @@ int vq_avail_heads(struct vq *vq, uint16_t *heads, unsigned max, char *why, size
 		__builtin_prefetch(&vq->desc[head]);
 	}
 	return pending;
+}
+
+uint32_t vq_get_base(const struct vq *vq)
+{
+	if (!vq->packed)
+		return vq->last_avail;
+	return (uint32_t)vq->last_avail | (uint32_t)vq->avail_wrap << 15 |
+	       (uint32_t)vq->used_idx << 16 | (uint32_t)vq->used_wrap << 31;
+}
+
+int vq_set_base(struct vq *vq, uint32_t base)
+{
+	if (!vq->packed) {
+		if (base > 0xffff)
+			return -EINVAL;
+		vq->last_avail = (uint16_t)base;
+		return 0;
+	}
+	vq->last_avail = base & 0x7fff;
+	vq->avail_wrap = base >> 15 & 1;
+	if (base >> 16 == 0) {
+		/* Only the avail half: a stopped ring has nothing in flight,
+		 * so the used position is the same. */
+		vq->used_idx = vq->last_avail;
+		vq->used_wrap = vq->avail_wrap;
+	} else {
+		vq->used_idx = base >> 16 & 0x7fff;
+		vq->used_wrap = base >> 31;
+	}
+	return 0;
 }

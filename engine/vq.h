@@ -1,5 +1,8 @@
-/* A split virtqueue, device side: the ring layer.  It hands out the heads
- * the driver made available and walks their descriptor chains into iovecs;
+/* A virtqueue, device side: the ring layer, for split rings (vq.c) and
+ * packed ones (vq_packed.c, VIRTIO_F_RING_PACKED) behind one API.  It hands
+ * out the heads the driver made available (for a packed ring: the chains'
+ * buffer ids, which play the head's part: a request's slot) and walks their
+ * descriptor chains into iovecs;
  * it takes back used elements and publishes them.  It knows nothing of the
  * requests the chains carry (that is the device model's business, blk.h)
  * nor of how their I/O is done (backend.h).
@@ -27,6 +30,7 @@
 #define VQ_MAX_IOV      (VQ_SEG_MAX + 2 + MEM_MAX_REGIONS)
 
 struct eng_thread;
+struct vq_packed;
 
 /* The dirty log of a migration (vhost-user "Migration"): one bit per 4 KiB
  * page of guest-physical memory, set for every page the device writes.
@@ -83,6 +87,7 @@ struct vq {
 	int kick_fd, call_fd, err_fd;   /* -1 = none */
 	bool kick_nofd;                 /* polling driver: never sleep on this vq */
 	bool event_idx;
+	bool packed;                    /* VIRTIO_F_RING_PACKED: the packed layout */
 	bool started;                   /* SET_VRING_KICK seen, no GET_VRING_BASE since */
 	bool enabled;                   /* SET_VRING_ENABLE */
 	bool attached;                  /* running on an engine thread */
@@ -93,6 +98,7 @@ struct vq {
 	void (*on_broken)(struct vq *vq, const char *why);
 	const struct mem_table *mem;
 	struct vq_inflight *infl;       /* inflight region, NULL if not tracked */
+	struct vq_inflight_packed *pinfl; /* the same, for a packed ring */
 	const struct vq_log *log;       /* dirty log while migrating, NULL = none */
 	bool log_used;                  /* ... which also covers the used ring at */
 	uint64_t log_used_gpa;          /* this guest address (VHOST_VRING_F_LOG) */
@@ -100,15 +106,32 @@ struct vq {
 	unsigned nresubmit, resubmitted;
 	uint64_t infl_counter;
 
-	/* ring pointers: translated at attach */
-	struct vring_desc *desc;
-	struct vring_avail *avail;
-	struct vring_used *used;
+	/* ring pointers: translated at attach; desc_uva, avail_uva and
+	 * used_uva are a packed ring's descriptor ring, driver and device
+	 * event suppression areas */
+	union {
+		struct {
+			struct vring_desc *desc;
+			struct vring_avail *avail;
+			struct vring_used *used;
+		};
+		struct {
+			struct vring_packed_desc *pdesc;
+			const struct vring_packed_event *drv_event;
+			struct vring_packed_event *dev_event;
+		};
+	};
+	struct vq_packed *pk;           /* a packed ring's own state (vq_packed.c) */
+	uint64_t pdesc_gpa, dev_event_gpa; /* where a packed ring's writes are logged */
 
-	/* engine (while attached); last_avail is also set by SET_VRING_BASE */
+	/* engine (while attached); last_avail is also set by SET_VRING_BASE.
+	 * Packed ring: last_avail and used_idx are positions in the ring
+	 * (< num) with their wrap counters, and used_idx is set by
+	 * SET_VRING_BASE too (kept while the ring is stopped). */
 	uint16_t last_avail;
 	uint16_t used_idx;
 	uint16_t signalled_used;        /* used->idx as we last published it */
+	bool avail_wrap, used_wrap, signalled_wrap;
 	bool notify_on;                 /* guest kicks currently wanted */
 	bool draining;                  /* being detached: take no new request */
 	unsigned inflight;
@@ -138,6 +161,8 @@ void vq_release(struct vq *vq);
 unsigned vq_inflight_recover(struct vq *vq);
 
 /* Engine side. */
+/* The engine thread takes the ring: its own indices start from the ring's. */
+void vq_engine_start(struct vq *vq);
 /* Whether the ring may hand out requests (not broken, not being drained). */
 static inline bool vq_accepting(struct vq *vq)
 {
@@ -158,8 +183,13 @@ static inline void vq_resubmit_take(struct vq *vq)
 int vq_avail_heads(struct vq *vq, uint16_t *heads, unsigned max, char *why, size_t whylen);
 /* Take the next available head (the one vq_avail_heads listed first that
  * was not taken yet): it is the device's until vq_push_used. */
+void vq_packed_take(struct vq *vq, uint16_t id);
 static inline void vq_take(struct vq *vq, uint16_t head)
 {
+	if (vq->packed) {
+		vq_packed_take(vq, head);
+		return;
+	}
 	if (vq->infl) {
 		WRITE_ONCE(vq->infl->desc[head].counter, vq->infl_counter++);
 		ring_wmb();     /* the order stamp before the mark */
@@ -193,5 +223,14 @@ static inline void vq_log_gpa(struct vq *vq, uint64_t gpa, uint64_t len)
 }
 /* Mark the ring broken: stop using it, signal err_fd, tell the device. */
 void vq_mark_broken(struct vq *vq, const char *why);
+
+/* The ring's position as SET/GET_VRING_BASE carry it.  Split: the next
+ * avail index.  Packed (as QEMU encodes it): bits 0-14 the next available
+ * descriptor, 15 the driver's wrap counter, 16-30 the next used position,
+ * 31 the device's wrap counter. */
+uint32_t vq_get_base(const struct vq *vq);
+/* -EINVAL if base is impossible for the ring's kind (the queue size is
+ * checked when it starts). */
+int vq_set_base(struct vq *vq, uint32_t base);
 
 #endif

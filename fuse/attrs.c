@@ -155,6 +155,7 @@ const struct cfs_attr cfs_attrs[] = {
 	KEY_ATTR(CFG_CEPH_ID, "ceph_id"),
 	KEY_ATTR(CFG_RBD_SHARED, "rbd_shared"),
 	KEY_ATTR(CFG_RBD_TIMEOUT, "rbd_timeout"),
+	KEY_ATTR(CFG_PACKED, "packed"),
 	{ "state", 0444, -1, show_state, NULL },
 	{ "socket", 0444, -1, show_socket, NULL },
 	{ "device", 0444, -1, show_device, NULL },

@@ -24,6 +24,7 @@ void vdev_params_init(struct vdev_params *p)
 	/* The most we serve: QEMU's vhost-user-blk-pci asks for one queue per
 	 * vCPU unless told otherwise, and refuses a back-end with fewer. */
 	p->queues = VDEV_MAX_QUEUES;
+	p->packed = true;
 	strcpy(p->rbd.conf, VDEV_RBD_CONF_DEFAULT);
 	strcpy(p->rbd.id, VDEV_RBD_ID_DEFAULT);
 }

@@ -68,6 +68,7 @@ struct vdev_params {
 	struct vdev_limits limits;      /* this device's own */
 	char group[VDEV_NAME_MAX + 1];  /* throttle group shared with others, "" = none */
 	struct vdev_rbd rbd;            /* BE_RBD only (kept, but unused, otherwise) */
+	bool packed;                    /* offer packed virtqueues (VIRTIO_F_RING_PACKED) */
 };
 
 enum core_poll_mode {
@@ -85,7 +86,7 @@ struct core_opts {
 };
 
 /* Fill defaults: size 0 (must be set), block_size 512, ram, rw,
- * VDEV_MAX_QUEUES queues; rbd: ceph_conf /etc/ceph/ceph.conf, id admin. */
+ * VDEV_MAX_QUEUES queues, packed rings offered; rbd: ceph_conf /etc/ceph/ceph.conf, id admin. */
 void vdev_params_init(struct vdev_params *p);
 /* 0 if the parameters make a valid device, else -EINVAL and a one-sentence
  * reason in err. */

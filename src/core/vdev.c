@@ -308,7 +308,7 @@ static void apply_limits(struct vdev *d, const struct vdev_params *p, struct vgr
 static bool same_but_size(const struct vdev_params *a, const struct vdev_params *b)
 {
 	return a->block_size == b->block_size && vdev_same_backing(a, b) &&
-	       a->readonly == b->readonly &&
+	       a->readonly == b->readonly && a->packed == b->packed &&
 	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0;
 }
 

@@ -27,6 +27,7 @@ static const char *const key_names[CFG_NKEYS] = {
 	[CFG_CEPH_ID] = "ceph_id",
 	[CFG_RBD_SHARED] = "rbd_shared",
 	[CFG_RBD_TIMEOUT] = "rbd_timeout",
+	[CFG_PACKED] = "packed",
 };
 
 /* The field of a limit key, NULL for another key. */
@@ -296,6 +297,13 @@ int cfg_parse_value(enum cfg_key k, const char *val, struct vdev_params *p,
 			return -EINVAL;
 		}
 		return 0;
+	case CFG_PACKED:
+		if (parse_bool(val, &p->packed) < 0) {
+			snprintf(err, errlen, "packed '%s' is invalid: use 0 or 1",
+				 shown(val, sh, sizeof(sh)));
+			return -EINVAL;
+		}
+		return 0;
 	case CFG_ALLOW_SHRINK:
 		if (parse_bool(val, &p->allow_shrink) < 0) {
 			snprintf(err, errlen, "allow_shrink '%s' is invalid: use 0 or 1",
@@ -560,6 +568,8 @@ void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned 
 		memcpy(dst->serial, src->serial, sizeof(dst->serial));
 	if (set & CFG_BIT(CFG_ALLOW_SHRINK))
 		dst->allow_shrink = src->allow_shrink;
+	if (set & CFG_BIT(CFG_PACKED))
+		dst->packed = src->packed;
 	for (int k = 0; k < CFG_NKEYS; k++)
 		if (set & CFG_BIT(k) & CFG_LIMIT_KEYS)
 			*limit_field(k, &dst->limits) = limit_get(k, &src->limits);
@@ -675,6 +685,9 @@ void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_siz
 	case CFG_RBD_TIMEOUT:
 		snprintf(buf, len, "%" PRIu32, p->rbd.timeout);
 		break;
+	case CFG_PACKED:
+		snprintf(buf, len, "%d", p->packed ? 1 : 0);
+		break;
 	default:
 		snprintf(buf, len, "%s", "");
 		break;
@@ -692,6 +705,8 @@ bool cfg_key_shown(enum cfg_key k, const struct vdev_params *p)
 		return p->backing == BE_RBD || p->rbd.shared;
 	case CFG_RBD_TIMEOUT:
 		return p->backing == BE_RBD || p->rbd.timeout;
+	case CFG_PACKED:
+		return !p->packed;
 	default:
 		return true;
 	}

@@ -38,6 +38,9 @@ enum cfg_key {
 	CFG_CEPH_ID,                    /* client id (client.ID), "admin" */
 	CFG_RBD_SHARED,                 /* 0/1: other writers allowed */
 	CFG_RBD_TIMEOUT,                /* seconds, 0 = wait for the cluster */
+	/* 0/1: offer packed virtqueues; read back only when 0 (cfg_key_shown),
+	 * so configs and state files written before it read the same */
+	CFG_PACKED,
 	CFG_NKEYS,
 };
 #define CFG_BIT(k) (1u << (k))

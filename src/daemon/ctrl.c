@@ -180,6 +180,7 @@ static bool params_equal(const struct vdev_params *a, const struct vdev_params *
 	       a->backing == b->backing && a->readonly == b->readonly &&
 	       a->queues == b->queues && strcmp(a->serial, b->serial) == 0 &&
 	       a->allow_shrink == b->allow_shrink && vdev_same_backing(a, b) &&
+	       a->packed == b->packed &&
 	       a->limits.iops == b->limits.iops && a->limits.bps == b->limits.bps &&
 	       a->limits.read_bps == b->limits.read_bps &&
 	       a->limits.write_bps == b->limits.write_bps &&

@@ -163,14 +163,19 @@ int vu_swap_inflight(struct vu_conn *c)
 int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 {
 	struct vu_inflight *in = &m->payload.inflight;
-	size_t len;
+	size_t len, stride;
+	bool packed;
 	void *p;
 	int fd, rc;
 
 	rc = check_inflight_shape(c, in);
 	if (rc < 0)
 		return rc;
-	len = vq_inflight_size(in->queue_size) * in->num_queues;
+	/* The layout follows the ring kind negotiated (QEMU sends
+	 * SET_FEATURES before asking for the region). */
+	packed = c->features & BIT(VIRTIO_F_RING_PACKED);
+	stride = packed ? vq_inflight_packed_size(in->queue_size) : vq_inflight_size(in->queue_size);
+	len = stride * in->num_queues;
 	fd = memfd_create("vhostd-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0 || ftruncate(fd, len) < 0) {
 		rc = -errno;
@@ -188,9 +193,10 @@ int h_get_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 		close(fd);
 		return rc;
 	}
-	for (unsigned i = 0; i < in->num_queues; i++) {
-		struct vq_inflight *q = (struct vq_inflight *)((uint8_t *)p +
-							       i * vq_inflight_size(in->queue_size));
+	/* A packed queue's part stays version 0: it is laid out when its ring
+	 * first starts, from the ring's positions (vq_inflight_recover). */
+	for (unsigned i = 0; i < in->num_queues && !packed; i++) {
+		struct vq_inflight *q = (struct vq_inflight *)((uint8_t *)p + i * stride);
 		q->version = 1;
 		q->desc_num = in->queue_size;
 	}
@@ -217,6 +223,8 @@ int h_set_inflight_fd(struct vu_conn *c, struct vu_msg *m)
 		snprintf(c->err, sizeof(c->err), "SET_INFLIGHT_FD with %u fds", m->nfds);
 		return -EINVAL;
 	}
+	/* At least a split region's size: whether it suits the ring kind is
+	 * checked when a ring starts. */
 	need = vq_inflight_size(in->queue_size) * in->num_queues;
 	if (in->mmap_size < need || in->mmap_size > (1u << 30) ||
 	    in->mmap_offset > UINT64_MAX - in->mmap_size ||

@@ -26,25 +26,34 @@ bool vu_ring_can_run(const struct vu_conn *c, const struct vq *vq)
 
 int vu_ring_start(struct vu_conn *c, struct vq *vq)
 {
-	unsigned base;
+	uint32_t base;
 	int rc;
 
 	if (vq->attached || !vu_ring_can_run(c, vq))
 		return 0;
 	vq->mem = c->mem;
 	vq->event_idx = c->features & BIT(VIRTIO_RING_F_EVENT_IDX);
+	vq->packed = c->features & BIT(VIRTIO_F_RING_PACKED);
 	vq->log = vu_log_for_rings(c);
 	rc = vblk_queue_prepare(c->blk, vq, c->err, sizeof(c->err));
 	if (rc < 0)
 		return rc;
 	vq->infl = NULL;
+	vq->pinfl = NULL;
 	if (c->inflight_map && vq->index < c->inflight_nq) {
-		if (c->inflight_qs == vq->num) {
+		/* Each queue's part of the region has its ring kind's layout. */
+		size_t stride = vq->packed ? vq_inflight_packed_size(vq->num) :
+					     vq_inflight_size(vq->num);
+
+		if (c->inflight_qs == vq->num && (vq->index + 1) * stride <= c->inflight_len) {
 			struct fault_scope fs;
+			uint8_t *part = (uint8_t *)c->inflight_map + vq->index * stride;
 			unsigned n = 0;
 
-			vq->infl = (struct vq_inflight *)((uint8_t *)c->inflight_map +
-							  vq->index * vq_inflight_size(vq->num));
+			if (vq->packed)
+				vq->pinfl = (struct vq_inflight_packed *)part;
+			else
+				vq->infl = (struct vq_inflight *)part;
 			/* Both the region and the ring are the front-end's
 			 * files: they may have been truncated under us. */
 			if (FAULT_TRY(&fs))
@@ -54,6 +63,7 @@ int vu_ring_start(struct vu_conn *c, struct vq *vq)
 			fault_end(&fs);
 			if (rc < 0) {
 				vq->infl = NULL;
+				vq->pinfl = NULL;
 				snprintf(c->err, sizeof(c->err),
 					 "queue %u: inflight region or ring vanished (truncated by the front-end)",
 					 vq->index);
@@ -63,18 +73,19 @@ int vu_ring_start(struct vu_conn *c, struct vq *vq)
 				vlog(LOG_INFO, "[%s q%u] resubmitting %u requests that were in flight",
 				     vu_name(c), vq->index, n);
 		} else {
-			vlog(LOG_WARNING, "[%s q%u] inflight region is for queue size %u, not %u: not tracked",
-			     vu_name(c), vq->index, c->inflight_qs, vq->num);
+			vlog(LOG_WARNING, "[%s q%u] inflight region (%zu bytes) is not for %s queues of "
+			     "%u (it is for %u): not tracked", vu_name(c), vq->index, c->inflight_len,
+			     vq->packed ? "packed" : "split", vq->num, c->inflight_qs);
 		}
 	}
 	atomic_store(&vq->broken, false);
-	base = vq->last_avail;  /* once attached, the engine thread moves it */
+	base = vq_get_base(vq); /* once attached, the engine thread moves it */
 	rc = eng_attach(c->eng, vq, c->thread_hint + vq->index);
 	if (rc < 0)
 		snprintf(c->err, sizeof(c->err), "queue %u: engine refused it", vq->index);
 	else
-		vlog(LOG_DEBUG, "[%s q%u] started: size %u, base %u%s%s", vu_name(c), vq->index,
-		     vq->num, base, vq->event_idx ? ", event_idx" : "",
+		vlog(LOG_DEBUG, "[%s q%u] started: %s, size %u, base %#x%s%s", vu_name(c), vq->index,
+		     vq->packed ? "packed" : "split", vq->num, base, vq->event_idx ? ", event_idx" : "",
 		     vq->log ? ", dirty log" : "");
 	return rc;
 }
@@ -84,7 +95,7 @@ void vu_ring_stop(struct vu_conn *c, struct vq *vq)
 	if (!vq->attached)
 		return;
 	eng_detach(c->eng, vq);
-	vlog(LOG_DEBUG, "[%s q%u] stopped at %u", vu_name(c), vq->index, vq->last_avail);
+	vlog(LOG_DEBUG, "[%s q%u] stopped at %#x", vu_name(c), vq->index, vq_get_base(vq));
 }
 
 /* --- stopping rings without waiting ---------------------------------------- */
@@ -127,7 +138,8 @@ bool vu_detaches_done(struct vu_conn *c)
 		if (!vq->detach_cmd)
 			continue;
 		if (eng_detach_done(vq))
-			vlog(LOG_DEBUG, "[%s q%u] stopped at %u", vu_name(c), vq->index, vq->last_avail);
+			vlog(LOG_DEBUG, "[%s q%u] stopped at %#x", vu_name(c), vq->index,
+			     vq_get_base(vq));
 		else
 			all = false;
 	}
@@ -243,8 +255,11 @@ int h_set_vring_num(struct vu_conn *c, struct vu_msg *m)
 {
 	struct vq *vq = &c->blk->vqs[m->payload.state.index];
 	uint32_t num = m->payload.state.num;
+	/* A packed ring may have any size (virtio 1.2 §2.8); a split one is
+	 * checked again when it starts, in case the features change. */
+	bool any = c->features & BIT(VIRTIO_F_RING_PACKED);
 
-	if (num == 0 || num > VQ_MAX_SIZE || (num & (num - 1))) {
+	if (num == 0 || num > VQ_MAX_SIZE || (!any && (num & (num - 1)))) {
 		snprintf(c->err, sizeof(c->err),
 			 "queue %u: size %u is not a power of two up to %d",
 			 vq->index, num, VQ_MAX_SIZE);
@@ -277,8 +292,9 @@ int h_set_vring_addr(struct vu_conn *c, struct vu_msg *m)
 int h_set_vring_base(struct vu_conn *c, struct vu_msg *m)
 {
 	struct vq *vq = &c->blk->vqs[m->payload.state.index];
+	bool packed = c->features & BIT(VIRTIO_F_RING_PACKED);
 
-	if (m->payload.state.num > 0xffff) {
+	if (!packed && m->payload.state.num > 0xffff) {
 		snprintf(c->err, sizeof(c->err), "queue %u: base %u out of range",
 			 vq->index, m->payload.state.num);
 		return -EINVAL;
@@ -287,7 +303,10 @@ int h_set_vring_base(struct vu_conn *c, struct vu_msg *m)
 		snprintf(c->err, sizeof(c->err), "queue %u: base changed while running", vq->index);
 		return -EBUSY;
 	}
-	vq->last_avail = m->payload.state.num;
+	/* Packed: avail and used positions with their wrap counters, as QEMU
+	 * sends them (a position beyond the ring is refused at start). */
+	vq->packed = packed;
+	vq_set_base(vq, m->payload.state.num);
 	return VU_OK;
 }
 
@@ -301,7 +320,7 @@ int h_get_vring_base(struct vu_conn *c, struct vu_msg *m)
 		close(vq->kick_fd);
 	vq->kick_fd = -1;
 	vq->kick_nofd = false;
-	m->payload.state.num = vq->last_avail;
+	m->payload.state.num = vq_get_base(vq);
 	m->hdr.size = sizeof(m->payload.state);
 	return VU_REPLY;
 }

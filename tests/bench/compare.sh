@@ -13,11 +13,15 @@
 #                          [--mode poll|irq] [--backings "null ram file"]
 #                          [--file PATH] [--size BYTES] [--poll-mode MODE]
 #                          [--daemon] [--repeat N] [--nice N]
-#                          [--idle-time SEC | --no-idle]
+#                          [--idle-time SEC | --no-idle] [--packed]
 #
 # --daemon serves vhostd's side with the real daemon (vhostd --store, a
 # controller made through its control filesystem) instead of bench-server.
 # --repeat N runs every measurement N times and keeps the median by IOPS.
+# --packed also measures vhostd with packed virtqueues (vhost-bench
+# --packed, VIRTIO_F_RING_PACKED) right after the split run of each
+# workload, and adds a table of split against packed (qsd has no packed
+# rings: libvhost-user serves split ones only).
 # The idle part serves 16 null devices from each target (bench-server
 # --devices 16, one qsd with 16 exports), connects a front-end to each, stays
 # silent for --idle-time (default 20 s) measuring the target's CPU, then
@@ -45,6 +49,7 @@ repeat=1
 tcpu=1
 ccpu=0
 idle_time=20
+packed=0
 nice_lvl=0
 [ "$(id -u)" = 0 ] && nice_lvl=-20
 
@@ -66,7 +71,8 @@ while [ $# -gt 0 ]; do
 	--nice) nice_lvl=$2; shift ;;
 	--idle-time) idle_time=$2; shift ;;
 	--no-idle) idle_time=0 ;;
-	-h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+	--packed) packed=1 ;;
+	-h|--help) sed -n '2,35p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -191,11 +197,12 @@ stop_pid() {
 	pids=("${keep[@]}")
 }
 
-# bench SOCK PID PATTERN QD -> JSON on stdout (median of $repeat by IOPS)
+# bench SOCK PID PATTERN QD [EXTRA...] -> JSON on stdout (median of $repeat by IOPS)
 bench() {
 	local sock=$1 pid=$2 pat=$3 qd=$4 i r res=()
+	shift 4
 	local cmd=(nice -n "$nice_lvl" "$bench" --socket "$sock" --pattern "$pat" --bs 4096 --iodepth "$qd"
-		   --time "$time_s" --ramp "$ramp_s" --mode "$mode" --cpu "$ccpu" --pid "$pid" --json)
+		   --time "$time_s" --ramp "$ramp_s" --mode "$mode" --cpu "$ccpu" --pid "$pid" --json "$@")
 	record "${cmd[*]}"
 	for ((i = 0; i < repeat; i++)); do
 		r=$("${cmd[@]}") || { log "vhost-bench failed against $sock"; exit 1; }
@@ -239,6 +246,7 @@ log "cpu: $model; load average $load0"
 log "machine: $mach0"
 
 results=()              # "workload|vjson|qjson"
+pk_results=()           # "workload|vhostd split json|vhostd packed json"
 for b in $backings; do
 	case $b in
 	null) workloads="randread:1 randread:32" ;;
@@ -269,9 +277,15 @@ for b in $backings; do
 		vj=$(bench "$vsock" "$vpid" "$pat" "$qd") || exit 1
 		qj=$(bench "$qsock" "$qpid" "$pat" "$qd") || exit 1
 		results+=("$b 4k $pat QD$qd|$vj|$qj")
-		for t in vhostd qsd; do
+		pj=
+		if [ "$packed" = 1 ]; then
+			pj=$(bench "$vsock" "$vpid" "$pat" "$qd" --packed) || exit 1
+			pk_results+=("$b 4k $pat QD$qd|$vj|$pj")
+		fi
+		for t in vhostd qsd packed; do
 			j=$vj
 			[ $t = qsd ] && j=$qj
+			[ $t = packed ] && { [ -n "$pj" ] || continue; j=$pj; }
 			log "    $(printf '%-6s' $t) $(jq -r '"\(.iops|floor) IOPS, lat avg \(.lat_us.avg) p50 \(.lat_us.p50) us, cpu \(.target_cpu_pct)%, client \(.client_cpu_pct)%, \(.time_s)s"' <<<"$j")"
 		done
 	done
@@ -350,6 +364,22 @@ table() {
 	done
 }
 
+# vhostd's split rings against its packed rings (--packed), same workload,
+# measured back to back.
+packed_table() {
+	[ ${#pk_results[@]} = 0 ] && return
+	echo "| workload (vhostd) | split IOPS | split lat avg / p99 (us) | split CPU | packed IOPS | packed lat avg / p99 (us) | packed CPU | IOPS packed/split | lat packed/split |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for r in "${pk_results[@]}"; do
+		IFS='|' read -r name sj pj <<<"$r"
+		jq -n -r --arg name "$name" --argjson v "$sj" --argjson q "$pj" '
+			def k: if . >= 1000000 then "\(. / 10000 | floor / 100)M"
+			       else "\(. / 100 | floor / 10)k" end;
+			def r2: (. * 100 | round) / 100;
+			"| \($name) | \($v.iops | k) | \($v.lat_us.avg | r2) / \($v.lat_us.p99 | r2) | \($v.target_cpu_pct)% | \($q.iops | k) | \($q.lat_us.avg | r2) / \($q.lat_us.p99 | r2) | \($q.target_cpu_pct)% | \($q.iops / $v.iops | r2)x | \($q.lat_us.avg / $v.lat_us.avg | r2)x |"'
+	done
+}
+
 idle_table() {
 	[ ${#idle_rows[@]} = 0 ] && return
 	echo "| 16 idle connected devices | target CPU (% of a core) | first 4 KiB read after 100 ms idle: avg / p50 / p99 / max (us) |"
@@ -380,6 +410,10 @@ idle_table() {
 	echo
 	echo "CPU: the target's CPU time (sum of its threads' schedstat) over the measured window, % of one core."
 	echo
+	if [ ${#pk_results[@]} != 0 ]; then
+		packed_table
+		echo
+	fi
 	idle_table
 	echo
 	echo "<details><summary>commands</summary>"
@@ -391,5 +425,9 @@ idle_table() {
 } >"$out"
 table
 echo
+if [ ${#pk_results[@]} != 0 ]; then
+	packed_table
+	echo
+fi
 idle_table
 log "written to $out"

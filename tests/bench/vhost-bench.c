@@ -1,6 +1,7 @@
 /* vhost-bench: a benchmark front-end for vhost-user-blk back-ends (vhostd,
  * qemu-storage-daemon, SPDK, ...).  It plays QEMU's part: shares a memfd as
- * guest memory, sets up split virtqueues and drives virtio-blk requests
+ * guest memory, sets up split virtqueues (or packed ones with --packed,
+ * virtio 1.2 section 2.8) and drives virtio-blk requests
  * from that memory at a fixed queue depth, then reports IOPS, bandwidth,
  * latency percentiles and the CPU time of the target and of itself.
  *
@@ -13,6 +14,11 @@
  *  - each request slot owns three descriptors (header, data, status) built
  *    once; a slot is recycled as soon as its completion is seen, only its
  *    header (sector, and type for mixed workloads) is rewritten;
+ *  - packed rings: the three descriptors of a request are written into
+ *    the ring where it stands (buffer id = slot); a batch is published by
+ *    one release barrier and the flags of its first descriptor, and a
+ *    completion is one used descriptor, after which the client skips
+ *    three;
  *  - new requests are published in batches: ring entries, one release
  *    barrier, one avail->idx store, one full barrier, one look at the
  *    back-end's suppression state, and at most one kick per batch;
@@ -233,6 +239,11 @@ struct bq {
 	struct ffe_desc *desc;
 	struct ffe_vring_avail *avail;
 	struct ffe_vring_used *used;
+	/* --packed: the descriptor ring (same memory as desc), the Driver
+	 * Area (ours) and the Device Area (the back-end's) */
+	bool packed;
+	struct ffe_pdesc *pdesc;
+	struct ffe_event_suppress *drv_ev, *dev_ev;
 	uint16_t num, mask;
 	bool event_idx;
 	unsigned nslots;
@@ -252,9 +263,16 @@ struct bq {
 	unsigned nfree, inflight;
 	unsigned want;          /* irq mode: completions the armed call waits for */
 	uint64_t ios, errors, kicks, wakeups;
+	/* packed rings (--packed): next available / next used offset and
+	 * their wrap counters, and descriptors made available in all */
+	uint16_t pk_avail_off, pk_used_off;
+	bool pk_avail_wrap, pk_used_wrap;
+	uint64_t pk_avail_cnt;
 	/* the fake device's own state */
 	uint16_t fd_last_avail __attribute__((aligned(64)));
 	uint16_t fd_used;
+	uint16_t fd_off;        /* packed: next offset to look at, its wrap */
+	bool fd_wrap;
 };
 
 struct bdev {
@@ -288,6 +306,7 @@ struct opts {
 	bool json;
 	uint64_t size;          /* 0 = device capacity */
 	bool no_event_idx;
+	bool packed;            /* negotiate VIRTIO_F_RING_PACKED: packed rings */
 	bool dirty_log;         /* log every write, synced like a migration */
 	bool fill;
 	bool selftest;
@@ -521,6 +540,13 @@ static void layout_and_map(struct bench *b, struct bdev *d, unsigned num, unsign
 		q->desc = (struct ffe_desc *)(d->mem + offs[i][0]);
 		q->avail = (struct ffe_vring_avail *)(d->mem + offs[i][1]);
 		q->used = (struct ffe_vring_used *)(d->mem + offs[i][2]);
+		q->packed = b->o.packed;
+		q->pdesc = (struct ffe_pdesc *)(d->mem + offs[i][0]);
+		q->drv_ev = (struct ffe_event_suppress *)(d->mem + offs[i][1]);
+		q->dev_ev = (struct ffe_event_suppress *)(d->mem + offs[i][2]);
+		q->pk_avail_off = q->pk_used_off = q->fd_off = 0;
+		q->pk_avail_wrap = q->pk_used_wrap = q->fd_wrap = true;
+		q->pk_avail_cnt = 0;
 		q->hdrs = d->mem + offs[i][3];
 		q->hdrs_gpa = GPA_BASE + offs[i][3];
 		q->data_gpa = GPA_BASE + offs[i][4];
@@ -529,11 +555,15 @@ static void layout_and_map(struct bench *b, struct bdev *d, unsigned num, unsign
 		q->free = calloc(nslots, sizeof(*q->free));
 		if (!q->slots || !q->free)
 			die("out of memory");
-		/* Slot s: descriptors 3s (header), 3s+1 (data), 3s+2 (status). */
+		/* Slot s: descriptors 3s (header), 3s+1 (data), 3s+2 (status);
+		 * a packed ring gets them written at each submission. */
 		for (unsigned s = 0; s < nslots; s++) {
 			struct ffe_desc *dd = &q->desc[3 * s];
 			struct ffe_blk_hdr *h = (struct ffe_blk_hdr *)(q->hdrs + (size_t)SLOT_HDR * s);
 			h->type = FFE_BLK_T_IN;
+			q->free[q->nfree++] = (uint16_t)(nslots - 1 - s);
+			if (q->packed)
+				continue;
 			dd[0] = (struct ffe_desc){ q->hdrs_gpa + (uint64_t)SLOT_HDR * s,
 						     sizeof(struct ffe_blk_hdr), FFE_DESC_F_NEXT,
 						     (uint16_t)(3 * s + 1) };
@@ -543,7 +573,6 @@ static void layout_and_map(struct bench *b, struct bdev *d, unsigned num, unsign
 			dd[2] = (struct ffe_desc){ q->hdrs_gpa + (uint64_t)SLOT_HDR * s +
 						     sizeof(struct ffe_blk_hdr), 1,
 						     FFE_DESC_F_WRITE, 0 };
-			q->free[q->nfree++] = (uint16_t)(nslots - 1 - s);
 		}
 		q->kick_fd = eventfd(0, EFD_CLOEXEC);
 		q->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -563,7 +592,9 @@ static uint64_t uva(const void *p)
  * the used ring itself), armed per wait in irq mode. */
 static void calls_off(struct bq *q)
 {
-	if (q->event_idx)
+	if (q->packed)
+		WRITE_ONCE(q->drv_ev->flags, FFE_RING_EVENT_DISABLE);
+	else if (q->event_idx)
 		/* Far behind: crossed once per 64K completions at most. */
 		WRITE_ONCE(q->avail->ring[q->num], (uint16_t)(q->last_used + 0x8000));
 	else
@@ -628,6 +659,11 @@ static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigne
 		     FFE_BIT(FFE_F_BLK_SEG_MAX) | FFE_BIT(FFE_F_BLK_SIZE_MAX)));
 	if (!b->o.no_event_idx)
 		want |= f & FFE_BIT(FFE_F_RING_EVENT_IDX);
+	if (b->o.packed) {
+		if (!(f & FFE_BIT(FFE_F_RING_PACKED)))
+			die("%s: --packed: the back-end does not offer VIRTIO_F_RING_PACKED", path);
+		want |= FFE_BIT(FFE_F_RING_PACKED);
+	}
 	if (d->nq > 1) {
 		if (!(f & FFE_BIT(FFE_F_BLK_MQ)))
 			die("%s: the device does not offer VIRTIO_BLK_F_MQ", path);
@@ -666,6 +702,7 @@ static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigne
 
 	for (unsigned i = 0; i < d->nq; i++) {
 		struct bq *q = &d->q[i];
+		/* packed: descriptor ring, Device Area (used), Driver Area (avail) */
 		struct ffe_vring_addr a = { i, 0, uva(q->desc), uva(q->used), uva(q->avail), 0 };
 
 		if (b->o.dirty_log) {
@@ -676,7 +713,8 @@ static void dev_setup(struct bench *b, struct bdev *d, const char *path, unsigne
 		q->event_idx = want & FFE_BIT(FFE_F_RING_EVENT_IDX);
 		calls_off(q);
 		vu_set_state(d, FFE_SET_VRING_NUM, i, num);
-		vu_set_state(d, FFE_SET_VRING_BASE, i, 0);
+		/* packed: offset 0 with wrap counter 1 */
+		vu_set_state(d, FFE_SET_VRING_BASE, i, q->packed ? FFE_PACKED_BASE(0, 1) : 0);
 		vu_set(d, FFE_SET_VRING_ADDR, &a, sizeof(a), NULL, 0);
 		vu_set_fd(d, FFE_SET_VRING_CALL, i, q->call_fd);
 		vu_set_fd(d, FFE_SET_VRING_KICK, i, q->kick_fd);
@@ -712,14 +750,78 @@ static void selftest_setup(struct bench *b, unsigned num, unsigned nslots)
 		struct bq *q = &d->q[i];
 		q->event_idx = false;
 		calls_off(q);
-		WRITE_ONCE(q->used->flags, FFE_USED_F_NO_NOTIFY);
+		if (q->packed)
+			WRITE_ONCE(q->dev_ev->flags, FFE_RING_EVENT_DISABLE);
+		else
+			WRITE_ONCE(q->used->flags, FFE_USED_F_NO_NOTIFY);
 		b->qs[b->nq++] = q;
 	}
 	b->ndev = 1;
 }
 
+/* Is the packed descriptor at off available / used for wrap counter w? */
+static inline bool pk_avail_at(const struct bq *q, uint16_t off, bool w)
+{
+	uint16_t f = READ_ONCE(q->pdesc[off].flags);
+	return !!(f & FFE_PDESC_F_AVAIL) == w && !!(f & FFE_PDESC_F_USED) != w;
+}
+
+static inline bool pk_used_at(const struct bq *q, uint16_t off, bool w)
+{
+	uint16_t f = READ_ONCE(q->pdesc[off].flags);
+	return !!(f & FFE_PDESC_F_AVAIL) == w && !!(f & FFE_PDESC_F_USED) == w;
+}
+
+/* off and wrap counter moved on by n descriptors */
+static inline void pk_step(const struct bq *q, uint16_t *off, bool *w, unsigned n)
+{
+	unsigned o = *off + n;
+	while (o >= q->num) {
+		o -= q->num;
+		*w = !*w;
+	}
+	*off = (uint16_t)o;
+}
+
+/* The packed fake device: in order, so each used descriptor goes where its
+ * chain began; the id is the chain's last descriptor's. */
+static bool fake_device_packed(struct bq *q)
+{
+	bool work = false;
+
+	while (pk_avail_at(q, q->fd_off, q->fd_wrap)) {
+		uint16_t off = q->fd_off, first = off;
+		bool w = q->fd_wrap;
+		const struct ffe_pdesc *dd;
+		uint32_t len = 0;
+		unsigned n = 1;
+
+		rmb();
+		for (;;) {
+			dd = &q->pdesc[off];
+			if (dd->flags & FFE_DESC_F_WRITE)
+				len += dd->len;
+			if (!(dd->flags & FFE_DESC_F_NEXT))
+				break;
+			pk_step(q, &off, &w, 1);
+			n++;
+		}
+		q->base[dd->addr - GPA_BASE] = 0;
+		q->pdesc[first].id = dd->id;
+		q->pdesc[first].len = len;
+		wmb();
+		WRITE_ONCE(q->pdesc[first].flags, (uint16_t)(FFE_DESC_F_WRITE |
+			   (q->fd_wrap ? FFE_PDESC_F_AVAIL | FFE_PDESC_F_USED : 0)));
+		pk_step(q, &q->fd_off, &q->fd_wrap, n);
+		work = true;
+	}
+	return work;
+}
+
 static bool fake_device(struct bq *q)
 {
+	if (q->packed)
+		return fake_device_packed(q);
 	uint16_t idx = READ_ONCE(q->avail->idx);
 
 	if (idx == q->fd_last_avail)
@@ -789,12 +891,19 @@ static void *fake_device_thread(void *arg)
 		if (now - idle_from < idle_ticks)
 			continue;
 		/* Ask for kicks, look once more, sleep. */
-		for (unsigned i = 0; i < b->nq; i++)
-			WRITE_ONCE(b->qs[i]->used->flags, 0);
+		for (unsigned i = 0; i < b->nq; i++) {
+			if (b->qs[i]->packed)
+				WRITE_ONCE(b->qs[i]->dev_ev->flags, FFE_RING_EVENT_ENABLE);
+			else
+				WRITE_ONCE(b->qs[i]->used->flags, 0);
+		}
 		mb();
-		for (unsigned i = 0; i < b->nq; i++)
-			if (READ_ONCE(b->qs[i]->avail->idx) != b->qs[i]->fd_last_avail)
+		for (unsigned i = 0; i < b->nq; i++) {
+			struct bq *q = b->qs[i];
+			if (q->packed ? pk_avail_at(q, q->fd_off, q->fd_wrap)
+				      : READ_ONCE(q->avail->idx) != q->fd_last_avail)
 				pending = true;
+		}
 		if (!pending) {
 			struct epoll_event evs[MAX_QUEUES];
 			int n = epoll_wait(epfd, evs, MAX_QUEUES, 100);
@@ -803,8 +912,12 @@ static void *fake_device_thread(void *arg)
 				(void)!read(((struct bq *)evs[i].data.ptr)->kick_fd, &v, sizeof(v));
 			}
 		}
-		for (unsigned i = 0; i < b->nq; i++)
-			WRITE_ONCE(b->qs[i]->used->flags, FFE_USED_F_NO_NOTIFY);
+		for (unsigned i = 0; i < b->nq; i++) {
+			if (b->qs[i]->packed)
+				WRITE_ONCE(b->qs[i]->dev_ev->flags, FFE_RING_EVENT_DISABLE);
+			else
+				WRITE_ONCE(b->qs[i]->used->flags, FFE_USED_F_NO_NOTIFY);
+		}
 		idle_from = 0;
 	}
 	close(epfd);
@@ -829,9 +942,48 @@ static inline uint8_t *slot_status(struct bq *q, unsigned s)
 	return q->hdrs + (size_t)SLOT_HDR * s + sizeof(struct ffe_blk_hdr);
 }
 
+/* A completion of slot s seen. */
+static inline void slot_done(struct bench *b, struct bq *q, unsigned s, uint64_t now)
+{
+	struct slot *sl = &q->slots[s];
+
+	sl->busy = false;
+	if (*slot_status(q, s) != 0)
+		q->errors++;
+	if (b->measuring) {
+		hist_add(&b->hist, now - sl->ts);
+		q->ios++;
+	}
+	q->free[q->nfree++] = (uint16_t)s;
+}
+
+/* Packed: used descriptors from the next used offset on; each one stands
+ * for a three-descriptor chain (every request's). */
+static inline unsigned reap_packed(struct bench *b, struct bq *q, uint64_t now)
+{
+	unsigned n = 0;
+
+	while (n < q->inflight && pk_used_at(q, q->pk_used_off, q->pk_used_wrap)) {
+		uint16_t id;
+
+		rmb();
+		id = READ_ONCE(q->pdesc[q->pk_used_off].id);
+		if (id >= q->nslots || !q->slots[id].busy)
+			die("%s q%u: used descriptor at %u names buffer id %u, not a request in flight",
+			    q->dev->path, q->index, q->pk_used_off, id);
+		slot_done(b, q, id, now);
+		pk_step(q, &q->pk_used_off, &q->pk_used_wrap, 3);
+		n++;
+	}
+	q->inflight -= n;
+	return n;
+}
+
 /* Collect completions; returns how many. */
 static inline unsigned reap(struct bench *b, struct bq *q, uint64_t now)
 {
+	if (q->packed)
+		return reap_packed(b, q, now);
 	uint16_t idx = READ_ONCE(q->used->idx), n;
 
 	if (idx == q->last_used)
@@ -844,20 +996,11 @@ static inline unsigned reap(struct bench *b, struct bq *q, uint64_t now)
 	for (unsigned i = 0; i < n; i++) {
 		uint32_t id = READ_ONCE(q->used->ring[q->last_used++ & q->mask].id);
 		unsigned s = id / 3;
-		struct slot *sl;
 
 		if (id % 3 || s >= q->nslots || !q->slots[s].busy)
 			die("%s q%u: used element names descriptor %u, not a request in flight",
 			    q->dev->path, q->index, id);
-		sl = &q->slots[s];
-		sl->busy = false;
-		if (*slot_status(q, s) != 0)
-			q->errors++;
-		if (b->measuring) {
-			hist_add(&b->hist, now - sl->ts);
-			q->ios++;
-		}
-		q->free[q->nfree++] = (uint16_t)s;
+		slot_done(b, q, s, now);
 	}
 	q->inflight -= n;
 	return n;
@@ -894,6 +1037,93 @@ static inline uint64_t next_block(struct bench *b, bool *write)
 	return 0;
 }
 
+/* Was descriptor (off, wrap) of the Device Area's event made available
+ * among the descriptors old..new-1 (counts since the ring began)? */
+static bool pk_event_crossed(const struct bq *q, uint16_t off_wrap, uint64_t old, uint64_t new)
+{
+	uint64_t period = 2ull * q->num, base = new - new % period;
+	int64_t e = (int64_t)base + (off_wrap & 0x7fff) + ((off_wrap & 0x8000) ? 0 : q->num);
+
+	if (e >= (int64_t)new)
+		e -= (int64_t)period;
+	return e >= (int64_t)old && e < (int64_t)new;
+}
+
+/* Packed: each request's three descriptors where the ring stands; the
+ * batch's first flags stored last, after one release barrier. */
+static inline void submit_packed(struct bench *b, struct bq *q, uint64_t now)
+{
+	uint32_t sectors_per_block = b->o.bs / 512;
+	size_t bs = align_up(b->o.bs, PAGE);
+	uint64_t old = q->pk_avail_cnt;
+	uint16_t first = q->pk_avail_off, first_flags = 0;
+	unsigned n = 0;
+	struct ffe_event_suppress ev;
+	bool kick;
+
+	while (q->nfree && (!b->filling || b->fill_left)) {
+		unsigned s = q->free[--q->nfree];
+		struct slot *sl = &q->slots[s];
+		struct ffe_blk_hdr *h = slot_hdr(q, s);
+		uint64_t hgpa = q->hdrs_gpa + (uint64_t)SLOT_HDR * s;
+		bool w = false;
+		uint64_t blk = next_block(b, &w);
+
+		h->type = w ? FFE_BLK_T_OUT : FFE_BLK_T_IN;
+		sl->write = w;
+		h->sector = blk * sectors_per_block;
+		*slot_status(q, s) = 0xff;
+		sl->busy = true;
+		sl->ts = now;
+		for (unsigned k = 0; k < 3; k++) {
+			struct ffe_pdesc *d = &q->pdesc[q->pk_avail_off];
+			uint16_t f = q->pk_avail_wrap ? FFE_PDESC_F_AVAIL : FFE_PDESC_F_USED;
+
+			if (k == 0) {
+				d->addr = hgpa;
+				d->len = sizeof(struct ffe_blk_hdr);
+				f |= FFE_DESC_F_NEXT;
+			} else if (k == 1) {
+				d->addr = q->data_gpa + (uint64_t)bs * s;
+				d->len = b->o.bs;
+				f |= FFE_DESC_F_NEXT | (w ? 0 : FFE_DESC_F_WRITE);
+			} else {
+				d->addr = hgpa + sizeof(struct ffe_blk_hdr);
+				d->len = 1;
+				f |= FFE_DESC_F_WRITE;
+			}
+			d->id = (uint16_t)s;
+			if (n == 0 && k == 0)
+				first_flags = f;
+			else
+				d->flags = f;
+			pk_step(q, &q->pk_avail_off, &q->pk_avail_wrap, 1);
+		}
+		n++;
+	}
+	if (!n)
+		return;
+	q->inflight += n;
+	q->pk_avail_cnt += 3 * n;
+	wmb();
+	WRITE_ONCE(q->pdesc[first].flags, first_flags);
+	mb();
+	ev.flags = READ_ONCE(q->dev_ev->flags);
+	ev.off_wrap = READ_ONCE(q->dev_ev->off_wrap);
+	if ((ev.flags & 3) == FFE_RING_EVENT_DISABLE)
+		kick = false;
+	else if ((ev.flags & 3) == FFE_RING_EVENT_DESC && q->event_idx)
+		kick = pk_event_crossed(q, ev.off_wrap, old, q->pk_avail_cnt);
+	else
+		kick = true;
+	if (kick) {
+		uint64_t one = 1;
+		if (write(q->kick_fd, &one, sizeof(one)) != sizeof(one))
+			die("kick: %s", strerror(errno));
+		q->kicks++;
+	}
+}
+
 /* Publish new requests in every free slot (as many as the fill allows). */
 static inline void submit(struct bench *b, struct bq *q, uint64_t now)
 {
@@ -903,6 +1133,10 @@ static inline void submit(struct bench *b, struct bq *q, uint64_t now)
 
 	if (!q->nfree || b->stopping)
 		return;
+	if (q->packed) {
+		submit_packed(b, q, now);
+		return;
+	}
 	while (q->nfree && (!b->filling || b->fill_left)) {
 		unsigned s = q->free[--q->nfree];
 		struct slot *sl = &q->slots[s];
@@ -958,7 +1192,21 @@ static void wait_for_call(struct bench *b)
 		if (!q->inflight)
 			continue;
 		q->want = 1;
-		if (q->event_idx) {
+		if (q->packed) {
+			uint16_t off = q->pk_used_off;
+			bool wr = q->pk_used_wrap;
+
+			if (q->event_idx) {
+				/* a call when the want-th next used descriptor is
+				 * written (3 ring descriptors per request) */
+				q->want = b->o.coalesce < q->inflight ? b->o.coalesce : q->inflight;
+				pk_step(q, &off, &wr, 3 * (q->want - 1));
+				WRITE_ONCE(q->drv_ev->off_wrap, FFE_PACKED_BASE(off, wr));
+				WRITE_ONCE(q->drv_ev->flags, FFE_RING_EVENT_DESC);
+			} else {
+				WRITE_ONCE(q->drv_ev->flags, FFE_RING_EVENT_ENABLE);
+			}
+		} else if (q->event_idx) {
 			/* a call once `want` more are used: interrupt coalescing */
 			q->want = b->o.coalesce < q->inflight ? b->o.coalesce : q->inflight;
 			WRITE_ONCE(q->avail->ring[q->num], (uint16_t)(q->last_used + q->want - 1));
@@ -968,7 +1216,16 @@ static void wait_for_call(struct bench *b)
 	mb();
 	for (unsigned i = 0; i < b->nq; i++) {
 		struct bq *q = b->qs[i];
-		if (q->inflight && (uint16_t)(READ_ONCE(q->used->idx) - q->last_used) >= q->want)
+		if (!q->inflight)
+			continue;
+		if (q->packed) {
+			uint16_t off = q->pk_used_off;
+			bool wr = q->pk_used_wrap;
+
+			pk_step(q, &off, &wr, 3 * (q->want - 1));
+			if (pk_used_at(q, off, wr))
+				ready = true;
+		} else if ((uint16_t)(READ_ONCE(q->used->idx) - q->last_used) >= q->want)
 			ready = true;
 	}
 	if (!ready) {
@@ -985,7 +1242,9 @@ static void wait_for_call(struct bench *b)
 		}
 	}
 	for (unsigned i = 0; i < b->nq; i++)
-		if (!b->qs[i]->event_idx)
+		if (b->qs[i]->packed)
+			WRITE_ONCE(b->qs[i]->drv_ev->flags, FFE_RING_EVENT_DISABLE);
+		else if (!b->qs[i]->event_idx)
 			WRITE_ONCE(b->qs[i]->avail->flags, FFE_AVAIL_F_NO_INTERRUPT);
 	/* with EVENT_IDX used_event stays where it was: already crossed, it
 	 * asks for nothing more until the next wait re-arms it */
@@ -1241,10 +1500,12 @@ static void report(struct bench *b, const struct window *w, bool idle_test)
 
 	if (b->o.json) {
 		printf("{\"sockets\":\"%s\",\"pattern\":\"%s\",\"bs\":%u,\"iodepth\":%u,"
-		       "\"queues\":%u,\"mode\":\"%s\",\"coalesce\":%u,\"event_idx\":%s,",
+		       "\"queues\":%u,\"mode\":\"%s\",\"coalesce\":%u,\"event_idx\":%s,"
+		       "\"ring\":\"%s\",",
 		       sockets, idle_test ? "idle" : pattern_names[b->o.pattern], b->o.bs,
 		       b->o.iodepth, b->o.queues, b->o.irq ? "irq" : "poll", b->o.coalesce,
-		       b->nq && b->qs[0]->event_idx ? "true" : "false");
+		       b->nq && b->qs[0]->event_idx ? "true" : "false",
+		       b->o.packed ? "packed" : "split");
 		if (idle_test)
 			printf("\"idle_s\":%.3f,\"idle_target_cpu_pct\":%.3f,\"probes\":%" PRIu64 ","
 			       "\"probe_gap_ms\":%u,",
@@ -1289,9 +1550,10 @@ static void report(struct bench *b, const struct window *w, bool idle_test)
 			printf("  errors: %" PRIu64 "\n", errors);
 		return;
 	}
-	printf("%s: %s bs=%u iodepth=%u queues=%u mode=%s%s, %.1fs\n", sockets,
+	printf("%s: %s bs=%u iodepth=%u queues=%u mode=%s%s%s, %.1fs\n", sockets,
 	       pattern_names[b->o.pattern], b->o.bs, b->o.iodepth, b->o.queues,
-	       b->o.irq ? "irq" : "poll", b->nq && b->qs[0]->event_idx ? " event_idx" : "", secs);
+	       b->o.irq ? "irq" : "poll", b->nq && b->qs[0]->event_idx ? " event_idx" : "",
+	       b->o.packed ? " packed" : "", secs);
 	printf("  iops %.0f  %.1f MiB/s  (%" PRIu64 " I/Os, %" PRIu64 " errors)\n",
 	       iops, mibs, ios, errors);
 	printf("  lat us: avg %.2f  min %.2f  p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
@@ -1343,6 +1605,8 @@ static void usage(FILE *f)
 "                   (sum of its threads' /proc/PID/task/TID/schedstat)\n"
 "  --cpu N          pin this client to CPU N\n"
 "  --no-event-idx   do not negotiate VIRTIO_RING_F_EVENT_IDX\n"
+"  --packed         negotiate VIRTIO_F_RING_PACKED: packed virtqueues (the\n"
+"                   back-end must offer it); without it, split ones\n"
 "  --dirty-log      share a dirty log and log every write (LOG_ALL), a thread\n"
 "                   clearing it every 10 ms as a migration would; reports the\n"
 "                   pages found dirty\n"
@@ -1398,7 +1662,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 {
 	enum { O_SOCKET = 256, O_PATTERN, O_RWMIX, O_BS, O_IODEPTH, O_QUEUES, O_TIME, O_RAMP,
 	       O_MODE, O_QSIZE, O_PID, O_CPU, O_JSON, O_SIZE, O_NOEVIDX, O_DIRTYLOG, O_FILL, O_SELFTEST,
-	       O_IDLE, O_PROBES, O_GAP, O_HELP, O_SELFTEST_CPU, O_COALESCE };
+	       O_IDLE, O_PROBES, O_GAP, O_HELP, O_SELFTEST_CPU, O_COALESCE, O_PACKED };
 	static const struct option lo[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "pattern", required_argument, NULL, O_PATTERN },
@@ -1416,6 +1680,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		{ "json", no_argument, NULL, O_JSON },
 		{ "size", required_argument, NULL, O_SIZE },
 		{ "no-event-idx", no_argument, NULL, O_NOEVIDX },
+		{ "packed", no_argument, NULL, O_PACKED },
 		{ "dirty-log", no_argument, NULL, O_DIRTYLOG },
 		{ "fill", no_argument, NULL, O_FILL },
 		{ "selftest", no_argument, NULL, O_SELFTEST },
@@ -1476,6 +1741,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		case O_JSON: o->json = true; break;
 		case O_SIZE: o->size = parse_size("--size", optarg); break;
 		case O_NOEVIDX: o->no_event_idx = true; break;
+		case O_PACKED: o->packed = true; break;
 		case O_DIRTYLOG: o->dirty_log = true; break;
 		case O_FILL: o->fill = true; break;
 		case O_SELFTEST: o->selftest = true; break;

@@ -172,6 +172,7 @@ Test(cfgparse, config_refusals)
 	config_bad("block_size=131072", "block_size '131072' is invalid");
 	config_bad("backing=disk.img", "use ram, null, an absolute path or rbd:POOL/IMAGE");
 	config_bad("readonly=maybe", "readonly 'maybe' is invalid");
+	config_bad("packed=2", "packed '2' is invalid");
 	config_bad("serial=123456789012345678901", "serial is longer than 20 bytes");
 	config_bad("size=64Q", "'64Q' is not a size");
 	config_bad("=5", "unknown key");
@@ -257,9 +258,11 @@ Test(cfgparse, read_back_can_be_written_back)
 			 "group=tenant-a\n");
 	vdev_params_init(&q);
 	cr_assert_eq(cfg_parse_config_text(text, n, &q, &set, err, sizeof(err)), 0, "%s", err);
-	/* every key but the rbd ones, which show for an rbd backing only */
+	/* every key but the rbd ones, which show for an rbd backing only, and
+	 * packed, which shows when it is 0 */
 	cr_assert_eq(set, (1u << CFG_NKEYS) - 1 - (CFG_BIT(CFG_CEPH_CONF) |
-		     CFG_BIT(CFG_CEPH_ID) | CFG_BIT(CFG_RBD_SHARED) | CFG_BIT(CFG_RBD_TIMEOUT)));
+		     CFG_BIT(CFG_CEPH_ID) | CFG_BIT(CFG_RBD_SHARED) | CFG_BIT(CFG_RBD_TIMEOUT) |
+		     CFG_BIT(CFG_PACKED)));
 	cr_assert_eq(memcmp(&p, &q, sizeof(p)), 0);
 
 	/* unconfigured: no size line, and the text still applies */
@@ -270,6 +273,32 @@ Test(cfgparse, read_back_can_be_written_back)
 	cr_assert_not_null(strstr(text, "iops_limit=0\n"), "%s", text);
 	cr_assert_not_null(strstr(text, "\ngroup=\n"), "%s", text);
 	cr_assert_eq(cfg_parse_config_text(text, n, &q, &set, err, sizeof(err)), 0, "%s", err);
+}
+
+/* packed rings are offered by default and not read back then; packed=0
+ * reads back and writes back */
+Test(cfgparse, packed_key)
+{
+	struct vdev_params p, q;
+	char text[2 * sizeof(p.path)];
+	unsigned set;
+	size_t n;
+
+	set = config_ok("size=1M", &p);
+	cr_assert(p.packed);
+	n = cfg_format_config(&p, true, text, sizeof(text));
+	cr_assert_null(strstr(text, "packed"), "%s", text);
+	set = config_ok("size=1M packed=0", &p);
+	cr_assert_eq(set, CFG_BIT(CFG_SIZE) | CFG_BIT(CFG_PACKED));
+	cr_assert(!p.packed);
+	n = cfg_format_config(&p, true, text, sizeof(text));
+	cr_assert_not_null(strstr(text, "\npacked=0\n"), "%s", text);
+	vdev_params_init(&q);
+	cr_assert_eq(cfg_parse_config_text(text, n, &q, &set, err, sizeof(err)), 0, "%s", err);
+	cr_assert(!q.packed);
+	cr_assert_eq(memcmp(&p, &q, sizeof(p)), 0);
+	set = config_ok("packed=yes", &p);
+	cr_assert(p.packed);
 }
 
 Test(cfgparse, apply_copies_only_the_set_keys)

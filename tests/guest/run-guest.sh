@@ -19,6 +19,9 @@
 #   --seed N           default seed of write/verify (default 1)
 #   --size BYTES       expected disk size (for the `size` test)
 #   --reconnect        add reconnect=1 to the socket chardevs
+#   --packed           packed=on on each vhost-user-blk-pci device (packed
+#                      virtqueues if the back-end offers VIRTIO_F_RING_PACKED;
+#                      the guest test feature:34 checks the guest got them)
 #   --blkcheck PATH    static blkcheck binary (default: $BLKCHECK, else built
 #                      from blkcheck.c with gcc -static into the cache)
 #   --log FILE         write the guest serial console to FILE as it runs (a
@@ -57,6 +60,7 @@ THREADS=8
 SEED=1
 SIZE=
 RECONNECT=0
+PACKED=0
 BLKCHECK_BIN=${BLKCHECK:-}
 LOGCOPY=
 APPEND_EXTRA=
@@ -85,6 +89,7 @@ while [ $# -gt 0 ]; do
 	--seed)       SEED=$2; shift 2 ;;
 	--size)       SIZE=$2; shift 2 ;;
 	--reconnect)  RECONNECT=1; shift ;;
+	--packed)     PACKED=1; shift ;;
 	--blkcheck)   BLKCHECK_BIN=$2; shift 2 ;;
 	--log)        LOGCOPY=$2; shift 2 ;;
 	--append)     APPEND_EXTRA=$2; shift 2 ;;
@@ -186,7 +191,9 @@ i=0
 for s in "${SOCKETS[@]}"; do
 	chr="socket,id=vub$i,path=$(qesc "$s")"
 	[ $RECONNECT -eq 1 ] && chr+=",reconnect=1"
-	ARGS+=(-chardev "$chr" -device "vhost-user-blk-pci,chardev=vub$i,num-queues=$QUEUES")
+	dev="vhost-user-blk-pci,chardev=vub$i,num-queues=$QUEUES"
+	[ $PACKED -eq 1 ] && dev+=",packed=on"
+	ARGS+=(-chardev "$chr" -device "$dev")
 	i=$((i + 1))
 done
 CMDLINE="console=ttyS0 quiet panic=-1 vhostd.tests=$TESTS vhostd.disks=${#SOCKETS[@]}"

@@ -582,6 +582,138 @@ Test(crash, sigkill_with_requests_in_flight)
 		     "the test proved nothing about resubmission");
 }
 
+/* ---- packed rings ------------------------------------------------------------ */
+
+/* One round on packed rings: PER_ROUND writes per queue (indirect: one
+ * ring descriptor each); maybe the back-end dies (SIGKILL after a random
+ * delay, twice for KILL_TWICE, SIGTERM for the orderly kinds) and a new one
+ * takes over with the kept inflight region and, as QEMU sends for packed
+ * rings, the stale base of the rings' last start.  Every request must
+ * complete exactly once, OK. */
+static void packed_round(struct ffe *fe, unsigned it, unsigned round, bool crash_here, enum how how)
+{
+	static struct ffe_blk_io io[NQ][PER_ROUND];
+	static uint8_t buf[BLK];
+	const struct ffe_layout ind = { FFE_L_NATURAL, 0, true };
+	uint64_t done0[NQ];
+
+	for (unsigned q = 0; q < NQ; q++) {
+		struct ffe_vq *vq = &fe->vq[q];
+
+		cr_assert(vq->packed);
+		cr_assert_eq(vq->ninflight, 0u);
+		done0[q] = vq->completed;
+		for (unsigned k = 0; k < PER_ROUND; k++) {
+			unsigned b = round * NQ * PER_ROUND + q * PER_ROUND + k;
+
+			ffe_pattern(buf, BLK, blk_seed(it, b));
+			cr_assert_eq(ffe_blk_prep(&io[q][k], FFE_BLK_T_OUT,
+						  ((uint64_t)it * ITER_BLOCKS + b) * BLK_SECT, buf, BLK,
+						  0, &ind), 0);
+			cr_assert_eq(ffe_submit(vq, &io[q][k].req), 0, "q%u submit %u: %s", q, k,
+				     fe->err);
+		}
+	}
+	for (unsigned q = 0; q < NQ; q++)
+		ffe_kick(&fe->vq[q]);
+	if (crash_here) {
+		unsigned deaths = how == KILL_TWICE ? 2 : 1;
+
+		for (unsigned death = 0; death < deaths; death++) {
+			uint32_t delay = death ? rnd(150) : rnd(3000);
+			unsigned outstanding = 0, resub[NQ];
+			char newlog[160];
+			int r;
+
+			usleep(delay);
+			kill(cx.child, orderly(how) ? SIGTERM : SIGKILL);
+			reap_child(orderly(how));
+			for (unsigned q = 0; q < NQ; q++) {
+				ffe_poll_used(&fe->vq[q]);
+				outstanding += fe->vq[q].ninflight;
+			}
+			start_child(CORE_POLL_ADAPTIVE);
+			snprintf(newlog, sizeof(newlog), "%s", cx.child_log);
+			r = ffe_resume_after_crash(fe, NQ);
+			cr_assert_eq(r, 0, "packed: front-end could not resume on the new back-end "
+				     "(SET_VRING_BASE %#x, the base of the last start, as QEMU sends): "
+				     "%s (%s)", fe->vq[0].pk_start_base, strerror(-r), fe->err);
+			scan_child_log(newlog, resub);
+			cx.kills++;
+			if (outstanding && !orderly(how))
+				cx.kills_with_inflight++;
+			cx.resubmitted += resub[0] + resub[1];
+			cr_log_info("packed iteration %u round %u: %s%s after %u us, %u requests "
+				    "outstanding, new back-end resubmitted %u + %u", it, round,
+				    death ? "again, " : "", how_name(how), delay, outstanding, resub[0],
+				    resub[1]);
+		}
+	}
+	for (unsigned q = 0; q < NQ; q++) {
+		struct ffe_vq *vq = &fe->vq[q];
+
+		for (unsigned k = 0; k < PER_ROUND; k++) {
+			struct ffe_req *r = &io[q][k].req;
+
+			cr_assert_eq(ffe_wait(vq, r, WAIT_MS), 0, "packed q%u request %u (id %u) not "
+				     "completed %d s after %s: %s", q, k, r->head, WAIT_MS / 1000,
+				     crash_here ? "the restart" : "the kick", fe->err);
+			cr_expect_eq(ffe_blk_status(&io[q][k]), FFE_BLK_S_OK, "packed q%u round %u "
+				     "request %u: status %d", q, round, k, ffe_blk_status(&io[q][k]));
+			cr_expect_eq(r->used_len, 1u, "packed q%u request %u: used len %u", q, k,
+				     r->used_len);
+			ffe_blk_io_release(vq, &io[q][k]);
+		}
+		cr_expect_eq(vq->completed - done0[q], PER_ROUND, "packed q%u round %u: %" PRIu64
+			     " completions for %u requests", q, round, vq->completed - done0[q],
+			     PER_ROUND);
+		cr_expect_eq(vq->bogus_used, 0u, "packed q%u round %u: %u used descriptors naming a "
+			     "buffer id not in flight (a request completed twice?)", q, round,
+			     vq->bogus_used);
+	}
+}
+
+static void packed_iteration(unsigned it, enum how how)
+{
+	unsigned crash_round = rnd(ROUNDS);
+	struct ffe_opts o;
+	struct ffe *fe;
+	int r;
+
+	start_child(CORE_POLL_ADAPTIVE);
+	ffe_opts_init(&o);
+	o.inflight = true;
+	o.packed = true;
+	fe = ffe_open(cx.sock, &o);
+	cr_assert_not_null(fe, "connect to the back-end: %s", strerror(errno));
+	r = ffe_setup(fe, ffe_default_features(it % 2), NQ, QSIZE);
+	cr_assert_eq(r, 0, "packed set-up with inflight tracking: %s (%s)", strerror(-r), fe->err);
+	for (unsigned round = 0; round < ROUNDS; round++)
+		packed_round(fe, it, round, round == crash_round, how);
+	ffe_close(fe);
+	kill(cx.child, SIGTERM);
+	reap_child(true);
+	{
+		unsigned resub[NQ];
+
+		scan_child_log(cx.child_log, resub);
+	}
+	verify_file(it);
+}
+
+Test(crash, packed_sigkill_with_requests_in_flight)
+{
+	static const enum how plan[] = { KILL_AFTER_DELAY, KILL_AFTER_DELAY, KILL_TWICE,
+					 KILL_AFTER_DELAY, TERM_AFTER_DELAY, KILL_TWICE };
+
+	for (unsigned it = 0; it < sizeof(plan) / sizeof(plan[0]); it++)
+		packed_iteration(it, plan[it]);
+	for (unsigned it = 0; it < sizeof(plan) / sizeof(plan[0]); it++)
+		verify_file(it);
+	cr_log_info("packed: %u restarts, %u with requests outstanding, %u requests resubmitted",
+		    cx.kills, cx.kills_with_inflight, cx.resubmitted);
+}
+
 Test(crash, sigterm_finishes_in_flight_requests)
 {
 	static const enum how plan[] = { TERM_WHEN_MARKED, TERM_AFTER_DELAY, TERM_WHEN_MARKED,

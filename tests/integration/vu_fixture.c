@@ -104,6 +104,9 @@ TestSuite(slots, .init = setup, .fini = teardown, .timeout = 120);
 TestSuite(resize, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(status, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(log, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(packed, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(packedevent, .init = setup_irq, .fini = teardown, .timeout = 60);
+TestSuite(packedring, .init = setup, .fini = teardown, .timeout = 180);
 
 /* ---- shared by several files ------------------------------------------------ */
 

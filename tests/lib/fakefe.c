@@ -782,10 +782,17 @@ int ffe_negotiate(struct ffe *fe, uint64_t want)
 
 	if (!want)
 		want = ffe_default_features(false);
+	if (fe->opts.packed)
+		want |= FFE_BIT(FFE_F_RING_PACKED);
 	fe->want_features = want;
 	ret = ffe_get_u64(fe, FFE_GET_FEATURES, &fe->dev_features);
 	if (ret < 0)
 		return ret;
+	if (fe->opts.packed && !(fe->dev_features & FFE_BIT(FFE_F_RING_PACKED))) {
+		ffe_seterr(fe, "back-end does not offer VIRTIO_F_RING_PACKED (features %#llx)",
+			   (unsigned long long)fe->dev_features);
+		return -ENOTSUP;
+	}
 	fe->queue_num = 1;
 	if ((fe->dev_features & want) & FFE_BIT(FFE_F_PROTOCOL_FEATURES)) {
 		uint64_t pf;
@@ -897,6 +904,7 @@ static int vq_program(struct ffe *fe, struct ffe_vq *vq, uint16_t base)
 		return ret < 0 ? ret : -EIO; } } while (0)
 	STEP(vq_send_state(fe, FFE_SET_VRING_NUM, vq->index, vq->num), "SET_VRING_NUM");
 	STEP(vq_send_state(fe, FFE_SET_VRING_BASE, vq->index, base), "SET_VRING_BASE");
+	vq->pk_start_base = base;
 	STEP(ffe_call(fe, FFE_SET_VRING_ADDR, &a, sizeof(a), NULL, 0), "SET_VRING_ADDR");
 	STEP(vq_send_fd(fe, FFE_SET_VRING_KICK, vq->index, vq->kickfd), "SET_VRING_KICK");
 	STEP(vq_send_fd(fe, FFE_SET_VRING_CALL, vq->index, vq->callfd), "SET_VRING_CALL");
@@ -907,8 +915,90 @@ static int vq_program(struct ffe *fe, struct ffe_vq *vq, uint16_t base)
 	return 0;
 }
 
+/* The queue's scratch memory, one piece per region (the first start). */
+static int vq_scratch_init(struct ffe *fe, struct ffe_vq *vq)
+{
+	unsigned n = ffe_nregions(fe);
+
+	if (vq->scratch[0].size)
+		return 0;
+	for (unsigned k = 0; k < n; k++) {
+		uint64_t per = fe->opts.scratch_per_queue / n, sz = per;
+		struct ffe_buf s;
+
+		while (sz >= 65536 && ffe_alloc(fe, sz, 4096, (int)k, &s) < 0)
+			sz /= 2;
+		if (sz < 65536)
+			return -ENOMEM;
+		vq->scratch[k].off = (uint64_t)((uint8_t *)s.hva - fe->r[k].hva);
+		vq->scratch[k].size = sz;
+		vq->scratch[k].cur = 0;
+	}
+	return 0;
+}
+
+static void pk_set_drv_event(struct ffe_vq *vq);
+
+/* A packed queue: the descriptor ring (16 * num bytes, zeroed), the Driver
+ * Area and the Device Area (4 bytes each), in three regions like the split
+ * rings; counters from base (offset | wrap << 15). */
+static int pk_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base)
+{
+	unsigned n = ffe_nregions(fe), off = base & 0x7fff;
+	bool wrap = base >> 15;
+	struct ffe_buf d, a, u;
+	struct ffe_vq *vq;
+	int ret;
+
+	if (i >= FFE_MAX_QUEUES || num == 0 || num > FFE_MAX_QSIZE || off >= num)
+		return -EINVAL;
+	vq = &fe->vq[i];
+	vq_close_fds(vq);
+	if ((ret = ffe_alloc(fe, 16 * num, 4096, (int)(i % n), &d)) < 0 ||
+	    (ret = ffe_alloc(fe, 4, 64, (int)((i + 1) % n), &a)) < 0 ||
+	    (ret = ffe_alloc(fe, 4, 64, (int)((i + 2) % n), &u)) < 0)
+		return ret;
+	memset(d.hva, 0, d.len);
+	memset(a.hva, 0, a.len);
+	memset(u.hva, 0, u.len);
+	vq->packed = true;
+	vq->num = num;
+	vq->pdesc = d.hva;
+	vq->desc = d.hva;       /* "has rings" for the shared code */
+	vq->avail = NULL;
+	vq->used = NULL;
+	vq->drv_event = a.hva;
+	vq->dev_event = u.hva;
+	vq->desc_gpa = d.gpa;
+	vq->avail_gpa = a.gpa;
+	vq->used_gpa = u.gpa;
+	vq->desc_uva = ffe_hva_to_uva(fe, d.hva);
+	vq->avail_uva = ffe_hva_to_uva(fe, a.hva);
+	vq->used_uva = ffe_hva_to_uva(fe, u.hva);
+	vq->pk_avail = vq->pk_used = vq->pk_kicked = off + (wrap ? 0 : num);
+	vq->pk_free = num;
+	vq->pk_call_mode = -1;
+	vq->have_base = false;
+	vq->avail_idx = vq->last_used = vq->kicked_idx = 0;
+	vq->nfree = num;
+	for (unsigned k = 0; k < num; k++)
+		vq->free_stack[k] = (uint16_t)(num - 1 - k);
+	memset(vq->inflight, 0, sizeof(vq->inflight));
+	vq->ninflight = 0;
+	vq->bogus_used = 0;
+	pk_set_drv_event(vq);
+	ret = vq_scratch_init(fe, vq);
+	if (ret < 0)
+		return ret;
+	return vq_program(fe, vq, base);
+}
+
 int ffe_vq_start(struct ffe *fe, unsigned i, unsigned num)
 {
+	/* a fresh packed ring: offset 0, both wrap counters 1 (2.8.1), as
+	 * QEMU sends it after a reset */
+	if (fe->features & FFE_BIT(FFE_F_RING_PACKED))
+		return ffe_vq_start_at(fe, i, num, FFE_PACKED_BASE(0, 1));
 	return ffe_vq_start_at(fe, i, num, 0);
 }
 
@@ -919,10 +1009,15 @@ int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base)
 	unsigned n = ffe_nregions(fe), k;
 	int ret;
 
+	if (fe->features & FFE_BIT(FFE_F_RING_PACKED))
+		return pk_start_at(fe, i, num, base);
 	if (i >= FFE_MAX_QUEUES || num == 0 || num > FFE_MAX_QSIZE || (num & (num - 1)))
 		return -EINVAL;
 	vq = &fe->vq[i];
 	vq_close_fds(vq);
+	vq->packed = false;
+	vq->pdesc = NULL;
+	vq->drv_event = vq->dev_event = NULL;
 	if ((ret = ffe_alloc(fe, 16 * num, 4096, (int)(i % n), &d)) < 0 ||
 	    (ret = ffe_alloc(fe, 6 + 2 * num, 64, (int)((i + 1) % n), &a)) < 0 ||
 	    (ret = ffe_alloc(fe, 6 + 8 * num, 4096, (int)((i + 2) % n), &u)) < 0)
@@ -952,23 +1047,9 @@ int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base)
 	vq->bogus_used = 0;
 	if (vq->no_interrupt)
 		vq->avail[0] = FFE_AVAIL_F_NO_INTERRUPT;
-
-	if (vq->scratch[0].size == 0) {
-		uint64_t per = fe->opts.scratch_per_queue / n;
-
-		for (k = 0; k < n; k++) {
-			struct ffe_buf s;
-			uint64_t sz = per;
-
-			while (sz >= 65536 && ffe_alloc(fe, sz, 4096, (int)k, &s) < 0)
-				sz /= 2;
-			if (sz < 65536)
-				return -ENOMEM;
-			vq->scratch[k].off = (uint64_t)((uint8_t *)s.hva - fe->r[k].hva);
-			vq->scratch[k].size = sz;
-			vq->scratch[k].cur = 0;
-		}
-	}
+	ret = vq_scratch_init(fe, vq);
+	if (ret < 0)
+		return ret;
 	return vq_program(fe, vq, base);
 }
 
@@ -979,6 +1060,8 @@ int ffe_vq_resume(struct ffe *fe, unsigned i)
 	if (i >= FFE_MAX_QUEUES || !fe->vq[i].desc)
 		return -EINVAL;
 	vq = &fe->vq[i];
+	if (vq->packed)
+		return ffe_vq_resume_at(fe, i, vq->have_base ? vq->stop_base : ffe_vq_pk_avail_pos(vq));
 	return ffe_vq_resume_at(fe, i, vq->have_base ? vq->stop_base : vq->avail_idx);
 }
 
@@ -1117,7 +1200,8 @@ int ffe_resume_after_crash(struct ffe *fe, unsigned nq)
 	for (unsigned i = 0; i < nq && i < FFE_MAX_QUEUES; i++) {
 		if (!was[i])
 			continue;
-		ret = ffe_vq_resume_at(fe, i, ffe_vq_used_idx(&fe->vq[i]));
+		ret = ffe_vq_resume_at(fe, i, fe->vq[i].packed ? fe->vq[i].pk_start_base
+							       : ffe_vq_used_idx(&fe->vq[i]));
 		if (ret < 0)
 			return ret;
 	}
@@ -1283,6 +1367,287 @@ static unsigned cut_stream(struct piece *pc, unsigned max, const uint8_t *src,
 	return n;
 }
 
+/* ---- packed queues ---------------------------------------------------------- */
+
+/* Ring offset and wrap counter of descriptor count c (see pk_avail). */
+static inline unsigned pk_off(const struct ffe_vq *vq, uint64_t c) { return (unsigned)(c % vq->num); }
+static inline bool pk_wrap(const struct ffe_vq *vq, uint64_t c) { return !((c / vq->num) & 1); }
+static inline uint16_t pk_pos(const struct ffe_vq *vq, uint64_t c)
+{
+	return FFE_PACKED_BASE(pk_off(vq, c), pk_wrap(vq, c));
+}
+
+uint16_t ffe_vq_pk_avail_pos(const struct ffe_vq *vq) { return pk_pos(vq, vq->pk_avail); }
+uint16_t ffe_vq_pk_used_pos(const struct ffe_vq *vq) { return pk_pos(vq, vq->pk_used); }
+
+struct ffe_pdesc *ffe_vq_pdesc(struct ffe_vq *vq, unsigned i)
+{
+	return &vq->pdesc[i % vq->num];
+}
+
+void ffe_vq_pdesc_set_flags(struct ffe_vq *vq, unsigned i, uint16_t flags)
+{
+	/* addr, len and id of the descriptor (and of the rest of its chain)
+	 * visible before the flags that make it available */
+	__atomic_store_n(&vq->pdesc[i % vq->num].flags, flags, __ATOMIC_RELEASE);
+}
+
+void ffe_vq_pk_advance(struct ffe_vq *vq, unsigned n)
+{
+	vq->pk_avail += n;
+	vq->pk_free = n > vq->pk_free ? 0 : vq->pk_free - n;
+}
+
+bool ffe_vq_pk_is_used(struct ffe_vq *vq, unsigned i, bool w, uint16_t *flags)
+{
+	uint16_t f = __atomic_load_n(&vq->pdesc[i % vq->num].flags, __ATOMIC_ACQUIRE);
+
+	if (flags)
+		*flags = f;
+	return !!(f & FFE_PDESC_F_AVAIL) == w && !!(f & FFE_PDESC_F_USED) == w;
+}
+
+void ffe_vq_set_call_event(struct ffe_vq *vq, int mode, uint16_t off_wrap)
+{
+	vq->pk_call_mode = mode;
+	__atomic_store_n(&vq->drv_event->off_wrap, off_wrap, __ATOMIC_RELAXED);
+	__atomic_store_n(&vq->drv_event->flags, (uint16_t)mode, __ATOMIC_RELEASE);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+struct ffe_event_suppress ffe_vq_dev_event(struct ffe_vq *vq)
+{
+	struct ffe_event_suppress e;
+
+	e.off_wrap = __atomic_load_n(&vq->dev_event->off_wrap, __ATOMIC_ACQUIRE);
+	e.flags = __atomic_load_n(&vq->dev_event->flags, __ATOMIC_ACQUIRE);
+	return e;
+}
+
+/* The Driver Area in automatic mode: no calls with no_interrupt, a call
+ * when the used descriptor we look at next is written (EVENT_IDX), else a
+ * call for every used buffer. */
+static void pk_set_drv_event(struct ffe_vq *vq)
+{
+	uint16_t mode;
+
+	if (vq->pk_call_mode >= 0)
+		return;
+	if (vq->no_interrupt)
+		mode = FFE_RING_EVENT_DISABLE;
+	else if (has_event_idx(vq))
+		mode = FFE_RING_EVENT_DESC;
+	else
+		mode = FFE_RING_EVENT_ENABLE;
+	if (mode == FFE_RING_EVENT_DESC)
+		__atomic_store_n(&vq->drv_event->off_wrap, pk_pos(vq, vq->pk_used), __ATOMIC_RELAXED);
+	__atomic_store_n(&vq->drv_event->flags, mode, __ATOMIC_RELEASE);
+}
+
+static int pk_submit(struct ffe_vq *vq, struct ffe_req *r, struct piece *pc, unsigned n)
+{
+	unsigned need = r->indirect ? 1 : n, k;
+	uint64_t first = vq->pk_avail;
+	uint16_t id, first_flags = 0;
+	struct ffe_pdesc *table = NULL;
+	uint64_t table_gpa = 0;
+	int ret;
+
+	if (need > vq->pk_free || vq->nfree == 0)
+		return -ENOSPC;
+	if (r->indirect) {
+		struct ffe_buf t;
+
+		ret = ffe_vq_alloc(vq, 16 * n, 16, &t);
+		if (ret < 0)
+			return ret;
+		table = t.hva;
+		table_gpa = t.gpa;
+	}
+	r->done = false;
+	r->used_len = 0;
+	r->used_flags = 0;
+	r->nwseg = 0;
+	r->nring = 0;
+	id = vq->free_stack[vq->nfree - 1];
+	for (k = 0; k < n; k++) {
+		struct ffe_buf b;
+
+		ret = ffe_vq_alloc(vq, (size_t)pc[k].len + r->buf_skew,
+				   r->buf_align ? r->buf_align : 64, &b);
+		if (ret < 0)
+			return ret;     /* nothing in the ring changed yet */
+		b.gpa += r->buf_skew;
+		b.hva = (uint8_t *)b.hva + r->buf_skew;
+		memcpy(b.hva, pc[k].src, pc[k].len);
+		if (pc[k].write) {
+			r->wseg[r->nwseg].hva = b.hva;
+			r->wseg[r->nwseg].len = pc[k].len;
+			r->nwseg++;
+		}
+		if (r->indirect) {
+			/* only WRITE is valid in a table; the id is reserved */
+			table[k] = (struct ffe_pdesc){ .addr = b.gpa, .len = pc[k].len, .id = 0,
+						       .flags = pc[k].write ? FFE_DESC_F_WRITE : 0 };
+		} else {
+			uint64_t c = first + k;
+			uint16_t f = (pc[k].write ? FFE_DESC_F_WRITE : 0) |
+				     (k + 1 < n ? FFE_DESC_F_NEXT : 0) | ffe_pk_avail_bits(pk_wrap(vq, c));
+			struct ffe_pdesc *d = &vq->pdesc[pk_off(vq, c)];
+
+			d->addr = b.gpa;
+			d->len = pc[k].len;
+			/* the spec puts the id in the last descriptor */
+			d->id = vq->pk_id_last_only && k + 1 < n ? (uint16_t)((id + 1 + k) % vq->num) : id;
+			r->ring_descs[r->nring++] = (uint16_t)pk_off(vq, c);
+			if (k == 0)
+				first_flags = f;
+			else
+				__atomic_store_n(&d->flags, f, __ATOMIC_RELAXED);
+		}
+	}
+	if (r->indirect) {
+		struct ffe_pdesc *d = &vq->pdesc[pk_off(vq, first)];
+
+		d->addr = table_gpa;
+		d->len = 16 * n;
+		d->id = id;
+		first_flags = FFE_DESC_F_INDIRECT | ffe_pk_avail_bits(pk_wrap(vq, first));
+		r->ring_descs[r->nring++] = (uint16_t)pk_off(vq, first);
+	}
+	vq->nfree--;
+	r->head = id;
+	vq->inflight[id] = r;
+	vq->ninflight++;
+	vq->pk_chain[id] = (uint16_t)need;
+	vq->pk_avail += need;
+	vq->pk_free -= need;
+	pk_set_drv_event(vq);
+	/* the whole chain before its first descriptor's flags (release) */
+	__atomic_store_n(&vq->pdesc[pk_off(vq, first)].flags, first_flags, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* Was descriptor count e (taken near `new`) made available in [old, new)? */
+static bool pk_event_crossed(const struct ffe_vq *vq, uint16_t off_wrap, uint64_t old, uint64_t new)
+{
+	uint64_t period = 2ull * vq->num, base = new - new % period;
+	int64_t e = (int64_t)base + (off_wrap & 0x7fff) + ((off_wrap & 0x8000) ? 0 : vq->num);
+
+	if (e >= (int64_t)new)
+		e -= (int64_t)period;
+	return e >= (int64_t)old && e < (int64_t)new;
+}
+
+static int pk_kick(struct ffe_vq *vq)
+{
+	uint64_t old = vq->pk_kicked, new = vq->pk_avail;
+	struct ffe_event_suppress ev;
+	bool need;
+
+	/* our flags stores before the device's suppression state (full fence) */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	vq->pk_kicked = new;
+	ev = ffe_vq_dev_event(vq);
+	if (vq->always_kick)
+		need = true;
+	else if ((ev.flags & 3) == FFE_RING_EVENT_DISABLE)
+		need = false;
+	else if ((ev.flags & 3) == FFE_RING_EVENT_DESC && has_event_idx(vq))
+		need = pk_event_crossed(vq, ev.off_wrap, old, new);
+	else
+		need = true;    /* ENABLE, reserved values, DESC without EVENT_IDX */
+	return need ? ffe_vq_kick_raw(vq) : 0;
+}
+
+static void complete(struct ffe_vq *vq, struct ffe_used_elem e, uint16_t idx);
+
+static int pk_poll_used(struct ffe_vq *vq)
+{
+	int count = 0;
+
+	for (;;) {
+		uint64_t c = vq->pk_used;
+		struct ffe_pdesc *d = &vq->pdesc[pk_off(vq, c)];
+		struct ffe_used_elem e;
+		uint16_t flags, pos = pk_pos(vq, c);
+		struct ffe_req *r;
+		unsigned skip;
+
+		/* nothing in flight: a zeroed ring at wrap 0 looks used */
+		if (!vq->ninflight)
+			break;
+		if (!ffe_vq_pk_is_used(vq, pk_off(vq, c), pk_wrap(vq, c), &flags)) {
+			if (vq->pk_call_mode >= 0 || !has_event_idx(vq) || vq->no_interrupt)
+				break;
+			/* ask for a call at this one, then look again */
+			pk_set_drv_event(vq);
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			if (!ffe_vq_pk_is_used(vq, pk_off(vq, c), pk_wrap(vq, c), &flags))
+				break;
+		}
+		e.id = d->id;
+		e.len = d->len;
+		if (e.id >= vq->num || !(r = vq->inflight[e.id])) {
+			/* an id we have not made available: how far to skip is
+			 * unknown; one descriptor (the back-end is broken) */
+			vq->bogus_used++;
+			vq->pk_used++;
+			continue;
+		}
+		skip = vq->pk_chain[e.id];
+		r->used_flags = flags;
+		complete(vq, e, pos);
+		vq->pk_used += skip;
+		vq->pk_free += skip;
+		count++;
+	}
+	return count;
+}
+
+static int pk_req_segs(struct ffe_vq *vq, const struct ffe_req *r, struct ffe_seg *out,
+		       unsigned max)
+{
+	unsigned n = 0;
+
+	if (r->indirect) {
+		const struct ffe_pdesc *h = &vq->pdesc[r->ring_descs[0]];
+		const struct ffe_pdesc *t;
+
+		if (max < 1)
+			return -E2BIG;
+		out[n++] = (struct ffe_seg){ h->addr, h->len, FFE_SEG_TABLE };
+		t = ffe_gpa_to_hva(vq->fe, h->addr, h->len);
+		if (!t)
+			return -EFAULT;
+		for (unsigned k = 0; k < h->len / 16; k++) {
+			if (n >= max)
+				return -E2BIG;
+			out[n++] = (struct ffe_seg){ t[k].addr, t[k].len,
+						     (t[k].flags & FFE_DESC_F_WRITE) ? FFE_SEG_WR : FFE_SEG_RD };
+		}
+		return (int)n;
+	}
+	for (unsigned k = 0; k < r->nring; k++) {
+		const struct ffe_pdesc *d = &vq->pdesc[r->ring_descs[k]];
+
+		if (n >= max)
+			return -E2BIG;
+		out[n++] = (struct ffe_seg){ d->addr, d->len,
+					     (d->flags & FFE_DESC_F_WRITE) ? FFE_SEG_WR : FFE_SEG_RD };
+	}
+	return (int)n;
+}
+
+uint64_t ffe_vq_take_calls(struct ffe_vq *vq)
+{
+	uint64_t v, before = vq->calls;
+
+	if (vq->callfd >= 0 && read(vq->callfd, &v, 8) == 8)
+		vq->calls += v;
+	return vq->calls - before;
+}
+
 int ffe_submit(struct ffe_vq *vq, struct ffe_req *r)
 {
 	struct piece pc[FFE_MAX_DESCS];
@@ -1306,6 +1671,8 @@ int ffe_submit(struct ffe_vq *vq, struct ffe_req *r)
 	n = nr + nw;
 	if (n == 0)
 		return -EINVAL;
+	if (vq->packed)
+		return pk_submit(vq, r, pc, n);
 	if ((r->indirect ? 1 : n) > vq->nfree)
 		return -ENOSPC;
 
@@ -1394,6 +1761,18 @@ struct ffe_desc *ffe_vq_desc(struct ffe_vq *vq, unsigned i)
 
 uint16_t ffe_vq_used_idx(struct ffe_vq *vq)
 {
+	if (vq->packed) {
+		/* walk the used descriptors from our next one; a chain's used
+		 * descriptor covers its length (ids of requests in flight) */
+		uint64_t c = vq->pk_used, end = c + vq->num;
+
+		while (c < end && ffe_vq_pk_is_used(vq, pk_off(vq, c), pk_wrap(vq, c), NULL)) {
+			uint16_t id = vq->pdesc[pk_off(vq, c)].id;
+
+			c += id < vq->num && vq->inflight[id] ? vq->pk_chain[id] : 1;
+		}
+		return pk_pos(vq, c);
+	}
 	return __atomic_load_n(used_idx_p(vq), __ATOMIC_ACQUIRE);
 }
 
@@ -1420,6 +1799,8 @@ int ffe_kick(struct ffe_vq *vq)
 	uint16_t old = vq->kicked_idx, new = vq->avail_idx;
 	bool need;
 
+	if (vq->packed)
+		return pk_kick(vq);
 	/* the avail idx store must be visible before we read the device's
 	 * suppression state, or we could miss a kick it needs (full fence) */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -1450,6 +1831,10 @@ static void complete(struct ffe_vq *vq, struct ffe_used_elem e, uint16_t idx)
 		memcpy((uint8_t *)r->wr + off, r->wseg[k].hva, r->wseg[k].len);
 		off += r->wseg[k].len;
 	}
+	if (vq->packed) {
+		vq->free_stack[vq->nfree++] = (uint16_t)e.id;     /* the buffer id */
+		r->nring = 0;
+	}
 	while (r->nring)
 		vq->free_stack[vq->nfree++] = r->ring_descs[--r->nring];
 	r->used_len = e.len;
@@ -1461,6 +1846,8 @@ int ffe_poll_used(struct ffe_vq *vq)
 {
 	int count = 0;
 
+	if (vq->packed)
+		return pk_poll_used(vq);
 	if (!vq->used)
 		return 0;
 	for (;;) {
@@ -2206,6 +2593,8 @@ int ffe_req_segs(struct ffe_vq *vq, const struct ffe_req *r, struct ffe_seg *out
 
 	if (!r->nring)
 		return 0;
+	if (vq->packed)
+		return pk_req_segs(vq, r, out, max);
 	if (r->indirect) {
 		const struct ffe_desc *h = &vq->desc[r->ring_descs[0]];
 
@@ -2230,6 +2619,12 @@ int ffe_req_segs(struct ffe_vq *vq, const struct ffe_req *r, struct ffe_seg *out
 
 void ffe_vq_used_area(struct ffe_vq *vq, uint64_t *gpa, uint64_t *len)
 {
+	if (vq->packed) {
+		/* the device writes used descriptors into the ring */
+		*gpa = vq->desc_gpa;
+		*len = 16ull * vq->num;
+		return;
+	}
 	*gpa = vq->used_gpa;
 	*len = 4 + 8ull * vq->num + (has_event_idx(vq) ? 2 : 0);
 }

@@ -3,7 +3,9 @@
  * It owns: one UNIX socket connection to a vhost-user-blk back-end, the
  * "guest" memory (memfd, optionally split into several regions whose
  * guest-physical and front-end user addresses differ), and the driver side of
- * split virtqueues living in that memory.  Everything waits with a timeout
+ * the virtqueues living in that memory: split ones, or packed ones (virtio
+ * 1.2, 2.8) when VIRTIO_F_RING_PACKED is negotiated (opts.packed asks for
+ * it).  The request API (ffe_submit, ffe_blk_read, ...) is the same for both.  Everything waits with a timeout
  * (FFE_TIMEOUT_MS by default): a test never hangs on a broken back-end.
  *
  * Threads: one struct ffe is driven by one thread for the socket; each
@@ -99,11 +101,15 @@ struct ffe_req {
 	uint32_t buf_skew;
 
 	/* filled by the library */
-	uint16_t head;
+	uint16_t head;                  /* split: head descriptor; packed: buffer id */
 	bool done;
 	uint32_t used_len;
-	uint16_t used_idx;              /* used ring index it completed at */
-	unsigned nring;                 /* ring descriptors taken */
+	uint16_t used_idx;              /* used ring index it completed at
+					 * (packed: FFE_PACKED_BASE of the used
+					 * descriptor's offset and wrap) */
+	uint16_t used_flags;            /* packed: the used descriptor's flags */
+	unsigned nring;                 /* ring descriptors taken (packed: their
+					 * ring offsets, in order) */
 	uint16_t ring_descs[FFE_MAX_DESCS];
 	unsigned nwseg;                 /* writable pieces to copy back */
 	struct { void *hva; uint32_t len; } wseg[FFE_MAX_DESCS];
@@ -143,6 +149,29 @@ struct ffe_vq {
 	bool no_interrupt;      /* set VRING_AVAIL_F_NO_INTERRUPT */
 	bool log_ring;          /* SET_VRING_ADDR with VRING_F_LOG, log = used gpa */
 
+	/* ---- packed queues (packed true; desc above then points at the same
+	 * ring as pdesc, avail/used are NULL, and the avail and used
+	 * addresses name the Driver Area and the Device Area) ---- */
+	bool packed;
+	struct ffe_pdesc *pdesc;                /* the descriptor ring */
+	struct ffe_event_suppress *drv_event;   /* Driver Area: we write it */
+	struct ffe_event_suppress *dev_event;   /* Device Area: the device does */
+	/* descriptors made available / consumed as used since the ring began,
+	 * counting from the start base: offset = count % num, wrap counter =
+	 * 1 ^ ((count / num) & 1) */
+	uint64_t pk_avail, pk_used, pk_kicked;
+	unsigned pk_free;                       /* ring descriptors not in flight */
+	uint16_t pk_chain[FFE_MAX_QSIZE];       /* ring descriptors of buffer id */
+	/* Driver Area policy: -1 automatic (DISABLE with no_interrupt, DESC at
+	 * the next used offset with EVENT_IDX, else ENABLE); else the test owns
+	 * the Driver Area (ffe_vq_set_call_event) */
+	int pk_call_mode;
+	/* buffer id only in the last descriptor of a chain (the others carry
+	 * another id), as the spec places it; default: in every descriptor,
+	 * as Linux and QEMU do */
+	bool pk_id_last_only;
+	uint16_t pk_start_base;                 /* SET_VRING_BASE of the last start */
+
 	/* per-queue scratch memory, one piece per region, reset when idle */
 	struct { uint64_t off, size, cur; } scratch[FFE_MAX_REGIONS];
 	unsigned scratch_rr;
@@ -160,6 +189,10 @@ struct ffe_opts {
 	/* negotiate INFLIGHT_SHMFD; ffe_setup then gets an inflight region
 	 * for its queues and sets it, as QEMU does on every start */
 	bool inflight;
+	/* negotiate VIRTIO_F_RING_PACKED (added to the wanted features; a
+	 * back-end that does not offer it fails ffe_negotiate with -ENOTSUP):
+	 * every queue is then a packed one */
+	bool packed;
 	/* protocol features negotiated besides MQ, REPLY_ACK, CONFIG (and
 	 * INFLIGHT_SHMFD above) when the back-end offers them, e.g.
 	 * CONFIGURE_MEM_SLOTS, BACKEND_REQ, STATUS */
@@ -288,7 +321,10 @@ size_t ffe_mem_table_payload(struct ffe *fe, void *buf, int *fds);
 int ffe_get_config(struct ffe *fe, uint32_t offset, void *buf, uint32_t len);
 
 /* Set up queue i (fresh rings, base 0) and start it: NUM, BASE, ADDR,
- * CALL, KICK, ENABLE.  num must be a power of two <= 1024. */
+ * CALL, KICK, ENABLE.  num must be a power of two <= 1024 (packed: any
+ * size 1..1024).  The queue is packed if RING_PACKED was negotiated; a
+ * fresh one starts at offset 0 with wrap counter 1 (base 0x8000), and a
+ * packed base given to ffe_vq_start_at is FFE_PACKED_BASE(offset, wrap). */
 int ffe_vq_start(struct ffe *fe, unsigned i, unsigned num);
 /* Same, with every index (avail, used, SET_VRING_BASE) starting at base. */
 int ffe_vq_start_at(struct ffe *fe, unsigned i, unsigned num, uint16_t base);
@@ -351,8 +387,11 @@ struct ffe_inflight_queue *ffe_inflight_q(struct ffe *fe, unsigned q);
 void ffe_inflight_drop(struct ffe *fe);
 
 /* Carry on after the back-end died, as QEMU does with reconnect=1: there is
- * no GET_VRING_BASE to ask, so every started queue below nq restarts with
- * base = the used index it finds in the ring.  Reconnects (waiting for the
+ * no GET_VRING_BASE to ask, so every started split queue below nq restarts
+ * with base = the used index it finds in the ring, and every packed one
+ * with the base of its last start (QEMU keeps no packed position in guest
+ * memory to go by: virtio_queue_packed_restore_last_avail_idx does
+ * nothing, so the back-end must find its place from the inflight region).  Reconnects (waiting for the
  * new back-end up to the timeout), negotiates the same features, sends
  * SET_INFLIGHT_FD with the kept region (if any), SET_MEM_TABLE, and
  * programs the rings again without touching them: requests in flight stay
@@ -454,14 +493,46 @@ int ffe_wait(struct ffe_vq *vq, struct ffe_req *r, int timeout_ms);
 /* submit + kick + wait */
 int ffe_run(struct ffe_vq *vq, struct ffe_req *r);
 
-/* raw ring access for hostile tests */
+/* ---- packed queues: state and raw access for hostile tests ---------------- */
+
+/* The driver's next available position and the next used one it expects,
+ * as FFE_PACKED_BASE values (offset | wrap << 15). */
+uint16_t ffe_vq_pk_avail_pos(const struct ffe_vq *vq);
+uint16_t ffe_vq_pk_used_pos(const struct ffe_vq *vq);
+/* Flags bits marking a descriptor available for wrap counter w. */
+static inline uint16_t ffe_pk_avail_bits(bool w)
+{
+	return w ? FFE_PDESC_F_AVAIL : FFE_PDESC_F_USED;
+}
+/* Descriptor at ring offset i (mod num). */
+struct ffe_pdesc *ffe_vq_pdesc(struct ffe_vq *vq, unsigned i);
+/* Store flags of descriptor i with release order (what makes it visible). */
+void ffe_vq_pdesc_set_flags(struct ffe_vq *vq, unsigned i, uint16_t flags);
+/* The driver's avail position moved on by n (after raw descriptors were
+ * written there): the ring space is taken for good. */
+void ffe_vq_pk_advance(struct ffe_vq *vq, unsigned n);
+/* Is the descriptor at ring offset i used for wrap counter w?  (its flags
+ * in *flags if not NULL) */
+bool ffe_vq_pk_is_used(struct ffe_vq *vq, unsigned i, bool w, uint16_t *flags);
+/* The Driver Area, owned by the test from now on (pk_call_mode = mode):
+ * FFE_RING_EVENT_* and, for DESC, the position (FFE_PACKED_BASE). */
+void ffe_vq_set_call_event(struct ffe_vq *vq, int mode, uint16_t off_wrap);
+/* The Device Area as the device last wrote it. */
+struct ffe_event_suppress ffe_vq_dev_event(struct ffe_vq *vq);
+/* Take pending call signals (counted in vq->calls): how many came. */
+uint64_t ffe_vq_take_calls(struct ffe_vq *vq);
+
+/* raw ring access for hostile tests (split queues) */
 struct ffe_desc *ffe_vq_desc(struct ffe_vq *vq, unsigned i);
 void ffe_vq_publish(struct ffe_vq *vq, uint16_t head);     /* ring[idx]=head; idx++ */
 void ffe_vq_set_avail_idx(struct ffe_vq *vq, uint16_t idx);
+/* Split: the used ring's idx.  Packed: FFE_PACKED_BASE of the end of the
+ * run of used descriptors from the driver's next used position (where the
+ * device writes its next used descriptor). */
 uint16_t ffe_vq_used_idx(struct ffe_vq *vq);
 struct ffe_used_elem ffe_vq_used_elem(struct ffe_vq *vq, uint16_t idx);
 int ffe_vq_kick_raw(struct ffe_vq *vq);
-/* Wait until used idx != idx; 0, or -ETIMEDOUT. */
+/* Wait until used idx != idx (packed: ffe_vq_used_idx); 0, or -ETIMEDOUT. */
 int ffe_vq_wait_used_change(struct ffe_vq *vq, uint16_t idx, int timeout_ms);
 /* Scratch memory of this queue (reset automatically when idle). */
 int ffe_vq_alloc(struct ffe_vq *vq, size_t len, size_t align, struct ffe_buf *out);

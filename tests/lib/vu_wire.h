@@ -89,6 +89,7 @@ enum ffe_req_code {
 #define FFE_F_RING_EVENT_IDX    29
 #define FFE_F_PROTOCOL_FEATURES 30
 #define FFE_F_VERSION_1         32
+#define FFE_F_RING_PACKED       34      /* packed virtqueues (virtio 1.2, 2.8) */
 
 #define FFE_BIT(b)              (1ull << (b))
 
@@ -225,6 +226,45 @@ struct ffe_vring_used {
 	struct ffe_used_elem ring[];    /* num entries, then avail_event */
 };
 
+/* Packed virtqueues (virtio 1.2, 2.8): one ring of these descriptors (16
+ * bytes, zero-initialized), read and written by both sides.  The driver
+ * marks a descriptor available with AVAIL = its wrap counter and USED = the
+ * inverse; the device marks it used with both = its wrap counter.  Both
+ * counters start at 1 and flip each time the ring's end is passed.  Buffer
+ * ID: in the last descriptor of a chain (reserved in an indirect table,
+ * whose only valid flag is WRITE).  In a used descriptor WRITE says the
+ * device wrote data, and len is then the bytes written (reserved without
+ * WRITE). */
+#define FFE_PDESC_F_AVAIL       (1u << 7)
+#define FFE_PDESC_F_USED        (1u << 15)
+
+struct ffe_pdesc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t id;
+	uint16_t flags;
+};
+
+/* The Driver Area (written by the driver: used buffer notifications, i.e.
+ * calls) and the Device Area (written by the device: available buffer
+ * notifications, i.e. kicks) of a packed queue: struct
+ * pvirtq_event_suppress.  off_wrap: bits 0-14 a ring offset, bit 15 a wrap
+ * counter, meaningful in DESC mode (only with EVENT_IDX negotiated). */
+struct ffe_event_suppress {
+	uint16_t off_wrap;
+	uint16_t flags;         /* bits 0-1: FFE_RING_EVENT_*, the rest reserved */
+};
+
+#define FFE_RING_EVENT_ENABLE   0x0
+#define FFE_RING_EVENT_DISABLE  0x1
+#define FFE_RING_EVENT_DESC     0x2
+
+/* vhost-user: on a packed queue SET_VRING_ADDR's desc/avail/used are the
+ * descriptor ring / driver area / device area, and SET_VRING_BASE /
+ * GET_VRING_BASE's num carries the next available descriptor's offset in
+ * bits 0-14 and the driver's wrap counter there in bit 15. */
+#define FFE_PACKED_BASE(off, wrap) ((uint16_t)(((off) & 0x7fffu) | ((wrap) ? 0x8000u : 0)))
+
 /* Inflight tracking region of one split queue (vhost-user "Inflight I/O
  * tracking"); the back-end writes it, the front-end only keeps it. */
 struct ffe_inflight_desc {
@@ -307,6 +347,10 @@ _Static_assert(sizeof(struct ffe_inflight_desc) == 16, "inflight descriptor");
 _Static_assert(sizeof(struct ffe_inflight_queue) == 16, "inflight queue header");
 _Static_assert(sizeof(struct ffe_desc) == 16, "vring_desc");
 _Static_assert(sizeof(struct ffe_used_elem) == 8, "vring_used_elem");
+_Static_assert(sizeof(struct ffe_pdesc) == 16, "pvirtq_desc");
+_Static_assert(offsetof(struct ffe_pdesc, id) == 12, "pvirtq_desc.id");
+_Static_assert(offsetof(struct ffe_pdesc, flags) == 14, "pvirtq_desc.flags");
+_Static_assert(sizeof(struct ffe_event_suppress) == 4, "pvirtq_event_suppress");
 _Static_assert(sizeof(struct ffe_vring_avail) == 4, "vring_avail header");
 _Static_assert(sizeof(struct ffe_vring_used) == 4, "vring_used header");
 _Static_assert(sizeof(struct ffe_blk_hdr) == 16, "virtio_blk_outhdr");

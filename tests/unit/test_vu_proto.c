@@ -379,6 +379,32 @@ Test(vu, set_vring_base_values)
 	cr_assert_eq(m.payload.state.num, 0xffff);
 }
 
+/* Packed rings: offered unless the device says packed=0; once negotiated,
+ * SET/GET_VRING_BASE carry both positions and wrap counters (QEMU's form). */
+Test(vu, packed_vring_base)
+{
+	struct vu_msg m;
+	uint64_t offered = blkcfg_features(fx.blk) | BIT(VU_F_PROTOCOL_FEATURES);
+
+	cr_assert(offered & BIT(VIRTIO_F_RING_PACKED));
+	fx.blk->params.packed = false;
+	cr_assert(!(blkcfg_features(fx.blk) & BIT(VIRTIO_F_RING_PACKED)));
+	fx.blk->params.packed = true;
+	cr_assert_eq(msg_u64(VU_SET_FEATURES, V, offered), 0);
+	cr_assert_eq(msg_state(VU_SET_VRING_BASE, V, 1, 0x80050003u), 0);
+	cr_assert(fx.blk->vqs[1].packed);
+	cr_assert_eq(fx.blk->vqs[1].last_avail, 3);
+	cr_assert(!fx.blk->vqs[1].avail_wrap);
+	cr_assert_eq(fx.blk->vqs[1].used_idx, 5);
+	cr_assert(fx.blk->vqs[1].used_wrap);
+	cr_assert_eq(msg_state(VU_GET_VRING_BASE, V, 1, 0), 0);
+	cr_assert(reply(&m));
+	cr_assert_eq(m.payload.state.num, 0x80050003u);
+	/* split again: 16 bits */
+	cr_assert_eq(msg_u64(VU_SET_FEATURES, V, offered & ~BIT(VIRTIO_F_RING_PACKED)), 0);
+	cr_assert_eq(msg_state(VU_SET_VRING_BASE, V, 1, 0x80050003u), -EINVAL);
+}
+
 /* ---- SET_MEM_TABLE ------------------------------------------------------------------ */
 
 static int send_mem(const struct mem_region_desc *d, uint32_t nregions, uint32_t size,
