@@ -187,7 +187,7 @@ C=$CTL/vhostblk0
 
 # ------------------------------------------------------- unconfigured --
 eq "files of a controller" \
-	"allow_shrink backing block_size bps_burst bps_limit ceph_conf ceph_id config device error group iops_burst iops_limit queues rbd_shared rbd_timeout read_bps_limit readonly serial size socket state stats write_bps_limit" \
+	"allow_shrink backing block_size bps_burst bps_limit ceph_conf ceph_id config device error group iops_burst iops_limit packed queues rbd_shared rbd_timeout read_bps_limit readonly serial size socket state stats write_bps_limit" \
 	"$(ls "$C" | tr '\n' ' ' | sed 's/ $//')"
 eq "config is rw" "-rw-r--r--" "$(stat -c %A "$C/config")"
 eq "state is ro" "-r--r--r--" "$(stat -c %A "$C/state")"
