@@ -64,11 +64,14 @@
 # python3, no guest kernel).  Every vhostd and QEMU it starts is stopped by
 # pid, on failure too.
 #
-# One retry, for one cause only: the guest kernel panicking in a destination
-# ("Kernel panic - not syncing") with no verification error and no vhostd
-# warning.  QEMU 7.2's TCG migration does that now and then with QEMU's own
-# virtio-blk too (see MIGRATE_CPU); a second run that fails in any way fails
-# the test, and the first run's output stays in the log.
+# One retry, for one cause only: the guest kernel oopsing or panicking in a
+# destination (list corruption, a fatal exception in an interrupt, a stack
+# smashed) with no verification error and no vhostd warning.  QEMU 7.2's
+# TCG migration does exactly that with QEMU's own virtio-blk too: on a
+# loaded machine (migrations of 1-3 s) 2 of 2 control runs with 4
+# migrations broke that way, as did 5 of 5 vhostd runs; on a quiet one
+# (migrations of ~0.4 s) 5 of 5 passed.  A second run that fails in any way
+# fails the test, and the first run's output stays in the log.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -79,7 +82,7 @@ if [ -z "${MIGRATE_ATTEMPT:-}" ]; then
 	MIGRATE_ATTEMPT=1 "${BASH_SOURCE[0]}" "$@" 2>&1 | tee "$first"
 	rc=${PIPESTATUS[0]}
 	set -e
-	if [ "$rc" = 1 ] && grep -q 'Kernel panic - not syncing' "$first" &&
+	if [ "$rc" = 1 ] && grep -qE 'Kernel panic - not syncing|kernel BUG at|BUG: kernel|general protection fault|RIP: 0010:__list_' "$first" &&
 	   ! grep -qE 'errors=[1-9]|VHOSTD-GUEST-IOERR|vhostd (warning|error)' "$first"; then
 		echo "test-migrate: the guest kernel panicked in a destination (a QEMU TCG migration"
 		echo "test-migrate: problem, seen with QEMU's own virtio-blk too): one more run"
