@@ -45,6 +45,11 @@ int vq_prepare(struct vq *vq, char *err, size_t errlen)
 	}
 	if (vq->packed)
 		return vq_packed_prepare(vq, err, errlen);
+	if (vq->num & (vq->num - 1)) {
+		snprintf(err, errlen, "queue %u: a split ring of %u entries (not a power of two)",
+			 vq->index, vq->num);
+		return -EINVAL;
+	}
 	vq->desc = mem_uva_to_host(vq->mem, vq->desc_uva, vring_desc_size(vq->num));
 	vq->avail = mem_uva_to_host(vq->mem, vq->avail_uva, vring_avail_size(vq->num));
 	vq->used = mem_uva_to_host(vq->mem, vq->used_uva, vring_used_size(vq->num));

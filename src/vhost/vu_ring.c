@@ -255,8 +255,11 @@ int h_set_vring_num(struct vu_conn *c, struct vu_msg *m)
 {
 	struct vq *vq = &c->blk->vqs[m->payload.state.index];
 	uint32_t num = m->payload.state.num;
+	/* A packed ring may have any size (virtio 1.2 §2.8); a split one is
+	 * checked again when it starts, in case the features change. */
+	bool any = c->features & BIT(VIRTIO_F_RING_PACKED);
 
-	if (num == 0 || num > VQ_MAX_SIZE || (num & (num - 1))) {
+	if (num == 0 || num > VQ_MAX_SIZE || (!any && (num & (num - 1)))) {
 		snprintf(c->err, sizeof(c->err),
 			 "queue %u: size %u is not a power of two up to %d",
 			 vq->index, num, VQ_MAX_SIZE);

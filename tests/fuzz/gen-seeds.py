@@ -456,7 +456,120 @@ class Image:
         return b + m
 
 
+
+# packed rings (ctl bit 3): descriptors at DESC_G, the driver's event area at
+# AVAIL_G; base = offset | wrap << 15 for avail ([1..2]) and used ([3..4])
+PK_AVAIL, PK_USED = 1 << 7, 1 << 15
+FRESH = 0x8000                   # offset 0, wrap counter 1
+
+
+class Packed(Image):
+    def __init__(self, log2num=4):
+        super().__init__(log2num)
+        self.pos = 0
+        self.wrap = 1
+
+    def pdesc(self, i, a, ln, id_, fl):
+        self.put(DESC_G + 16 * i, struct.pack('<QIHH', a, ln, id_, fl))
+
+    def pchain(self, segs, id_, flags=None):
+        """segs: (gpa, len, write); the first descriptor's flags last"""
+        first = None
+        for k, (a, ln, w) in enumerate(segs):
+            last = k + 1 == len(segs)
+            fl = (F_WRITE if w else 0) | (0 if last else F_NEXT) | \
+                (PK_AVAIL if self.wrap else PK_USED)
+            if flags is not None:
+                fl = flags[k]
+            if k == 0:
+                first = (self.pos, a, ln, fl)
+            self.pdesc(self.pos, a, ln, id_, fl)
+            self.pos += 1
+            if self.pos == self.num:
+                self.pos = 0
+                self.wrap ^= 1
+
+    def preq(self, id_, typ, sector, data=()):
+        h = self.alloc(16)
+        self.put(h, struct.pack('<IIQ', typ, 0, sector))
+        st = self.alloc(1, 1)
+        self.pchain([(h, 16, False)] + list(data) + [(st, 1, True)], id_)
+
+    def pbytes(self, flags=0, avail=FRESH, used=FRESH, ctl=0):
+        return self.bytes(flags=flags, last_avail=avail, used=used, ctl=ctl | 8)
+
+
+def packed_seeds():
+    im = Packed()
+    d = im.alloc(4096, 512)
+    im.put(d, bytes(range(256)) * 16)
+    im.preq(3, T_OUT, 8, [(d, 4096, False)])
+    im.preq(4, T_IN, 8, [(im.alloc(4096, 512), 4096, True)])
+    im.preq(5, T_GET_ID, 0, [(im.alloc(20), 20, True)])
+    im.preq(6, T_FLUSH, 0)
+    write('vq', 'packed-write-read-getid', im.pbytes(ctl=1 | 4))
+    # indirect
+    im = Packed()
+    tbl = im.alloc(16 * 3, 16)
+    h = im.alloc(16)
+    im.put(h, struct.pack('<IIQ', T_IN, 0, 0))
+    d = im.alloc(512, 512)
+    st = im.alloc(1, 1)
+    im.put(tbl, struct.pack('<QIHH', h, 16, 0, 0) +
+           struct.pack('<QIHH', d, 512, 0, F_WRITE) +
+           struct.pack('<QIHH', st, 1, 0, F_WRITE))
+    im.pchain([(tbl, 48, False)], 1, [F_IND | PK_AVAIL])
+    write('vq', 'packed-indirect', im.pbytes(flags=0x08))
+    # across the end of a ring of 8: positions 6, 7, 0 (wrap 1 then 0)
+    im = Packed(3)
+    im.pos = 6
+    im.preq(2, T_IN, 1, [(im.alloc(512, 512), 512, True)])
+    im.preq(3, T_OUT, 1, [(im.alloc(512, 512), 512, False)])
+    write('vq', 'packed-wrap', im.pbytes(avail=6 | 0x8000, used=6 | 0x8000, ctl=1))
+    # driver event DESC mode with EVENT_IDX
+    im = Packed()
+    im.preq(0, T_FLUSH, 0)
+    im.put(AVAIL_G, struct.pack('<HH', 3 | 0x8000, 2))
+    write('vq', 'packed-event-desc', im.pbytes(flags=0x08, ctl=0x10 | 4))
+    # inflight: a fresh region, then one to recover
+    im = Packed()
+    im.preq(7, T_IN, 0, [(im.alloc(512, 512), 512, True)])
+    write('vq', 'packed-inflight-fresh', im.pbytes(flags=0x40 | 0x80))
+    im = Packed()
+    # region: version 1, 16 entries, used 3/1 (old 0/1: a batch not retired)
+    hdr = struct.pack('<QHHHHHHBB7x', 0, 1, 16, 0, 0, 3, 0, 1, 1)
+    ent = struct.pack('<BBHHHQHHIQ', 1, 0, 1, 1, 2, 5, 9, F_NEXT, 16, 0x13000) + \
+        struct.pack('<BBHHHQHHIQ', 0, 0, 0xffff, 0, 0, 0, 9, F_WRITE, 1, 0x13100)
+    im.put(INFL_G, hdr + ent)
+    write('vq', 'packed-inflight-recover', im.pbytes(flags=0x40 | 0x80, ctl=1))
+    # ring breakers
+    im = Packed()
+    im.preq(16, T_FLUSH, 0)
+    write('vq', 'packed-id-out-of-range', im.pbytes())
+    im = Packed()
+    im.preq(1, T_FLUSH, 0)
+    im.preq(1, T_FLUSH, 0)
+    write('vq', 'packed-id-twice', im.pbytes())
+    im = Packed()
+    b = im.alloc(16)
+    im.pchain([(b, 16, False)] * 3, 0, [F_NEXT | PK_AVAIL, PK_AVAIL | PK_USED, PK_AVAIL])
+    write('vq', 'packed-wrap-bits', im.pbytes())
+    im = Packed(2)
+    im.pchain([(b, 16, False)] * 4, 0, [F_NEXT | PK_AVAIL] * 4)
+    write('vq', 'packed-chain-too-long', im.pbytes())
+    im = Packed()
+    t1 = im.alloc(16, 16)
+    im.put(t1, struct.pack('<QIHH', t1, 16, 0, F_IND))
+    im.pchain([(t1, 16, False)], 0, [F_IND | PK_AVAIL])
+    write('vq', 'packed-nested-indirect', im.pbytes())
+    im = Packed()
+    im.pchain([(t1, 0, False)], 0, [F_IND | PK_AVAIL])
+    write('vq', 'packed-empty-indirect', im.pbytes())
+    write('vq', 'packed-bad-base', im.pbytes(avail=20, used=3))
+
+
 def vq_seeds():
+    packed_seeds()
     im = Image()
     im.req(T_FLUSH, 0)
     write('vq', 'flush', im.bytes())
