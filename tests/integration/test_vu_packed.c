@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vu_fixture.h"
@@ -1178,4 +1179,200 @@ Test(packedring, rings_outside_memory)
 		finish(fe, oc, what[v]);
 	}
 	packed_healthy();
+}
+
+/* ---- the dirty log on packed rings ------------------------------------------------ */
+
+/* With VHOST_F_LOG_ALL the device marks every page it writes.  On a packed
+ * ring it writes used descriptors INTO the descriptor ring (and the Device
+ * Area), not into a used ring at SET_VRING_ADDR's log address (QEMU gives
+ * the Device Area's gpa there): a device that logs "the used ring" by that
+ * address misses the descriptor ring's pages, and after a migration the
+ * destination guest never sees those completions. */
+static struct ffe *packed_log_fe(unsigned nq, unsigned qsize, bool inflight)
+{
+	struct ffe_opts o;
+	struct ffe *fe;
+	int r;
+
+	ffe_opts_init(&o);
+	o.mem_size = 256 * MiB;
+	o.nregions = 2;
+	o.translate = true;
+	o.scratch_per_queue = 16 * MiB;
+	o.extra_protocol_features = FFE_BIT(FFE_PF_LOG_SHMFD);
+	o.packed = true;
+	o.inflight = inflight;
+	fe = fx_ready(DEV_A, &o, ffe_default_features(true), nq, qsize);
+	cr_assert(fe->vq[0].packed);
+	cr_assert(fe->dev_features & FFE_BIT(FFE_F_LOG_ALL), "LOG_ALL not offered");
+	cr_assert(fe->protocol_features & FFE_BIT(FFE_PF_LOG_SHMFD), "LOG_SHMFD not offered");
+	r = ffe_set_log_base(fe, NULL);
+	cr_assert_eq(r, 0, "SET_LOG_BASE: %d (%s)", r, fe->err);
+	r = ffe_log_start(fe, nq);
+	cr_assert_eq(r, 0, "logging on: %d (%s)", r, fe->err);
+	return fe;
+}
+
+/* gpa of the descriptor a request's used descriptor was written in */
+static uint64_t used_desc_gpa(const struct ffe_vq *vq, const struct ffe_req *r)
+{
+	return vq->desc_gpa + 16ull * (r->used_idx & 0x7fff);
+}
+
+Test(packed, dirty_log_marks_used_descriptors_and_buffers)
+{
+	struct ffe *fe = packed_log_fe(2, 64, false);
+	static const struct ffe_layout lays[] = {
+		{ FFE_L_NATURAL, 0, false }, { FFE_L_NATURAL, 1024, true }, { FFE_L_MERGED, 0, false },
+		{ FFE_L_CHOPPED, 1000, false },
+	};
+	struct ffe_blk_io *io = calloc(2 * 16, sizeof(*io));
+	struct ffe_seg (*seg)[FFE_MAX_DESCS + 1] = calloc(2 * 16, sizeof(*seg));
+	int *nseg = calloc(2 * 16, sizeof(int));
+	unsigned miss_ring = 0, miss_data = 0, stray = 0, n = 0;
+	uint8_t w[8192];
+
+	ffe_pattern(w, sizeof(w), 0xd1);
+	fx_write_ok(&fe->vq[0], 24576, w, sizeof(w), NULL);
+	for (unsigned b = 0; b < 12; b++) {          /* 12 batches of 16 on each queue: laps */
+		ffe_log_clear(fe->log);
+		for (unsigned q = 0; q < 2; q++) {
+			for (unsigned k = 0; k < 16; k++) {
+				unsigned i = q * 16 + k;
+
+				cr_assert_eq(ffe_blk_prep(&io[i], FFE_BLK_T_IN, 24576, NULL, 0,
+							  512u << (k % 5), &lays[(k + b) % 4]), 0);
+				cr_assert_eq(ffe_submit(&fe->vq[q], &io[i].req), 0, "%s", fe->err);
+				nseg[i] = ffe_req_segs(&fe->vq[q], &io[i].req, seg[i], FFE_MAX_DESCS + 1);
+				cr_assert_gt(nseg[i], 0);
+			}
+			ffe_kick(&fe->vq[q]);
+		}
+		for (unsigned q = 0; q < 2; q++) {
+			struct ffe_vq *vq = &fe->vq[q];
+
+			for (unsigned k = 0; k < 16; k++) {
+				unsigned i = q * 16 + k;
+				uint64_t ug;
+
+				cr_assert_eq(ffe_wait(vq, &io[i].req, -1), 0, "%s", fe->err);
+				cr_assert_eq(ffe_blk_status(&io[i]), 0);
+				ug = used_desc_gpa(vq, &io[i].req);
+				if (!ffe_log_all_set(fe->log, ug, 16) && miss_ring++ < 3)
+					cr_expect_fail("batch %u q%u request %u: its used descriptor at ring "
+						       "offset %u (gpa 0x%" PRIx64 ", page 0x%" PRIx64 ") is "
+						       "not marked in the dirty log", b, q, k,
+						       io[i].req.used_idx & 0x7fff, ug, ffe_page_first(ug));
+				for (int s = 0; s < nseg[i]; s++)
+					if (seg[i][s].kind == FFE_SEG_WR &&
+					    !ffe_log_all_set(fe->log, seg[i][s].gpa, seg[i][s].len) &&
+					    miss_data++ < 3)
+						cr_expect_fail("batch %u q%u request %u: writable buffer %d "
+							       "(gpa 0x%" PRIx64 ", %u bytes) not marked", b, q,
+							       k, s, seg[i][s].gpa, seg[i][s].len);
+				n++;
+			}
+		}
+		/* every marked page is one the device wrote: a writable buffer,
+		 * a descriptor ring or a Device Area */
+		for (uint64_t pg = ffe_log_next(fe->log, 0); pg != UINT64_MAX;
+		     pg = ffe_log_next(fe->log, pg + 1)) {
+			bool known = false;
+
+			for (unsigned q = 0; q < 2 && !known; q++) {
+				struct ffe_vq *vq = &fe->vq[q];
+
+				known = (pg >= ffe_page_first(vq->desc_gpa) &&
+					 pg <= ffe_page_last(vq->desc_gpa, 16ull * vq->num)) ||
+					pg == ffe_page_first(vq->used_gpa);
+			}
+			for (unsigned i = 0; i < 32 && !known; i++)
+				for (int s = 0; s < nseg[i] && !known; s++)
+					known = seg[i][s].kind == FFE_SEG_WR &&
+						pg >= ffe_page_first(seg[i][s].gpa) &&
+						pg <= ffe_page_last(seg[i][s].gpa, seg[i][s].len);
+			if (!known && stray++ < 3)
+				cr_expect_fail("batch %u: page 0x%" PRIx64 " marked: no buffer the device "
+					       "wrote, no ring of ours lies there", b, pg);
+		}
+		for (unsigned i = 0; i < 32; i++)
+			ffe_blk_io_release(&fe->vq[i / 16], &io[i]);
+	}
+	cr_log_info("%u requests on packed rings under LOG_ALL: %u used descriptors and %u "
+		    "buffers found unmarked, %u stray pages", n, miss_ring, miss_data, stray);
+	cr_expect_eq(miss_ring, 0u, "%u of %u used descriptors written into the descriptor ring "
+		     "without marking its page", miss_ring, n);
+	cr_expect_eq(miss_data, 0u, "%u writable buffers not marked", miss_data);
+	expect_no_bogus(fe, 2, "dirty log");
+	free(io);
+	free(seg);
+	free(nseg);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
+
+/* How long (us, up to 100 ms) until [gpa, gpa+len) is all marked. */
+static uint64_t late_mark(const struct ffe_log *l, uint64_t gpa, uint64_t len)
+{
+	int64_t t0 = ffe_now_ms();
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	while (!ffe_log_all_set(l, gpa, len) && ffe_now_ms() - t0 < 100)
+		;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (uint64_t)((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000);
+}
+
+Test(packed, dirty_log_marked_before_the_used_flags)
+{
+	/* one request at a time, the log cleared before each; the instant the
+	 * used descriptor's flags show it used, its page and the buffer's must
+	 * be marked already (with an inflight region, as QEMU has) */
+	struct ffe *fe = packed_log_fe(1, 128, true);
+	struct ffe_vq *vq = &fe->vq[0];
+	unsigned n = 0, miss_ring = 0, miss_data = 0;
+	int64_t t0 = ffe_now_ms();
+	char first[256] = "";
+
+	for (; n < 5000 && ffe_now_ms() - t0 < 5000; n++) {
+		struct ffe_blk_io io;
+		struct ffe_seg seg[4];
+		uint64_t c = vq->pk_avail;
+		unsigned off = (unsigned)(c % vq->num);
+		bool w = !((c / vq->num) & 1), data_ok = true;
+		int ns;
+
+		cr_assert_eq(ffe_blk_prep(&io, FFE_BLK_T_IN, 24576 + (n % 64) * 8, NULL, 0, 4096, NULL), 0);
+		ffe_log_clear(fe->log);
+		cr_assert_eq(ffe_submit(vq, &io.req), 0);
+		ns = ffe_req_segs(vq, &io.req, seg, 4);
+		ffe_vq_kick_raw(vq);
+		while (!ffe_vq_pk_is_used(vq, off, w, NULL))
+			if (ffe_now_ms() - t0 > 20000)
+				cr_assert_fail("request %u never completed", n);
+		for (int s = 0; s < ns; s++)
+			if (seg[s].kind == FFE_SEG_WR && !ffe_log_all_set(fe->log, seg[s].gpa, seg[s].len)) {
+				if (data_ok && !miss_data)
+					snprintf(first, sizeof(first), "request %u: writable buffer %d "
+						 "(gpa 0x%" PRIx64 ", %u bytes) unmarked as the used "
+						 "descriptor at offset %u showed; marked %" PRIu64 " us later",
+						 n, s, seg[s].gpa, seg[s].len, off,
+						 late_mark(fe->log, seg[s].gpa, seg[s].len));
+				data_ok = false;
+			}
+		if (!ffe_log_all_set(fe->log, vq->desc_gpa + 16ull * off, 16))
+			miss_ring++;
+		if (!data_ok)
+			miss_data++;
+		cr_assert_eq(ffe_wait(vq, &io.req, -1), 0);
+		ffe_blk_io_release(vq, &io);
+	}
+	cr_log_info("%u requests: descriptor ring page unmarked as the used flags showed %u "
+		    "times, buffers %u times", n, miss_ring, miss_data);
+	cr_expect_eq(miss_ring, 0u, "%u of %u: a used descriptor visible before its ring page "
+		     "was marked", miss_ring, n);
+	cr_expect_eq(miss_data, 0u, "%u of %u: a completion visible before its buffer's pages "
+		     "were marked; first: %s", miss_data, n, first);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
