@@ -1324,14 +1324,15 @@ static uint64_t late_mark(const struct ffe_log *l, uint64_t gpa, uint64_t len)
 	return (uint64_t)((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000);
 }
 
-Test(packed, dirty_log_marked_before_the_used_flags)
+Test(packed, dirty_log_buffers_marked_before_the_used_flags)
 {
 	/* one request at a time, the log cleared before each; the instant the
-	 * used descriptor's flags show it used, its page and the buffer's must
-	 * be marked already (with an inflight region, as QEMU has) */
+	 * used descriptor's flags show it used, the buffer's pages must be
+	 * marked already, and the ring page at once after (with an inflight
+	 * region, as QEMU has) */
 	struct ffe *fe = packed_log_fe(1, 128, true);
 	struct ffe_vq *vq = &fe->vq[0];
-	unsigned n = 0, miss_ring = 0, miss_data = 0;
+	unsigned n = 0, miss_ring = 0, late_ring = 0, miss_data = 0;
 	int64_t t0 = ffe_now_ms();
 	char first[256] = "";
 
@@ -1361,17 +1362,23 @@ Test(packed, dirty_log_marked_before_the_used_flags)
 						 late_mark(fe->log, seg[s].gpa, seg[s].len));
 				data_ok = false;
 			}
-		if (!ffe_log_all_set(fe->log, vq->desc_gpa + 16ull * off, 16))
-			miss_ring++;
+		/* the ring page may be marked right after the flags (a write is
+		 * recorded after it is made, as vhost does for used->idx), but it
+		 * must be */
+		if (!ffe_log_all_set(fe->log, vq->desc_gpa + 16ull * off, 16)) {
+			late_ring++;
+			if (late_mark(fe->log, vq->desc_gpa + 16ull * off, 16) >= 100000)
+				miss_ring++;
+		}
 		if (!data_ok)
 			miss_data++;
 		cr_assert_eq(ffe_wait(vq, &io.req, -1), 0);
 		ffe_blk_io_release(vq, &io);
 	}
 	cr_log_info("%u requests: descriptor ring page unmarked as the used flags showed %u "
-		    "times, buffers %u times", n, miss_ring, miss_data);
-	cr_expect_eq(miss_ring, 0u, "%u of %u: a used descriptor visible before its ring page "
-		     "was marked", miss_ring, n);
+		    "times (never marked %u), buffers %u times", n, late_ring, miss_ring, miss_data);
+	cr_expect_eq(miss_ring, 0u, "%u of %u: a used descriptor's ring page never marked",
+		     miss_ring, n);
 	cr_expect_eq(miss_data, 0u, "%u of %u: a completion visible before its buffer's pages "
 		     "were marked; first: %s", miss_data, n, first);
 	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
