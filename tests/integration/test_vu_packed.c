@@ -144,6 +144,7 @@ struct pjob {
 	unsigned total;
 	uint64_t seed;
 	unsigned done, writes_checked;
+	unsigned out_of_order;  /* used descriptors not where their chain began */
 	char err[256];
 };
 
@@ -177,6 +178,8 @@ static bool pslot_finish(struct pjob *j, struct pslot *s)
 		return false;
 	}
 	st = ffe_blk_status(&s->io);
+	if ((s->io.req.used_idx & 0x7fff) != s->io.req.ring_descs[0])
+		j->out_of_order++;
 	if (st != 0)
 		snprintf(j->err, sizeof(j->err), "q%u request %u: status %d", j->vq->index, s->seq, st);
 	else if (!(s->io.req.used_flags & FFE_DESC_F_WRITE))
@@ -265,8 +268,10 @@ static void *pjob_run(void *arg)
 	return NULL;
 }
 
-static void qd32_run(struct ffe *fe, unsigned nq, unsigned total, uint64_t seed)
+static unsigned qd32_run(struct ffe *fe, unsigned nq, unsigned total, uint64_t seed)
 {
+	unsigned ooo = 0;
+
 	struct pjob j[FFE_MAX_QUEUES];
 	pthread_t th[FFE_MAX_QUEUES];
 
@@ -282,11 +287,14 @@ static void qd32_run(struct ffe *fe, unsigned nq, unsigned total, uint64_t seed)
 		pthread_join(th[q], NULL);
 		cr_expect(!j[q].err[0], "%s", j[q].err);
 		cr_expect_eq(j[q].done, total, "q%u: %u of %u requests done", q, j[q].done, total);
-		cr_log_info("q%u: %u requests (%u read-backs verified), ring of %u descriptors used "
-			    "%" PRIu64 " times round (%" PRIu64 " kicks, %" PRIu64 " calls)", q, j[q].done,
-			    j[q].writes_checked, fe->vq[q].num, fe->vq[q].pk_avail / fe->vq[q].num,
-			    fe->vq[q].kicks, fe->vq[q].calls);
+		cr_log_info("q%u: %u requests (%u read-backs verified, %u completed out of order), "
+			    "ring of %u descriptors used %" PRIu64 " times round (%" PRIu64 " kicks, "
+			    "%" PRIu64 " calls)", q, j[q].done, j[q].writes_checked, j[q].out_of_order,
+			    fe->vq[q].num, fe->vq[q].pk_avail / fe->vq[q].num, fe->vq[q].kicks,
+			    fe->vq[q].calls);
+		ooo += j[q].out_of_order;
 	}
+	return ooo;
 }
 
 Test(packed, qd32_four_queues_wrapping_many_times)
@@ -312,6 +320,38 @@ Test(packed, qd32_event_idx_small_rings)
 	qd32_run(fe, 2, 1200, 0x52000);
 	expect_no_bogus(fe, 2, "QD32 with EVENT_IDX");
 	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
+
+Test(packed, qd32_on_a_file_out_of_order_completions)
+{
+	/* io_uring on a file completes requests out of order: used
+	 * descriptors then land where other chains began, and both sides skip
+	 * by the length of the chain each one names */
+	char path[] = "/var/tmp/vhostd-packed-XXXXXX";
+	struct vdev_params p;
+	struct ffe_opts o;
+	struct ffe *fe;
+	unsigned d, ooo;
+	int fd;
+
+	need_uring();
+	fd = mkstemp(path);
+	cr_assert_geq(fd, 0, "mkstemp: %s", strerror(errno));
+	cr_assert_eq(ftruncate(fd, 64 * MiB), 0);
+	close(fd);
+	fx_params(&p, 0, 2, "packed-file");
+	p.backing = BE_FILE;
+	snprintf(p.path, sizeof(p.path), "%s", path);
+	d = fx_add("vbpfile", &p);
+	ffe_opts_init(&o);
+	o.packed = true;
+	fe = fx_ready(d, &o, ffe_default_features(true), 2, 128);
+	cr_assert(fe->vq[0].packed);
+	ooo = qd32_run(fe, 2, 1500, 0x53000);
+	cr_log_info("file backing: %u of 3000 requests completed out of ring order", ooo);
+	expect_no_bogus(fe, 2, "QD32 on a file");
+	fx_close_wait(d, fe, VDEV_LISTENING);
+	unlink(path);
 }
 
 Test(packed, every_layout_and_large_requests)
