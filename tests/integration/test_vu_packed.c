@@ -1423,3 +1423,55 @@ Test(packed, dirty_log_buffers_marked_before_the_used_flags)
 		     "were marked; first: %s", miss_data, n, first);
 	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
 }
+
+/* ---- reserved bits the device ignores ----------------------------------------------- */
+
+Test(packedring, reserved_bits_in_indirect_descriptors_are_ignored)
+{
+	/* 2.8.7: in a descriptor with INDIRECT, WRITE is reserved and ignored
+	 * by the device; in a table, WRITE is the only valid flag, the others
+	 * are reserved and ignored, and so is the buffer id.  A request using
+	 * them (correct otherwise) must be served like any other. */
+	static const char *what[] = { "INDIRECT|WRITE on the ring descriptor",
+				      "NEXT and ids set in the table's entries" };
+
+	for (unsigned v = 0; v < 2; v++) {
+		struct hp h;
+		struct ffe_pdesc *t, ring;
+		uint8_t *b = malloc(4096);
+		int r;
+
+		hp_open(&h, FFE_BLK_T_OUT, SCRATCH_SECTOR + v * 8, false);
+		ffe_pattern(h.data.hva, 4096, 0xa000 + v);
+		t = h.tbl.hva;
+		t[0] = (struct ffe_pdesc){ h.hdr.gpa, 16, 0, 0 };
+		t[1] = (struct ffe_pdesc){ h.data.gpa, 4096, 0, 0 };
+		t[2] = (struct ffe_pdesc){ h.st.gpa, 1, 0, FFE_DESC_F_WRITE };
+		ring = (struct ffe_pdesc){ h.tbl.gpa, 48, 7, AV1 | FFE_DESC_F_INDIRECT };
+		if (v == 0) {
+			ring.flags |= FFE_DESC_F_WRITE;
+		} else {
+			t[0].flags |= FFE_DESC_F_NEXT;
+			t[1].flags |= FFE_DESC_F_NEXT;
+			t[0].id = 0x1234;
+			t[1].id = 99;
+			t[2].id = 0xffff;
+		}
+		hp_fire_ring(&h, &ring, 1);
+		r = hp_wait(&h, 3000);
+		cr_expect_eq(r, 0, "%s: not served (%s)", what[v], r == -EPIPE ? "connection dropped" :
+			     "no completion");
+		if (r == 0) {
+			cr_expect_eq(*(uint8_t *)h.st.hva, FFE_BLK_S_OK, "%s: status %#x", what[v],
+				     *(uint8_t *)h.st.hva);
+			cr_expect_eq(ffe_vq_pdesc(h.vq, 0)->id, 7, "%s: used id %u, the ring "
+				     "descriptor's is 7", what[v], ffe_vq_pdesc(h.vq, 0)->id);
+			fx_read_ok(&h.fe->vq[0], SCRATCH_SECTOR + v * 8, b, 4096, NULL);
+			fx_check_pattern(b, 4096, 0xa000 + v, what[v]);
+		}
+		free(b);
+		ffe_close(h.fe);
+	}
+	healthy();
+	packed_healthy();
+}
