@@ -1475,3 +1475,98 @@ Test(packedring, reserved_bits_in_indirect_descriptors_are_ignored)
 	healthy();
 	packed_healthy();
 }
+
+Test(packedring, vring_base_beyond_the_ring)
+{
+	/* a stopped packed ring restarted with SET_VRING_BASE naming an offset
+	 * past the ring's end (bits 0-14 >= num), either wrap bit, or with
+	 * the high half set: the base or the start (ADDR, KICK, ENABLE) is
+	 * refused, or the connection dropped; a ring that runs from there
+	 * must not take the request made available at offset 0 */
+	static const uint32_t bases[] = { 128, 0x8000 | 128, 0x7fff, 0xffff, 0xffff8000u };
+
+	for (unsigned v = 0; v < sizeof(bases) / sizeof(bases[0]); v++) {
+		struct ffe_opts o;
+		struct ffe *fe;
+		struct ffe_vq *vq;
+		struct ffe_vring_state st = { 1, bases[v] };
+		enum outcome oc[4];
+		uint64_t kv = 1;
+		char what[96];
+		bool refused;
+
+		ffe_opts_init(&o);
+		o.packed = true;
+		fe = fx_ready(DEV_A, &o, 0, 2, 128);
+		vq = &fe->vq[1];
+		cr_assert_eq(ffe_vq_stop(fe, 1, NULL), 0, "%s", fe->err);
+		snprintf(what, sizeof(what), "SET_VRING_BASE %#x on a 128-entry packed ring", bases[v]);
+		oc[0] = xmit(fe, FFE_SET_VRING_BASE, 0, 8, &st, 8, NULL, 0, NULL);
+		oc[1] = oc[2] = oc[3] = O_DROPPED;
+		if (oc[0] != O_DROPPED) {
+			struct ffe_vring_addr a = { .index = 1, .desc = vq->desc_uva,
+						    .used = vq->used_uva, .avail = vq->avail_uva };
+
+			oc[1] = xmit(fe, FFE_SET_VRING_ADDR, 0, sizeof(a), &a, sizeof(a), NULL, 0, NULL);
+			if (oc[1] != O_DROPPED)
+				oc[2] = xmit(fe, FFE_SET_VRING_KICK, 0, 8, &kv, 8, &vq->kickfd, 1, NULL);
+			if (oc[2] != O_DROPPED)
+				oc[3] = xmit(fe, FFE_SET_VRING_ENABLE, 0, 8,
+					     &(struct ffe_vring_state){ 1, 1 }, 8, NULL, 0, NULL);
+		}
+		refused = false;
+		for (int k = 0; k < 4; k++)
+			refused |= oc[k] == O_NACK || oc[k] == O_DROPPED;
+		cr_log_info("%s: base %s, addr %s, kick %s, enable %s", what, oname(oc[0]),
+			    oname(oc[1]), oname(oc[2]), oname(oc[3]));
+		if (!refused) {
+			/* it runs: from where?  A request at offset 0 must not be taken
+			 * from a ring told to start past its end */
+			struct ffe_blk_io io;
+
+			cr_assert_eq(ffe_blk_prep(&io, FFE_BLK_T_OUT, SCRATCH_SECTOR, fe->r[0].hva, 4096,
+						  0, NULL), 0);
+			vq->pk_avail = 0;
+			if (ffe_submit(vq, &io.req) == 0)
+				ffe_vq_kick_raw(vq);
+			usleep(200000);
+			cr_log_info("%s: accepted; a request at offset 0 then %s", what,
+				    ffe_vq_pk_is_used(vq, 0, true, NULL) ? "completed" : "waits");
+			ffe_blk_io_release(vq, &io);
+		}
+		cr_expect(refused || bases[v] == 0xffff8000u, "%s: base, ring address, kick and enable "
+			  "all accepted", what);
+		finish(fe, oc[3] == O_DROPPED ? O_DROPPED : O_ACK0, what);
+	}
+	packed_healthy();
+}
+
+Test(packed, close_with_requests_in_flight)
+{
+	/* 4 queues with QD32 each in flight, then the connection goes: the
+	 * device must not touch anything of it afterwards, and serve anew */
+	for (int round = 0; round < 3; round++) {
+		struct ffe *fe = pk_ready(DEV_A, round & 1, A_QUEUES, 64);
+		static struct ffe_blk_io io[A_QUEUES][16];
+		uint8_t w[4096];
+
+		for (unsigned q = 0; q < A_QUEUES; q++) {
+			for (unsigned k = 0; k < 16; k++) {
+				ffe_pattern(w, sizeof(w), round * 100 + k);
+				cr_assert_eq(ffe_blk_prep(&io[q][k], k % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
+							  SCRATCH_SECTOR + (q * 16 + k) * 8, k % 2 ? NULL : w,
+							  k % 2 ? 0 : 4096, k % 2 ? 4096 : 0, NULL), 0);
+				cr_assert_eq(ffe_submit(&fe->vq[q], &io[q][k].req), 0);
+			}
+			ffe_kick(&fe->vq[q]);
+		}
+		if (round == 2)
+			usleep(1000);
+		fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+		for (unsigned q = 0; q < A_QUEUES; q++)
+			for (unsigned k = 0; k < 16; k++)
+				ffe_blk_io_release(NULL, &io[q][k]);
+	}
+	healthy();
+	packed_healthy();
+}
