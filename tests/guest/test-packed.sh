@@ -6,7 +6,7 @@
 #
 #   1. vhostd on a scratch store; two controllers: pk0 (packed left at its
 #      default, 1) and sp0 (packed=0), both 64 MiB RAM, 2 queues
-#   2. `cat config` of pk0 shows packed=1, of sp0 packed=0
+#   2. ctl/pk0/packed reads 1, ctl/sp0/packed 0 (and sp0's config packed=0)
 #   3. a guest with packed=on on pk0: the virtio-blk device negotiated
 #      VIRTIO_F_RING_PACKED (its /sys/bus/virtio/devices/*/features has
 #      '1' at position 34), then the Kata guide's dd, the size, a fullcheck
@@ -72,8 +72,12 @@ sh_run "mkdir $Q_CTL/pk0 && echo 'size=64M queues=2' > $Q_CTL/pk0/config"
 [ $RC -eq 0 ] || fail "configuring pk0 failed: $OUT"
 sh_run "mkdir $Q_CTL/sp0 && echo 'size=64M queues=2 packed=0' > $Q_CTL/sp0/config"
 [ $RC -eq 0 ] || fail "configuring sp0 with packed=0 failed: $OUT"
-sh_run "grep packed $Q_CTL/pk0/config $Q_CTL/sp0/config"
-grep -q "pk0/config:packed=1" <<<"$OUT" || fail "pk0's config does not read packed=1"
+# config lists packed only when it is not the default (as the rbd keys);
+# the key's own file always answers
+sh_run "cat $Q_CTL/pk0/packed $Q_CTL/sp0/packed"
+[ "$(echo $OUT)" = "1 0" ] || fail "ctl/pk0/packed and ctl/sp0/packed read '$(echo $OUT)', expected 1 and 0"
+sh_run "grep -H packed $Q_CTL/pk0/config $Q_CTL/sp0/config"
+grep -q "pk0/config:packed=0" <<<"$OUT" && fail "pk0's config reads packed=0"
 grep -q "sp0/config:packed=0" <<<"$OUT" || fail "sp0's config does not read packed=0"
 [ ${#FAILS[@]} -eq 0 ] || finish
 

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vu_fixture.h"
@@ -143,6 +144,7 @@ struct pjob {
 	unsigned total;
 	uint64_t seed;
 	unsigned done, writes_checked;
+	unsigned out_of_order;  /* used descriptors not where their chain began */
 	char err[256];
 };
 
@@ -176,6 +178,8 @@ static bool pslot_finish(struct pjob *j, struct pslot *s)
 		return false;
 	}
 	st = ffe_blk_status(&s->io);
+	if ((s->io.req.used_idx & 0x7fff) != s->io.req.ring_descs[0])
+		j->out_of_order++;
 	if (st != 0)
 		snprintf(j->err, sizeof(j->err), "q%u request %u: status %d", j->vq->index, s->seq, st);
 	else if (!(s->io.req.used_flags & FFE_DESC_F_WRITE))
@@ -264,8 +268,10 @@ static void *pjob_run(void *arg)
 	return NULL;
 }
 
-static void qd32_run(struct ffe *fe, unsigned nq, unsigned total, uint64_t seed)
+static unsigned qd32_run(struct ffe *fe, unsigned nq, unsigned total, uint64_t seed)
 {
+	unsigned ooo = 0;
+
 	struct pjob j[FFE_MAX_QUEUES];
 	pthread_t th[FFE_MAX_QUEUES];
 
@@ -281,11 +287,14 @@ static void qd32_run(struct ffe *fe, unsigned nq, unsigned total, uint64_t seed)
 		pthread_join(th[q], NULL);
 		cr_expect(!j[q].err[0], "%s", j[q].err);
 		cr_expect_eq(j[q].done, total, "q%u: %u of %u requests done", q, j[q].done, total);
-		cr_log_info("q%u: %u requests (%u read-backs verified), ring of %u descriptors used "
-			    "%" PRIu64 " times round (%" PRIu64 " kicks, %" PRIu64 " calls)", q, j[q].done,
-			    j[q].writes_checked, fe->vq[q].num, fe->vq[q].pk_avail / fe->vq[q].num,
-			    fe->vq[q].kicks, fe->vq[q].calls);
+		cr_log_info("q%u: %u requests (%u read-backs verified, %u completed out of order), "
+			    "ring of %u descriptors used %" PRIu64 " times round (%" PRIu64 " kicks, "
+			    "%" PRIu64 " calls)", q, j[q].done, j[q].writes_checked, j[q].out_of_order,
+			    fe->vq[q].num, fe->vq[q].pk_avail / fe->vq[q].num, fe->vq[q].kicks,
+			    fe->vq[q].calls);
+		ooo += j[q].out_of_order;
 	}
+	return ooo;
 }
 
 Test(packed, qd32_four_queues_wrapping_many_times)
@@ -311,6 +320,38 @@ Test(packed, qd32_event_idx_small_rings)
 	qd32_run(fe, 2, 1200, 0x52000);
 	expect_no_bogus(fe, 2, "QD32 with EVENT_IDX");
 	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
+
+Test(packed, qd32_on_a_file_out_of_order_completions)
+{
+	/* io_uring on a file completes requests out of order: used
+	 * descriptors then land where other chains began, and both sides skip
+	 * by the length of the chain each one names */
+	char path[] = "/var/tmp/vhostd-packed-XXXXXX";
+	struct vdev_params p;
+	struct ffe_opts o;
+	struct ffe *fe;
+	unsigned d, ooo;
+	int fd;
+
+	need_uring();
+	fd = mkstemp(path);
+	cr_assert_geq(fd, 0, "mkstemp: %s", strerror(errno));
+	cr_assert_eq(ftruncate(fd, 64 * MiB), 0);
+	close(fd);
+	fx_params(&p, 0, 2, "packed-file");
+	p.backing = BE_FILE;
+	snprintf(p.path, sizeof(p.path), "%s", path);
+	d = fx_add("vbpfile", &p);
+	ffe_opts_init(&o);
+	o.packed = true;
+	fe = fx_ready(d, &o, ffe_default_features(true), 2, 128);
+	cr_assert(fe->vq[0].packed);
+	ooo = qd32_run(fe, 2, 1500, 0x53000);
+	cr_log_info("file backing: %u of 3000 requests completed out of ring order", ooo);
+	expect_no_bogus(fe, 2, "QD32 on a file");
+	fx_close_wait(d, fe, VDEV_LISTENING);
+	unlink(path);
 }
 
 Test(packed, every_layout_and_large_requests)
@@ -1177,5 +1218,355 @@ Test(packedring, rings_outside_memory)
 		}
 		finish(fe, oc, what[v]);
 	}
+	packed_healthy();
+}
+
+/* ---- the dirty log on packed rings ------------------------------------------------ */
+
+/* With VHOST_F_LOG_ALL the device marks every page it writes.  On a packed
+ * ring it writes used descriptors INTO the descriptor ring (and the Device
+ * Area), not into a used ring at SET_VRING_ADDR's log address (QEMU gives
+ * the Device Area's gpa there): a device that logs "the used ring" by that
+ * address misses the descriptor ring's pages, and after a migration the
+ * destination guest never sees those completions. */
+static struct ffe *packed_log_fe(unsigned nq, unsigned qsize, bool inflight)
+{
+	struct ffe_opts o;
+	struct ffe *fe;
+	int r;
+
+	ffe_opts_init(&o);
+	o.mem_size = 256 * MiB;
+	o.nregions = 2;
+	o.translate = true;
+	o.scratch_per_queue = 16 * MiB;
+	o.extra_protocol_features = FFE_BIT(FFE_PF_LOG_SHMFD);
+	o.packed = true;
+	o.inflight = inflight;
+	fe = fx_ready(DEV_A, &o, ffe_default_features(true), nq, qsize);
+	cr_assert(fe->vq[0].packed);
+	cr_assert(fe->dev_features & FFE_BIT(FFE_F_LOG_ALL), "LOG_ALL not offered");
+	cr_assert(fe->protocol_features & FFE_BIT(FFE_PF_LOG_SHMFD), "LOG_SHMFD not offered");
+	r = ffe_set_log_base(fe, NULL);
+	cr_assert_eq(r, 0, "SET_LOG_BASE: %d (%s)", r, fe->err);
+	r = ffe_log_start(fe, nq);
+	cr_assert_eq(r, 0, "logging on: %d (%s)", r, fe->err);
+	return fe;
+}
+
+/* gpa of the descriptor a request's used descriptor was written in */
+static uint64_t used_desc_gpa(const struct ffe_vq *vq, const struct ffe_req *r)
+{
+	return vq->desc_gpa + 16ull * (r->used_idx & 0x7fff);
+}
+
+Test(packed, dirty_log_marks_used_descriptors_and_buffers)
+{
+	struct ffe *fe = packed_log_fe(2, 64, false);
+	static const struct ffe_layout lays[] = {
+		{ FFE_L_NATURAL, 0, false }, { FFE_L_NATURAL, 1024, true }, { FFE_L_MERGED, 0, false },
+		{ FFE_L_CHOPPED, 1000, false },
+	};
+	struct ffe_blk_io *io = calloc(2 * 16, sizeof(*io));
+	struct ffe_seg (*seg)[FFE_MAX_DESCS + 1] = calloc(2 * 16, sizeof(*seg));
+	int *nseg = calloc(2 * 16, sizeof(int));
+	unsigned miss_ring = 0, miss_data = 0, stray = 0, n = 0;
+	uint8_t w[8192];
+
+	ffe_pattern(w, sizeof(w), 0xd1);
+	fx_write_ok(&fe->vq[0], 24576, w, sizeof(w), NULL);
+	for (unsigned b = 0; b < 12; b++) {          /* 12 batches of 16 on each queue: laps */
+		ffe_log_clear(fe->log);
+		for (unsigned q = 0; q < 2; q++) {
+			for (unsigned k = 0; k < 16; k++) {
+				unsigned i = q * 16 + k;
+
+				cr_assert_eq(ffe_blk_prep(&io[i], FFE_BLK_T_IN, 24576, NULL, 0,
+							  512u << (k % 5), &lays[(k + b) % 4]), 0);
+				cr_assert_eq(ffe_submit(&fe->vq[q], &io[i].req), 0, "%s", fe->err);
+				nseg[i] = ffe_req_segs(&fe->vq[q], &io[i].req, seg[i], FFE_MAX_DESCS + 1);
+				cr_assert_gt(nseg[i], 0);
+			}
+			ffe_kick(&fe->vq[q]);
+		}
+		for (unsigned q = 0; q < 2; q++) {
+			struct ffe_vq *vq = &fe->vq[q];
+
+			for (unsigned k = 0; k < 16; k++) {
+				unsigned i = q * 16 + k;
+				uint64_t ug;
+
+				cr_assert_eq(ffe_wait(vq, &io[i].req, -1), 0, "%s", fe->err);
+				cr_assert_eq(ffe_blk_status(&io[i]), 0);
+				ug = used_desc_gpa(vq, &io[i].req);
+				if (!ffe_log_all_set(fe->log, ug, 16) && miss_ring++ < 3)
+					cr_expect_fail("batch %u q%u request %u: its used descriptor at ring "
+						       "offset %u (gpa 0x%" PRIx64 ", page 0x%" PRIx64 ") is "
+						       "not marked in the dirty log", b, q, k,
+						       io[i].req.used_idx & 0x7fff, ug, ffe_page_first(ug));
+				for (int s = 0; s < nseg[i]; s++)
+					if (seg[i][s].kind == FFE_SEG_WR &&
+					    !ffe_log_all_set(fe->log, seg[i][s].gpa, seg[i][s].len) &&
+					    miss_data++ < 3)
+						cr_expect_fail("batch %u q%u request %u: writable buffer %d "
+							       "(gpa 0x%" PRIx64 ", %u bytes) not marked", b, q,
+							       k, s, seg[i][s].gpa, seg[i][s].len);
+				n++;
+			}
+		}
+		/* every marked page is one the device wrote: a writable buffer,
+		 * a descriptor ring or a Device Area */
+		for (uint64_t pg = ffe_log_next(fe->log, 0); pg != UINT64_MAX;
+		     pg = ffe_log_next(fe->log, pg + 1)) {
+			bool known = false;
+
+			for (unsigned q = 0; q < 2 && !known; q++) {
+				struct ffe_vq *vq = &fe->vq[q];
+
+				known = (pg >= ffe_page_first(vq->desc_gpa) &&
+					 pg <= ffe_page_last(vq->desc_gpa, 16ull * vq->num)) ||
+					pg == ffe_page_first(vq->used_gpa);
+			}
+			for (unsigned i = 0; i < 32 && !known; i++)
+				for (int s = 0; s < nseg[i] && !known; s++)
+					known = seg[i][s].kind == FFE_SEG_WR &&
+						pg >= ffe_page_first(seg[i][s].gpa) &&
+						pg <= ffe_page_last(seg[i][s].gpa, seg[i][s].len);
+			if (!known && stray++ < 3)
+				cr_expect_fail("batch %u: page 0x%" PRIx64 " marked: no buffer the device "
+					       "wrote, no ring of ours lies there", b, pg);
+		}
+		for (unsigned i = 0; i < 32; i++)
+			ffe_blk_io_release(&fe->vq[i / 16], &io[i]);
+	}
+	cr_log_info("%u requests on packed rings under LOG_ALL: %u used descriptors and %u "
+		    "buffers found unmarked, %u stray pages", n, miss_ring, miss_data, stray);
+	cr_expect_eq(miss_ring, 0u, "%u of %u used descriptors written into the descriptor ring "
+		     "without marking its page", miss_ring, n);
+	cr_expect_eq(miss_data, 0u, "%u writable buffers not marked", miss_data);
+	expect_no_bogus(fe, 2, "dirty log");
+	free(io);
+	free(seg);
+	free(nseg);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
+
+/* How long (us, up to 100 ms) until [gpa, gpa+len) is all marked. */
+static uint64_t late_mark(const struct ffe_log *l, uint64_t gpa, uint64_t len)
+{
+	int64_t t0 = ffe_now_ms();
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	while (!ffe_log_all_set(l, gpa, len) && ffe_now_ms() - t0 < 100)
+		;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (uint64_t)((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000);
+}
+
+Test(packed, dirty_log_buffers_marked_before_the_used_flags)
+{
+	/* one request at a time, the log cleared before each; the instant the
+	 * used descriptor's flags show it used, the buffer's pages must be
+	 * marked already, and the ring page at once after (with an inflight
+	 * region, as QEMU has) */
+	struct ffe *fe = packed_log_fe(1, 128, true);
+	struct ffe_vq *vq = &fe->vq[0];
+	unsigned n = 0, miss_ring = 0, late_ring = 0, miss_data = 0;
+	int64_t t0 = ffe_now_ms();
+	char first[256] = "";
+
+	for (; n < 5000 && ffe_now_ms() - t0 < 5000; n++) {
+		struct ffe_blk_io io;
+		struct ffe_seg seg[4];
+		uint64_t c = vq->pk_avail;
+		unsigned off = (unsigned)(c % vq->num);
+		bool w = !((c / vq->num) & 1), data_ok = true;
+		int ns;
+
+		cr_assert_eq(ffe_blk_prep(&io, FFE_BLK_T_IN, 24576 + (n % 64) * 8, NULL, 0, 4096, NULL), 0);
+		ffe_log_clear(fe->log);
+		cr_assert_eq(ffe_submit(vq, &io.req), 0);
+		ns = ffe_req_segs(vq, &io.req, seg, 4);
+		ffe_vq_kick_raw(vq);
+		while (!ffe_vq_pk_is_used(vq, off, w, NULL))
+			if (ffe_now_ms() - t0 > 20000)
+				cr_assert_fail("request %u never completed", n);
+		for (int s = 0; s < ns; s++)
+			if (seg[s].kind == FFE_SEG_WR && !ffe_log_all_set(fe->log, seg[s].gpa, seg[s].len)) {
+				if (data_ok && !miss_data)
+					snprintf(first, sizeof(first), "request %u: writable buffer %d "
+						 "(gpa 0x%" PRIx64 ", %u bytes) unmarked as the used "
+						 "descriptor at offset %u showed; marked %" PRIu64 " us later",
+						 n, s, seg[s].gpa, seg[s].len, off,
+						 late_mark(fe->log, seg[s].gpa, seg[s].len));
+				data_ok = false;
+			}
+		/* the ring page may be marked right after the flags (a write is
+		 * recorded after it is made, as vhost does for used->idx), but it
+		 * must be */
+		if (!ffe_log_all_set(fe->log, vq->desc_gpa + 16ull * off, 16)) {
+			late_ring++;
+			if (late_mark(fe->log, vq->desc_gpa + 16ull * off, 16) >= 100000)
+				miss_ring++;
+		}
+		if (!data_ok)
+			miss_data++;
+		cr_assert_eq(ffe_wait(vq, &io.req, -1), 0);
+		ffe_blk_io_release(vq, &io);
+	}
+	cr_log_info("%u requests: descriptor ring page unmarked as the used flags showed %u "
+		    "times (never marked %u), buffers %u times", n, late_ring, miss_ring, miss_data);
+	cr_expect_eq(miss_ring, 0u, "%u of %u: a used descriptor's ring page never marked",
+		     miss_ring, n);
+	cr_expect_eq(miss_data, 0u, "%u of %u: a completion visible before its buffer's pages "
+		     "were marked; first: %s", miss_data, n, first);
+	fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+}
+
+/* ---- reserved bits the device ignores ----------------------------------------------- */
+
+Test(packedring, reserved_bits_in_indirect_descriptors_are_ignored)
+{
+	/* 2.8.7: in a descriptor with INDIRECT, WRITE is reserved and ignored
+	 * by the device; in a table, WRITE is the only valid flag, the others
+	 * are reserved and ignored, and so is the buffer id.  A request using
+	 * them (correct otherwise) must be served like any other. */
+	static const char *what[] = { "INDIRECT|WRITE on the ring descriptor",
+				      "NEXT and ids set in the table's entries" };
+
+	for (unsigned v = 0; v < 2; v++) {
+		struct hp h;
+		struct ffe_pdesc *t, ring;
+		uint8_t *b = malloc(4096);
+		int r;
+
+		hp_open(&h, FFE_BLK_T_OUT, SCRATCH_SECTOR + v * 8, false);
+		ffe_pattern(h.data.hva, 4096, 0xa000 + v);
+		t = h.tbl.hva;
+		t[0] = (struct ffe_pdesc){ h.hdr.gpa, 16, 0, 0 };
+		t[1] = (struct ffe_pdesc){ h.data.gpa, 4096, 0, 0 };
+		t[2] = (struct ffe_pdesc){ h.st.gpa, 1, 0, FFE_DESC_F_WRITE };
+		ring = (struct ffe_pdesc){ h.tbl.gpa, 48, 7, AV1 | FFE_DESC_F_INDIRECT };
+		if (v == 0) {
+			ring.flags |= FFE_DESC_F_WRITE;
+		} else {
+			t[0].flags |= FFE_DESC_F_NEXT;
+			t[1].flags |= FFE_DESC_F_NEXT;
+			t[0].id = 0x1234;
+			t[1].id = 99;
+			t[2].id = 0xffff;
+		}
+		hp_fire_ring(&h, &ring, 1);
+		r = hp_wait(&h, 3000);
+		cr_expect_eq(r, 0, "%s: not served (%s)", what[v], r == -EPIPE ? "connection dropped" :
+			     "no completion");
+		if (r == 0) {
+			cr_expect_eq(*(uint8_t *)h.st.hva, FFE_BLK_S_OK, "%s: status %#x", what[v],
+				     *(uint8_t *)h.st.hva);
+			cr_expect_eq(ffe_vq_pdesc(h.vq, 0)->id, 7, "%s: used id %u, the ring "
+				     "descriptor's is 7", what[v], ffe_vq_pdesc(h.vq, 0)->id);
+			fx_read_ok(&h.fe->vq[0], SCRATCH_SECTOR + v * 8, b, 4096, NULL);
+			fx_check_pattern(b, 4096, 0xa000 + v, what[v]);
+		}
+		free(b);
+		ffe_close(h.fe);
+	}
+	healthy();
+	packed_healthy();
+}
+
+Test(packedring, vring_base_beyond_the_ring)
+{
+	/* a stopped packed ring restarted with SET_VRING_BASE naming an offset
+	 * past the ring's end (bits 0-14 >= num), either wrap bit, or with
+	 * the high half set: the base or the start (ADDR, KICK, ENABLE) is
+	 * refused, or the connection dropped; a ring that runs from there
+	 * must not take the request made available at offset 0 */
+	static const uint32_t bases[] = { 128, 0x8000 | 128, 0x7fff, 0xffff, 0xffff8000u };
+
+	for (unsigned v = 0; v < sizeof(bases) / sizeof(bases[0]); v++) {
+		struct ffe_opts o;
+		struct ffe *fe;
+		struct ffe_vq *vq;
+		struct ffe_vring_state st = { 1, bases[v] };
+		enum outcome oc[4];
+		uint64_t kv = 1;
+		char what[96];
+		bool refused;
+
+		ffe_opts_init(&o);
+		o.packed = true;
+		fe = fx_ready(DEV_A, &o, 0, 2, 128);
+		vq = &fe->vq[1];
+		cr_assert_eq(ffe_vq_stop(fe, 1, NULL), 0, "%s", fe->err);
+		snprintf(what, sizeof(what), "SET_VRING_BASE %#x on a 128-entry packed ring", bases[v]);
+		oc[0] = xmit(fe, FFE_SET_VRING_BASE, 0, 8, &st, 8, NULL, 0, NULL);
+		oc[1] = oc[2] = oc[3] = O_DROPPED;
+		if (oc[0] != O_DROPPED) {
+			struct ffe_vring_addr a = { .index = 1, .desc = vq->desc_uva,
+						    .used = vq->used_uva, .avail = vq->avail_uva };
+
+			oc[1] = xmit(fe, FFE_SET_VRING_ADDR, 0, sizeof(a), &a, sizeof(a), NULL, 0, NULL);
+			if (oc[1] != O_DROPPED)
+				oc[2] = xmit(fe, FFE_SET_VRING_KICK, 0, 8, &kv, 8, &vq->kickfd, 1, NULL);
+			if (oc[2] != O_DROPPED)
+				oc[3] = xmit(fe, FFE_SET_VRING_ENABLE, 0, 8,
+					     &(struct ffe_vring_state){ 1, 1 }, 8, NULL, 0, NULL);
+		}
+		refused = false;
+		for (int k = 0; k < 4; k++)
+			refused |= oc[k] == O_NACK || oc[k] == O_DROPPED;
+		cr_log_info("%s: base %s, addr %s, kick %s, enable %s", what, oname(oc[0]),
+			    oname(oc[1]), oname(oc[2]), oname(oc[3]));
+		if (!refused) {
+			/* it runs: from where?  A request at offset 0 must not be taken
+			 * from a ring told to start past its end */
+			struct ffe_blk_io io;
+
+			cr_assert_eq(ffe_blk_prep(&io, FFE_BLK_T_OUT, SCRATCH_SECTOR, fe->r[0].hva, 4096,
+						  0, NULL), 0);
+			vq->pk_avail = 0;
+			if (ffe_submit(vq, &io.req) == 0)
+				ffe_vq_kick_raw(vq);
+			usleep(200000);
+			cr_log_info("%s: accepted; a request at offset 0 then %s", what,
+				    ffe_vq_pk_is_used(vq, 0, true, NULL) ? "completed" : "waits");
+			ffe_blk_io_release(vq, &io);
+		}
+		cr_expect(refused || bases[v] == 0xffff8000u, "%s: base, ring address, kick and enable "
+			  "all accepted", what);
+		finish(fe, oc[3] == O_DROPPED ? O_DROPPED : O_ACK0, what);
+	}
+	packed_healthy();
+}
+
+Test(packed, close_with_requests_in_flight)
+{
+	/* 4 queues with QD32 each in flight, then the connection goes: the
+	 * device must not touch anything of it afterwards, and serve anew */
+	for (int round = 0; round < 3; round++) {
+		struct ffe *fe = pk_ready(DEV_A, round & 1, A_QUEUES, 64);
+		static struct ffe_blk_io io[A_QUEUES][16];
+		uint8_t w[4096];
+
+		for (unsigned q = 0; q < A_QUEUES; q++) {
+			for (unsigned k = 0; k < 16; k++) {
+				ffe_pattern(w, sizeof(w), round * 100 + k);
+				cr_assert_eq(ffe_blk_prep(&io[q][k], k % 2 ? FFE_BLK_T_IN : FFE_BLK_T_OUT,
+							  SCRATCH_SECTOR + (q * 16 + k) * 8, k % 2 ? NULL : w,
+							  k % 2 ? 0 : 4096, k % 2 ? 4096 : 0, NULL), 0);
+				cr_assert_eq(ffe_submit(&fe->vq[q], &io[q][k].req), 0);
+			}
+			ffe_kick(&fe->vq[q]);
+		}
+		if (round == 2)
+			usleep(1000);
+		fx_close_wait(DEV_A, fe, VDEV_LISTENING);
+		for (unsigned q = 0; q < A_QUEUES; q++)
+			for (unsigned k = 0; k < 16; k++)
+				ffe_blk_io_release(NULL, &io[q][k]);
+	}
+	healthy();
 	packed_healthy();
 }

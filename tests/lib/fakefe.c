@@ -1469,6 +1469,9 @@ static int pk_submit(struct ffe_vq *vq, struct ffe_req *r, struct piece *pc, uns
 	r->used_flags = 0;
 	r->nwseg = 0;
 	r->nring = 0;
+	r->pk_nseg = 0;
+	if (r->indirect)
+		r->pk_seg[r->pk_nseg++] = (typeof(r->pk_seg[0])){ table_gpa, 16 * n, FFE_SEG_TABLE };
 	id = vq->free_stack[vq->nfree - 1];
 	for (k = 0; k < n; k++) {
 		struct ffe_buf b;
@@ -1485,6 +1488,8 @@ static int pk_submit(struct ffe_vq *vq, struct ffe_req *r, struct piece *pc, uns
 			r->wseg[r->nwseg].len = pc[k].len;
 			r->nwseg++;
 		}
+		r->pk_seg[r->pk_nseg++] = (typeof(r->pk_seg[0])){ b.gpa, pc[k].len,
+								  pc[k].write ? FFE_SEG_WR : FFE_SEG_RD };
 		if (r->indirect) {
 			/* only WRITE is valid in a table; the id is reserved */
 			table[k] = (struct ffe_pdesc){ .addr = b.gpa, .len = pc[k].len, .id = 0,
@@ -1608,35 +1613,12 @@ static int pk_poll_used(struct ffe_vq *vq)
 static int pk_req_segs(struct ffe_vq *vq, const struct ffe_req *r, struct ffe_seg *out,
 		       unsigned max)
 {
-	unsigned n = 0;
-
-	if (r->indirect) {
-		const struct ffe_pdesc *h = &vq->pdesc[r->ring_descs[0]];
-		const struct ffe_pdesc *t;
-
-		if (max < 1)
-			return -E2BIG;
-		out[n++] = (struct ffe_seg){ h->addr, h->len, FFE_SEG_TABLE };
-		t = ffe_gpa_to_hva(vq->fe, h->addr, h->len);
-		if (!t)
-			return -EFAULT;
-		for (unsigned k = 0; k < h->len / 16; k++) {
-			if (n >= max)
-				return -E2BIG;
-			out[n++] = (struct ffe_seg){ t[k].addr, t[k].len,
-						     (t[k].flags & FFE_DESC_F_WRITE) ? FFE_SEG_WR : FFE_SEG_RD };
-		}
-		return (int)n;
-	}
-	for (unsigned k = 0; k < r->nring; k++) {
-		const struct ffe_pdesc *d = &vq->pdesc[r->ring_descs[k]];
-
-		if (n >= max)
-			return -E2BIG;
-		out[n++] = (struct ffe_seg){ d->addr, d->len,
-					     (d->flags & FFE_DESC_F_WRITE) ? FFE_SEG_WR : FFE_SEG_RD };
-	}
-	return (int)n;
+	(void)vq;
+	if (r->pk_nseg > max)
+		return -E2BIG;
+	for (unsigned k = 0; k < r->pk_nseg; k++)
+		out[k] = (struct ffe_seg){ r->pk_seg[k].gpa, r->pk_seg[k].len, r->pk_seg[k].kind };
+	return (int)r->pk_nseg;
 }
 
 uint64_t ffe_vq_take_calls(struct ffe_vq *vq)
@@ -2591,10 +2573,10 @@ int ffe_req_segs(struct ffe_vq *vq, const struct ffe_req *r, struct ffe_seg *out
 	const struct ffe_desc *t = vq->desc;
 	unsigned n = 0, count = r->nring;
 
-	if (!r->nring)
-		return 0;
 	if (vq->packed)
 		return pk_req_segs(vq, r, out, max);
+	if (!r->nring)
+		return 0;
 	if (r->indirect) {
 		const struct ffe_desc *h = &vq->desc[r->ring_descs[0]];
 

@@ -113,6 +113,10 @@ struct ffe_req {
 	uint16_t ring_descs[FFE_MAX_DESCS];
 	unsigned nwseg;                 /* writable pieces to copy back */
 	struct { void *hva; uint32_t len; } wseg[FFE_MAX_DESCS];
+	/* packed: the buffers as submitted (ffe_req_segs), since the device
+	 * writes used descriptors over any descriptor of the ring in flight */
+	unsigned pk_nseg;
+	struct { uint64_t gpa; uint32_t len; uint8_t kind; } pk_seg[FFE_MAX_DESCS + 1];
 };
 
 struct ffe_vq {
@@ -467,7 +471,9 @@ struct ffe_seg {
 
 /* The buffers of r (the indirect table too), read back from the
  * descriptors: call it after ffe_submit, before the request completes (or
- * at least before the next submit).  Count, or -E2BIG if more than max. */
+ * at least before the next submit); on a packed ring, as recorded at
+ * submission (the device may already have written used descriptors over
+ * the chain).  Count, or -E2BIG if more than max. */
 int ffe_req_segs(struct ffe_vq *vq, const struct ffe_req *r, struct ffe_seg *out,
 		 unsigned max);
 /* The device-written part of the used ring: flags, idx, the elements and,
