@@ -164,7 +164,10 @@ static int do_create(struct core *core, void *arg)
 	d->ev_detach = (struct ev_src){ EV_DETACH, d, NULL };
 	d->ev_backend = (struct ev_src){ EV_BACKEND, d, NULL };
 
-	rc = vblk_create_on(a->name, a->p, a->be, &d->blk, a->err, a->errlen);
+	if (a->be)
+		rc = vblk_create_on(a->name, a->p, a->be, &d->blk, a->err, a->errlen);
+	else
+		rc = vblk_create(a->name, a->p, &d->blk, a->err, a->errlen);
 	a->be = NULL;
 	if (rc < 0)
 		goto fail;
@@ -229,12 +232,16 @@ int vdev_create(struct core *core, const char *name, const char *sock_path,
 	rc = vdev_params_check(p, err, errlen);
 	if (rc < 0)
 		return rc;
-	/* Here, not on the control thread: opening a Ceph image may wait
-	 * seconds for the cluster, and every other device's front-end
-	 * messages would wait with it. */
-	rc = be_open(p, &a.be, err, errlen);
-	if (rc < 0)
-		return rc;
+	/* A Ceph image is opened here, not on the control thread: that may
+	 * wait seconds for the cluster, and every other device's front-end
+	 * messages would wait with it.  Files and block devices open on the
+	 * control thread (libudev, which the control thread also uses, is
+	 * not safe from two threads at once). */
+	if (p->backing == BE_RBD) {
+		rc = be_open(p, &a.be, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
 	rc = core_call(core, do_create, &a);
 	be_close(a.be);         /* not taken: refused before the device existed */
 	if (rc == 0)
