@@ -1,7 +1,8 @@
 /* Engine poll threads, their mailbox, and the worker pool for backend work
  * that has no asynchronous form; see engine.h.
  * Each thread loops: commands, backend completions, new requests from its
- * vqs, one submission to the backend context for all of them.  When nothing
+ * vqs, their submissions to the backend context (in chunks of a few, the
+ * rest at the end of the pass).  When nothing
  * happened for idle_us it asks the guests for kicks and sleeps in epoll on
  * their kick eventfds, its backend context's eventfd and its mailbox
  * (adaptive mode). */
