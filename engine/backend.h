@@ -99,7 +99,9 @@ void be_ctx_arm(struct be_ctx *ctx, bool on);
  * (UINT32_MAX without io_uring: synchronous backends need no room). */
 unsigned be_ctx_room(struct be_ctx *ctx);
 /* Before a request: keep room in the submission queue for the biggest one,
- * so that a backend never finds it full halfway. */
+ * so that a backend never finds it full halfway, and hand the kernel what
+ * the requests before it queued once there are a few (the device starts on
+ * them while the next ones are prepared). */
 void be_ctx_make_room(struct be_ctx *ctx);
 /* Hand queued submissions to the kernel.  False if there is no ring. */
 bool be_ctx_flush(struct be_ctx *ctx);
