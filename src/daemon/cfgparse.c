@@ -694,24 +694,6 @@ void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_siz
 	}
 }
 
-bool cfg_key_shown(enum cfg_key k, const struct vdev_params *p)
-{
-	switch (k) {
-	case CFG_CEPH_CONF:
-		return p->backing == BE_RBD || strcmp(p->rbd.conf, VDEV_RBD_CONF_DEFAULT) != 0;
-	case CFG_CEPH_ID:
-		return p->backing == BE_RBD || strcmp(p->rbd.id, VDEV_RBD_ID_DEFAULT) != 0;
-	case CFG_RBD_SHARED:
-		return p->backing == BE_RBD || p->rbd.shared;
-	case CFG_RBD_TIMEOUT:
-		return p->backing == BE_RBD || p->rbd.timeout;
-	case CFG_PACKED:
-		return !p->packed;
-	default:
-		return true;
-	}
-}
-
 size_t cfg_format_config(const struct vdev_params *p, bool have_size,
 			 char *buf, size_t len)
 {
@@ -723,7 +705,7 @@ size_t cfg_format_config(const struct vdev_params *p, bool have_size,
 	for (int k = 0; k < CFG_NKEYS; k++) {
 		int w;
 
-		if ((k == CFG_SIZE && !have_size) || !cfg_key_shown(k, p))
+		if (k == CFG_SIZE && !have_size)
 			continue;
 		cfg_format_value(k, p, have_size, val, sizeof(val));
 		w = snprintf(buf + n, len - n, "%s=%s\n", key_names[k], val);

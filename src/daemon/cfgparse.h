@@ -32,14 +32,12 @@ enum cfg_key {
 	CFG_IOPS_BURST,
 	CFG_BPS_BURST,
 	CFG_GROUP,                      /* throttle group name, "" = none */
-	/* Ceph RBD (backing=rbd:...): read back only for an rbd backing or
-	 * when not the default (cfg_key_shown). */
+	/* Ceph RBD (backing=rbd:...); the defaults are harmless elsewhere */
 	CFG_CEPH_CONF,                  /* path of ceph.conf */
 	CFG_CEPH_ID,                    /* client id (client.ID), "admin" */
 	CFG_RBD_SHARED,                 /* 0/1: other writers allowed */
 	CFG_RBD_TIMEOUT,                /* seconds, 0 = wait for the cluster */
-	/* 0/1: offer packed virtqueues; read back only when 0 (cfg_key_shown),
-	 * so configs and state files written before it read the same */
+	/* 0/1: offer packed virtqueues (default 1) */
 	CFG_PACKED,
 	CFG_NKEYS,
 };
@@ -102,10 +100,6 @@ void cfg_apply(struct vdev_params *dst, const struct vdev_params *src, unsigned 
  * reason. */
 int cfg_check_values(const struct vdev_params *p, unsigned set,
 		     char *err, size_t errlen);
-
-/* Whether k belongs in a read-back of p (config, state file): every key
- * but the rbd ones, which show for an rbd backing or a value set. */
-bool cfg_key_shown(enum cfg_key k, const struct vdev_params *p);
 
 /* The canonical value of k ("" for an unset size), without newline. */
 void cfg_format_value(enum cfg_key k, const struct vdev_params *p, bool have_size,

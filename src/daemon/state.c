@@ -359,8 +359,7 @@ int state_save(const char *path, const char *store, const struct state_ctrl *c,
 	for (size_t i = 0; i < n; i++) {
 		fprintf(m, "ctrl %s %u", c[i].name, c[i].minor);
 		for (int k = 0; k < CFG_NKEYS; k++) {
-			if ((k == CFG_SIZE && !c[i].have_size) ||
-			    !cfg_key_shown(k, &c[i].params))
+			if (k == CFG_SIZE && !c[i].have_size)
 				continue;
 			cfg_format_value(k, &c[i].params, c[i].have_size, val, sizeof(val));
 			fprintf(m, " %s=", cfg_key_name(k));

@@ -200,7 +200,7 @@ eq "size is empty while unset" "" "$(cat "$C/size")"
 Q0=$(cat "$C/queues")       # the core's default queue count
 check "queues has a default" test "$Q0" -ge 1
 eq "config without size while unset" \
-	"block_size=512 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0 iops_limit=0 bps_limit=0 read_bps_limit=0 write_bps_limit=0 iops_burst=0 bps_burst=0 group=" "$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
+	"block_size=512 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0 iops_limit=0 bps_limit=0 read_bps_limit=0 write_bps_limit=0 iops_burst=0 bps_burst=0 group= ceph_conf=/etc/ceph/ceph.conf ceph_id=admin rbd_shared=0 rbd_timeout=0 packed=1" "$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
 eq "error is empty" "" "$(cat "$C/error")"
 contains "stats are zero" "reads 0" "$(cat "$C/stats")"
 check "no socket yet" test ! -e "$SOCKS/vhostblk0"
@@ -233,7 +233,7 @@ eq "node 241:0 right after the write" "241:0" "$(minor_of "$DEVS/vhostblk0")"
 check "node is a block device" test -b "$DEVS/vhostblk0"
 eq "state listening" "listening" "$(cat "$C/state")"
 eq "config read-back" \
-	"size=67108864 block_size=4096 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0 iops_limit=0 bps_limit=0 read_bps_limit=0 write_bps_limit=0 iops_burst=0 bps_burst=0 group=" \
+	"size=67108864 block_size=4096 backing=ram readonly=0 queues=$Q0 serial= allow_shrink=0 iops_limit=0 bps_limit=0 read_bps_limit=0 write_bps_limit=0 iops_burst=0 bps_burst=0 group= ceph_conf=/etc/ceph/ceph.conf ceph_id=admin rbd_shared=0 rbd_timeout=0 packed=1" \
 	"$(cat "$C/config" | tr '\n' ' ' | sed 's/ $//')"
 cat "$C/config" > "$T/config.saved"
 check "config read-back can be written back" put "$C/config" "$(cat "$T/config.saved")"

@@ -383,9 +383,10 @@ Test(state, rbd_round_trip)
 	cr_assert_not_null(strstr(text, " backing=rbd:p.1/tenant/img_2@before-upgrade "), "%s",
 			   text);
 	cr_assert_not_null(strstr(text, " ceph_conf=/etc/ceph/c%251.conf ceph_id=vhostd "
-				  "rbd_shared=1 rbd_timeout=30\n"), "%s", text);
-	/* a ram controller: only the rbd key that was set */
-	cr_assert_not_null(strstr(text, "group= rbd_timeout=7\n"), "%s", text);
+				  "rbd_shared=1 rbd_timeout=30 packed=1\n"), "%s", text);
+	/* a ram controller: every key, the rbd ones too */
+	cr_assert_not_null(strstr(text, "group= ceph_conf=/etc/ceph/ceph.conf ceph_id=admin "
+				  "rbd_shared=0 rbd_timeout=7 packed=1\n"), "%s", text);
 	free(text);
 }
 
