@@ -197,6 +197,14 @@ void vu_reset_device(struct vu_conn *c)
 	c->features_set = false;
 }
 
+/* Close what *slot holds (if anything) and keep fd (-1: nothing) there. */
+static void put_fd(int *slot, int fd)
+{
+	if (*slot >= 0)
+		close(*slot);
+	*slot = fd;
+}
+
 /* A device serves one front-end's queues at a time.  A second front-end
  * may connect (the destination of a migration on this host) and do all
  * that does not touch the queues; its first queue request takes them over,
@@ -229,16 +237,10 @@ int vu_claim_rings(struct vu_conn *c)
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
 		struct vq *vq = &c->blk->vqs[i];
 
-		if (c->held_call[i] >= 0) {
-			if (vq->call_fd >= 0)
-				close(vq->call_fd);
-			vq->call_fd = c->held_call[i];
-		}
-		if (c->held_err[i] >= 0) {
-			if (vq->err_fd >= 0)
-				close(vq->err_fd);
-			vq->err_fd = c->held_err[i];
-		}
+		if (c->held_call[i] >= 0)
+			put_fd(&vq->call_fd, c->held_call[i]);
+		if (c->held_err[i] >= 0)
+			put_fd(&vq->err_fd, c->held_err[i]);
 		c->held_call[i] = c->held_err[i] = -1;
 	}
 	/* Without PROTOCOL_FEATURES rings are enabled as soon as they start. */
@@ -343,19 +345,14 @@ void vu_hold_vring_fd(struct vu_conn *c, struct vu_msg *m)
 	unsigned i = m->payload.u64 & VU_VRING_IDX_MASK;
 	int *slot = m->hdr.request == VU_SET_VRING_CALL ? &c->held_call[i] : &c->held_err[i];
 
-	if (*slot >= 0)
-		close(*slot);
-	*slot = take_vring_fd(m);
+	put_fd(slot, take_vring_fd(m));
 }
 
 void vu_drop_held_fds(struct vu_conn *c)
 {
 	for (unsigned i = 0; i < VDEV_MAX_QUEUES; i++) {
-		if (c->held_call[i] >= 0)
-			close(c->held_call[i]);
-		if (c->held_err[i] >= 0)
-			close(c->held_err[i]);
-		c->held_call[i] = c->held_err[i] = -1;
+		put_fd(&c->held_call[i], -1);
+		put_fd(&c->held_err[i], -1);
 	}
 }
 
@@ -364,9 +361,7 @@ int h_set_vring_kick(struct vu_conn *c, struct vu_msg *m)
 	struct vq *vq = &c->blk->vqs[m->payload.u64 & VU_VRING_IDX_MASK];
 
 	vu_ring_stop(c, vq);
-	if (vq->kick_fd >= 0)
-		close(vq->kick_fd);
-	vq->kick_fd = take_vring_fd(m);
+	put_fd(&vq->kick_fd, take_vring_fd(m));
 	vq->kick_nofd = vq->kick_fd < 0;
 	vq->started = true;
 	return vu_ring_start(c, vq);
@@ -377,9 +372,7 @@ static int replace_fd(struct vu_conn *c, struct vq *vq, int *slot, struct vu_msg
 	bool was = vq->attached;
 
 	vu_ring_stop(c, vq);
-	if (*slot >= 0)
-		close(*slot);
-	*slot = take_vring_fd(m);
+	put_fd(slot, take_vring_fd(m));
 	return was ? vu_ring_start(c, vq) : 0;
 }
 
