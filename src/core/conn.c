@@ -151,32 +151,31 @@ static void conn_unpark(struct vdev *d, struct vu_conn *c)
 }
 
 /* EV_DETACH for c, or a periodic look while something waits: a ring let
- * go.  False when c is gone. */
-static bool conn_detached_one(struct vdev *d, struct vu_conn *c)
+ * go.  c may be gone after it. */
+static void conn_detached_one(struct vdev *d, struct vu_conn *c)
 {
 	int rc;
 
 	if (c->closing) {
 		conn_close(d, c, NULL);
-		return c == d->conn || c == d->peer;
+		return;
 	}
 	if (!c->parked)
-		return true;
+		return;
 	rc = vu_resume(c);
 	if (rc > 0)
-		return true;
+		return;
 	if (rc < 0) {
 		c->parked = false;
 		vu_msg_close_fds(&c->rx);
 		conn_close(d, c, c->err[0] ? c->err : strerror(-rc));
-		return c == d->conn || c == d->peer;
+		return;
 	}
 	if (c->parked)          /* parked again (cannot happen: all stopped) */
-		return true;
+		return;
 	conn_unpark(d, c);
 	if (c == d->conn || c == d->peer)
 		conn_readable(d, c);
-	return c == d->conn || c == d->peer;
 }
 
 void conn_detached(struct vdev *d)
