@@ -17,11 +17,13 @@
 #
 # --daemon serves vhostd's side with the real daemon (vhostd --store, a
 # controller made through its control filesystem) instead of bench-server.
-# --repeat N runs every measurement N times and keeps the median by IOPS.
+# --repeat N runs every measurement N times and keeps the median by IOPS;
+# the repeats are interleaved (vhostd, qsd, vhostd, qsd... with the first
+# target rotating), so slow drifts of the machine hit both alike.
 # --packed also measures vhostd with packed virtqueues (vhost-bench
-# --packed, VIRTIO_F_RING_PACKED) right after the split run of each
-# workload, and adds a table of split against packed (qsd has no packed
-# rings: libvhost-user serves split ones only).
+# --packed, VIRTIO_F_RING_PACKED) in the same rounds, and adds a table of
+# split against packed (qsd has no packed rings: libvhost-user serves
+# split ones only).
 # The idle part serves 16 null devices from each target (bench-server
 # --devices 16, one qsd with 16 exports), connects a front-end to each, stays
 # silent for --idle-time (default 20 s) measuring the target's CPU, then
@@ -197,18 +199,19 @@ stop_pid() {
 	pids=("${keep[@]}")
 }
 
-# bench SOCK PID PATTERN QD [EXTRA...] -> JSON on stdout (median of $repeat by IOPS)
-bench() {
-	local sock=$1 pid=$2 pat=$3 qd=$4 i r res=()
+# bench1 SOCK PID PATTERN QD [EXTRA...] -> one run's JSON on stdout
+bench1() {
+	local sock=$1 pid=$2 pat=$3 qd=$4 r
 	shift 4
 	local cmd=(nice -n "$nice_lvl" "$bench" --socket "$sock" --pattern "$pat" --bs 4096 --iodepth "$qd"
 		   --time "$time_s" --ramp "$ramp_s" --mode "$mode" --cpu "$ccpu" --pid "$pid" --json "$@")
-	record "${cmd[*]}"
-	for ((i = 0; i < repeat; i++)); do
-		r=$("${cmd[@]}") || { log "vhost-bench failed against $sock"; exit 1; }
-		res+=("$r")
-	done
-	printf '%s\n' "${res[@]}" | jq -s -c 'sort_by(.iops) | .[(length / 2 | floor)]'
+	grep -qxF "${cmd[*]}" "$work/commands" 2>/dev/null || record "${cmd[*]}"
+	r=$("${cmd[@]}") || { log "vhost-bench failed against $sock"; return 1; }
+	echo "$r"
+}
+
+median() {              # median JSON... -> the run with the median IOPS
+	printf '%s\n' "$@" | jq -s -c 'sort_by(.iops) | .[(length / 2 | floor)]'
 }
 
 fill() {                # fill SOCK: write the whole device once (ram backings)
@@ -274,12 +277,28 @@ for b in $backings; do
 		pat=${w%:*}
 		qd=${w#*:}
 		log "  $b $pat QD$qd ..."
-		vj=$(bench "$vsock" "$vpid" "$pat" "$qd") || exit 1
-		qj=$(bench "$qsock" "$qpid" "$pat" "$qd") || exit 1
+		# Interleaved: round i runs each target once, the first target
+		# rotating round by round, so that a drift of the machine during
+		# the repeats hits every target alike.
+		targets=(vhostd qsd)
+		[ "$packed" = 1 ] && targets+=(packed)
+		vres=() qres=() pres=()
+		for ((i = 0; i < repeat; i++)); do
+			for ((k = 0; k < ${#targets[@]}; k++)); do
+				t=${targets[$(((i + k) % ${#targets[@]}))]}
+				case $t in
+				vhostd) vres+=("$(bench1 "$vsock" "$vpid" "$pat" "$qd")") || exit 1 ;;
+				qsd) qres+=("$(bench1 "$qsock" "$qpid" "$pat" "$qd")") || exit 1 ;;
+				packed) pres+=("$(bench1 "$vsock" "$vpid" "$pat" "$qd" --packed)") || exit 1 ;;
+				esac
+			done
+		done
+		vj=$(median "${vres[@]}")
+		qj=$(median "${qres[@]}")
 		results+=("$b 4k $pat QD$qd|$vj|$qj")
 		pj=
 		if [ "$packed" = 1 ]; then
-			pj=$(bench "$vsock" "$vpid" "$pat" "$qd" --packed) || exit 1
+			pj=$(median "${pres[@]}")
 			pk_results+=("$b 4k $pat QD$qd|$vj|$pj")
 		fi
 		for t in vhostd qsd packed; do
@@ -402,7 +421,7 @@ idle_table() {
 	     "$([ "$use_daemon" = 1 ] && echo "daemon" || echo "bench-server (core library)")" \
 	     "built $(date -u -r "$([ "$use_daemon" = 1 ] && echo "$vhostd" || echo "$server")" '+%Y-%m-%d %H:%M UTC'), poll mode $poll_mode"
 	echo "- target pinned to cpu $tcpu, client (vhost-bench, mode $mode) to cpu $ccpu;" \
-	     "${time_s}s measured after ${ramp_s}s ramp, 4 KiB requests, 1 queue, size $size; repeat $repeat (median)"
+	     "${time_s}s measured after ${ramp_s}s ramp, 4 KiB requests, 1 queue, size $size; repeat $repeat (median, interleaved)"
 	echo "- machine check before/after: $mach0 / $mach1"
 	echo "- nice $nice_lvl for targets and client (and their scheduler autogroup); load average before/after: $load0 / $load1"
 	echo
