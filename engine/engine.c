@@ -502,6 +502,16 @@ static bool throttled_only(struct eng_thread *t)
 	return held;
 }
 
+/* Publish what the thread's queues completed (and notify the guests). */
+static void flush_used(struct eng_thread *t)
+{
+	for (unsigned i = 0; i < t->nvq; i++) {
+		t->cur_vq = t->vqs[i];
+		vq_flush_used(t->vqs[i]);
+	}
+	t->cur_vq = NULL;
+}
+
 static void *eng_main(void *arg)
 {
 	struct eng_thread *t = arg;
@@ -517,7 +527,7 @@ static void *eng_main(void *arg)
 	fault_init();
 	while (!t->stop || t->detaching) {
 		struct fault_scope fs;
-		unsigned work = 0;
+		unsigned work = 0, reaped;
 
 		if (!FAULT_TRY(&fs)) {
 			eng_fault(t);
@@ -526,7 +536,15 @@ static void *eng_main(void *arg)
 		t->ctx.now_ns = 0;
 		if (atomic_load_explicit(&t->pending, memory_order_acquire))
 			work += run_cmds(t, &t->stop);
-		work += be_ctx_reap(&t->ctx, complete_io, t);
+		reaped = be_ctx_reap(&t->ctx, complete_io, t);
+		if (reaped) {
+			/* Show the guest its completions before taking and
+			 * submitting its next requests: submitting a batch to
+			 * a real disk takes tens of microseconds, which the
+			 * completed requests would otherwise wait on. */
+			work += reaped;
+			flush_used(t);
+		}
 		/* The first queue of a pass goes round: under a limit (or a
 		 * full completion queue) the queues that come first take what
 		 * there is, and none may always be last. */
@@ -539,11 +557,8 @@ static void *eng_main(void *arg)
 				work += n;
 		}
 		be_ctx_flush(&t->ctx);
-		if (work)
-			for (unsigned i = 0; i < t->nvq; i++) {
-				t->cur_vq = t->vqs[i];
-				vq_flush_used(t->vqs[i]);
-			}
+		if (work > reaped)
+			flush_used(t);
 		t->cur_vq = NULL;
 		if (t->detaching)
 			check_detaching(t);
