@@ -15,9 +15,10 @@
  * seen (signalled_used) and last_avail lie at most num descriptors: that
  * bounds a chain's length and what a driver can have in flight.
  *
- * Used descriptors are written id and len at once (vq_push_used), flags in
- * vq_flush_used: every one but the first of the batch, then the first, so
- * the driver (which reads from the first on) sees the batch whole.
+ * Used descriptors are kept aside as requests complete (vq_push_used) and
+ * written as a batch in vq_flush_used: every one but the first, then the
+ * first's id and len, then its flags, so the driver (which reads from the
+ * first on) sees the batch whole.
  *
  * Inflight region (vhost-user "Inflight I/O tracking", the spec's
  * QueueRegionPacked layout, used in a simpler way than the spec's free
@@ -61,9 +62,11 @@ struct pk_buf {
 	uint32_t seen;          /* the listing pass that last listed it */
 };
 
-/* A used descriptor written but not published yet. */
+/* A used descriptor not written yet (vq_flush_used writes the batch). */
 struct pk_pend {
+	uint32_t len;
 	uint16_t pos;
+	uint16_t id;
 	uint16_t flags;
 	uint16_t entry;         /* its head entry in the inflight region */
 	uint16_t ndesc;
@@ -393,14 +396,13 @@ void vq_packed_push_used(struct vq *vq, uint16_t id, uint32_t len)
 {
 	struct vq_packed *pk = vq->pk;
 	struct pk_buf *b = &pk->buf[id];
-	struct vring_packed_desc *d = &vq->pdesc[vq->used_idx];
 	struct pk_pend *p;
 
 	if (!b->busy || pk->npend >= pk->num)
 		return;         /* not ours to complete (cannot happen) */
-	WRITE_ONCE(d->id, id);
-	WRITE_ONCE(d->len, len);
 	p = &pk->pend[pk->npend++];
+	p->id = id;
+	p->len = len;
 	p->pos = vq->used_idx;
 	p->flags = (len ? VRING_DESC_F_WRITE : 0) |
 		   (vq->used_wrap ? VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED : 0);
@@ -471,10 +473,21 @@ void vq_packed_flush_used(struct vq *vq)
 		WRITE_ONCE(vq->pinfl->used_idx, vq->used_idx);
 		WRITE_ONCE(vq->pinfl->used_wrap_counter, vq->used_wrap);
 	}
-	ring_wmb();     /* ids, lengths, guest data (and the batch's record) before the flags */
+	ring_wmb();     /* guest data (and the batch's record) before the ring */
 	ring_guest_release(vq->dev);
-	for (unsigned i = pk->npend - 1; i > 0; i--)
-		WRITE_ONCE(vq->pdesc[pk->pend[i].pos].flags, pk->pend[i].flags);
+	/* The whole batch at once, not each descriptor as its request
+	 * completes: a polling driver reads the first slot's flags in a loop,
+	 * and every write to its cache line would take the line away from it
+	 * (a packed ring shares each line between both sides). */
+	for (unsigned i = pk->npend - 1; i > 0; i--) {
+		struct vring_packed_desc *d = &vq->pdesc[pk->pend[i].pos];
+
+		WRITE_ONCE(d->id, pk->pend[i].id);
+		WRITE_ONCE(d->len, pk->pend[i].len);
+		WRITE_ONCE(d->flags, pk->pend[i].flags);
+	}
+	WRITE_ONCE(vq->pdesc[pk->pend[0].pos].id, pk->pend[0].id);
+	WRITE_ONCE(vq->pdesc[pk->pend[0].pos].len, pk->pend[0].len);
 	ring_wmb();     /* the rest of the batch before its first, where the driver looks */
 	WRITE_ONCE(vq->pdesc[pk->pend[0].pos].flags, pk->pend[0].flags);
 	if (vq->log) {
