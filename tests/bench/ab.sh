@@ -6,7 +6,7 @@
 #   tests/bench/ab.sh --a DIR --b DIR [--backings "null ram"]
 #                     [--workloads "randread:1 randread:32"] [--rounds N]
 #                     [--time SEC] [--ramp SEC] [--size BYTES] [--packed]
-#                     [--nice N] [--out FILE]
+#                     [--nice N] [--client "OPTIONS"] [--out FILE]
 #
 # A backing is null, ram, or the absolute path of a file or block device
 # (both servers open it, O_DIRECT; use a scratch file: randwrite writes it).
@@ -19,7 +19,8 @@
 # and gives B/A.  --packed adds a third side: B with packed virtqueues
 # (vhost-bench --packed), and the ratio packed/split of B.  Defaults: null
 # and ram, 4 KiB randread at QD1 and QD32, 5 rounds of 3 s after 1 s ramp,
-# 256 MiB devices, nice -20 as root.
+# 256 MiB devices, nice -20 as root.  --client adds vhost-bench options to
+# every run (e.g. "--fresh-desc": split descriptors written per request).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 a= b= out=
@@ -30,6 +31,7 @@ time_s=3
 ramp_s=1
 size=256M
 packed=0
+client=
 nice_lvl=0
 [ "$(id -u)" = 0 ] && nice_lvl=-20
 while [ $# -gt 0 ]; do
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
 	--size) size=$2; shift ;;
 	--packed) packed=1 ;;
 	--nice) nice_lvl=$2; shift ;;
+	--client) client=$2; shift ;;
 	--out) out=$2; shift ;;
 	-h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "ab.sh: unknown option $1" >&2; exit 2 ;;
@@ -89,7 +92,7 @@ run() {                 # run NAME PID PATTERN QD [EXTRA...] -> JSON
 	shift 4
 	nice -n "$nice_lvl" "$bench" --socket "$work/$name.sock" --pattern "$pat" --bs 4096 \
 		--iodepth "$qd" --time "$time_s" --ramp "$ramp_s" --mode poll --cpu "$ccpu" \
-		--pid "$pid" --json "$@" || { log "ab.sh: vhost-bench failed against $name"; return 1; }
+		--pid "$pid" --json $client "$@" || { log "ab.sh: vhost-bench failed against $name"; return 1; }
 }
 
 median() { printf '%s\n' "$@" | jq -s -c 'sort_by(.iops) | .[(length / 2 | floor)]'; }
@@ -143,7 +146,7 @@ load1=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "## ab.sh: $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
 	echo "- machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cpus, kernel $(uname -r); load average $load0 -> $load1"
-	echo "- A: $a, B: $b; $rounds interleaved rounds of ${time_s}s after ${ramp_s}s ramp, median by IOPS; targets on cpu $tcpu, client on cpu $ccpu (poll), nice $nice_lvl"
+	echo "- A: $a, B: $b; $rounds interleaved rounds of ${time_s}s after ${ramp_s}s ramp, median by IOPS; targets on cpu $tcpu, client on cpu $ccpu (poll${client:+, $client}), nice $nice_lvl"
 	echo
 	if [ "$packed" = 1 ]; then
 		echo "| workload | A split IOPS (p50/p99 us) | B split IOPS (p50/p99 us) | B packed IOPS (p50/p99 us) | B/A | B packed/split | spread (min-max) |"

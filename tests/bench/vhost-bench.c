@@ -307,6 +307,8 @@ struct opts {
 	uint64_t size;          /* 0 = device capacity */
 	bool no_event_idx;
 	bool packed;            /* negotiate VIRTIO_F_RING_PACKED: packed rings */
+	bool fresh_desc;        /* split: write a request's descriptors at each
+				 * submission, as a guest driver does */
 	bool dirty_log;         /* log every write, synced like a migration */
 	bool fill;
 	bool selftest;
@@ -1144,7 +1146,20 @@ static inline void submit(struct bench *b, struct bq *q, uint64_t now)
 		bool w = false;
 		uint64_t blk = next_block(b, &w);
 
-		if (w != sl->write) {
+		if (b->o.fresh_desc) {
+			struct ffe_desc *dd = &q->desc[3 * s];
+			uint64_t hgpa = q->hdrs_gpa + (uint64_t)SLOT_HDR * s;
+
+			sl->write = w;
+			h->type = w ? FFE_BLK_T_OUT : FFE_BLK_T_IN;
+			dd[0] = (struct ffe_desc){ hgpa, sizeof(struct ffe_blk_hdr), FFE_DESC_F_NEXT,
+						   (uint16_t)(3 * s + 1) };
+			dd[1] = (struct ffe_desc){ q->data_gpa + (uint64_t)align_up(b->o.bs, PAGE) * s,
+						   b->o.bs, FFE_DESC_F_NEXT | (w ? 0 : FFE_DESC_F_WRITE),
+						   (uint16_t)(3 * s + 2) };
+			dd[2] = (struct ffe_desc){ hgpa + sizeof(struct ffe_blk_hdr), 1,
+						   FFE_DESC_F_WRITE, 0 };
+		} else if (w != sl->write) {
 			sl->write = w;
 			h->type = w ? FFE_BLK_T_OUT : FFE_BLK_T_IN;
 			q->desc[3 * s + 1].flags = FFE_DESC_F_NEXT | (w ? 0 : FFE_DESC_F_WRITE);
@@ -1505,7 +1520,7 @@ static void report(struct bench *b, const struct window *w, bool idle_test)
 		       sockets, idle_test ? "idle" : pattern_names[b->o.pattern], b->o.bs,
 		       b->o.iodepth, b->o.queues, b->o.irq ? "irq" : "poll", b->o.coalesce,
 		       b->nq && b->qs[0]->event_idx ? "true" : "false",
-		       b->o.packed ? "packed" : "split");
+		       b->o.packed ? "packed" : b->o.fresh_desc ? "split-fresh" : "split");
 		if (idle_test)
 			printf("\"idle_s\":%.3f,\"idle_target_cpu_pct\":%.3f,\"probes\":%" PRIu64 ","
 			       "\"probe_gap_ms\":%u,",
@@ -1553,7 +1568,7 @@ static void report(struct bench *b, const struct window *w, bool idle_test)
 	printf("%s: %s bs=%u iodepth=%u queues=%u mode=%s%s%s, %.1fs\n", sockets,
 	       pattern_names[b->o.pattern], b->o.bs, b->o.iodepth, b->o.queues,
 	       b->o.irq ? "irq" : "poll", b->nq && b->qs[0]->event_idx ? " event_idx" : "",
-	       b->o.packed ? " packed" : "", secs);
+	       b->o.packed ? " packed" : b->o.fresh_desc ? " fresh-desc" : "", secs);
 	printf("  iops %.0f  %.1f MiB/s  (%" PRIu64 " I/Os, %" PRIu64 " errors)\n",
 	       iops, mibs, ios, errors);
 	printf("  lat us: avg %.2f  min %.2f  p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
@@ -1607,6 +1622,9 @@ static void usage(FILE *f)
 "  --no-event-idx   do not negotiate VIRTIO_RING_F_EVENT_IDX\n"
 "  --packed         negotiate VIRTIO_F_RING_PACKED: packed virtqueues (the\n"
 "                   back-end must offer it); without it, split ones\n"
+"  --fresh-desc     split rings: write a request's three descriptors at each\n"
+"                   submission, as a guest driver does (default: built once\n"
+"                   per slot, only the avail entry written per request)\n"
 "  --dirty-log      share a dirty log and log every write (LOG_ALL), a thread\n"
 "                   clearing it every 10 ms as a migration would; reports the\n"
 "                   pages found dirty\n"
@@ -1662,7 +1680,8 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 {
 	enum { O_SOCKET = 256, O_PATTERN, O_RWMIX, O_BS, O_IODEPTH, O_QUEUES, O_TIME, O_RAMP,
 	       O_MODE, O_QSIZE, O_PID, O_CPU, O_JSON, O_SIZE, O_NOEVIDX, O_DIRTYLOG, O_FILL, O_SELFTEST,
-	       O_IDLE, O_PROBES, O_GAP, O_HELP, O_SELFTEST_CPU, O_COALESCE, O_PACKED };
+	       O_IDLE, O_PROBES, O_GAP, O_HELP, O_SELFTEST_CPU, O_COALESCE, O_PACKED,
+	       O_FRESH_DESC };
 	static const struct option lo[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "pattern", required_argument, NULL, O_PATTERN },
@@ -1681,6 +1700,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		{ "size", required_argument, NULL, O_SIZE },
 		{ "no-event-idx", no_argument, NULL, O_NOEVIDX },
 		{ "packed", no_argument, NULL, O_PACKED },
+		{ "fresh-desc", no_argument, NULL, O_FRESH_DESC },
 		{ "dirty-log", no_argument, NULL, O_DIRTYLOG },
 		{ "fill", no_argument, NULL, O_FILL },
 		{ "selftest", no_argument, NULL, O_SELFTEST },
@@ -1742,6 +1762,7 @@ static void parse_opts(struct opts *o, int argc, char **argv)
 		case O_SIZE: o->size = parse_size("--size", optarg); break;
 		case O_NOEVIDX: o->no_event_idx = true; break;
 		case O_PACKED: o->packed = true; break;
+		case O_FRESH_DESC: o->fresh_desc = true; break;
 		case O_DIRTYLOG: o->dirty_log = true; break;
 		case O_FILL: o->fill = true; break;
 		case O_SELFTEST: o->selftest = true; break;
