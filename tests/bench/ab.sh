@@ -22,8 +22,7 @@
 # 256 MiB devices, nice -20 as root.  --client adds vhost-bench options to
 # every run (e.g. "--fresh-desc": split descriptors written per request).
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
-a= b= out=
+a='' b='' out=''
 backings="null ram"
 workloads="randread:1 randread:32"
 rounds=5

@@ -1,8 +1,9 @@
 #!/bin/sh
 # bench-smoke: run vhost-bench for ~2 s against bench-server with the null
-# and ram backings (and the selftest), scale.sh and compare.sh briefly, and
-# check that they printed sane numbers: non-zero IOPS, no failed request, a
-# latency, a ratio on every row of the comparison.  Not a timed assertion:
+# and ram backings (and the selftest), scale.sh, qos-cost.sh, ab.sh and
+# compare.sh briefly, and check that they printed sane numbers: non-zero
+# IOPS, no failed request, a latency, a ratio on every row of the
+# comparisons.  Not a timed assertion:
 # any speed passes.
 #   smoke.sh BENCH_SERVER VHOST_BENCH
 set -u
@@ -86,6 +87,15 @@ for side in unlimited limited; do
 	jq -e --arg s "$side" '.[$s].iops > 0 and .[$s].errors == 0' "$dir/out" >/dev/null ||
 		fail "qos-cost.sh: $side side: no IOPS or failed requests"
 done
+# ab.sh: the tree against itself, split (descriptors written per request)
+# and packed, one short round: a row with both ratios
+echo "ab.sh:"
+"$(dirname "$0")/ab.sh" --a "$build" --b "$build" --backings null --workloads randread:4 \
+	--rounds 1 --time 0.3 --ramp 0.1 --size 1M --nice 0 --packed --client --fresh-desc \
+	--out "$dir/ab.md" >"$dir/ab.out" 2>&1 || fail "ab.sh exited $?: $(tail -20 "$dir/ab.out")"
+grep '^| null' "$dir/ab.md" | sed 's/^/  /'
+grep -qE '^\| null 4k randread QD4 .* [0-9.]+x \| [0-9.]+x \| ' "$dir/ab.md" ||
+	fail "ab.sh: no row with both ratios in its report"
 # compare.sh: vhostd against qemu-storage-daemon, every backing and
 # workload once, briefly: a report with a ratio on every row
 echo "compare.sh:"
