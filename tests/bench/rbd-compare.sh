@@ -10,7 +10,10 @@
 # vhostd (the real daemon: mkdir + echo config on its control fs, rmdir
 # after) and then qsd (--blockdev driver=rbd,cache.direct=on), one at a time
 # so that the image's exclusive lock is never fought over: each target
-# opens the image, is measured, and closes it.  Both run pinned to
+# opens the image, is measured, and closes it.  With --repeat N the N runs
+# are interleaved (vhostd, qsd, qsd, vhostd, ... each opening and closing
+# the image around its run) and each side keeps its median by IOPS: the
+# cluster drifts by 2x within minutes, and must hit both sides alike.  Both run pinned to
 # --target-cpu (librbd's threads inherit it); the client (vhost-bench) to
 # --client-cpu; the mon and OSD are not pinned.  The cluster's conf turns
 # the librbd cache off for every client ([client] rbd cache = false; QEMU
@@ -59,7 +62,7 @@ while [ $# -gt 0 ]; do
 	--nice) nice_lvl=$2; shift ;;
 	--workloads) workloads=$2; shift ;;
 	--poll-mode) poll_mode=$2; shift ;;
-	-h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,32p' "$0"; exit 0 ;;
 	*) echo "rbd-compare.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -176,18 +179,16 @@ qsd_on() {
 }
 qsd_off() { stop_pid "$qpid"; }
 
-# bench SOCK PID PATTERN QD -> JSON (median of $repeat by IOPS)
-bench() {
-	local sock=$1 pid=$2 pat=$3 qd=$4 i r res=()
+# bench1 SOCK PID PATTERN QD -> one run's JSON
+bench1() {
+	local sock=$1 pid=$2 pat=$3 qd=$4
 	local cmd=(nice -n "$nice_lvl" "$bench" --socket "$sock" --pattern "$pat" --bs 4096 --iodepth "$qd"
 		   --size "$bytes" --time "$time_s" --ramp "$ramp_s" --mode "$mode" --cpu "$ccpu" --pid "$pid" --json)
-	record "${cmd[*]}"
-	for ((i = 0; i < repeat; i++)); do
-		r=$("${cmd[@]}") || { log "vhost-bench failed against $sock"; return 1; }
-		res+=("$r")
-	done
-	printf '%s\n' "${res[@]}" | jq -s -c 'sort_by(.iops) | .[(length / 2 | floor)]'
+	grep -qxF "${cmd[*]}" "$work/commands" 2>/dev/null || record "${cmd[*]}"
+	"${cmd[@]}" || { log "vhost-bench failed against $sock"; return 1; }
 }
+
+median() { printf '%s\n' "$@" | jq -s -c 'sort_by(.iops) | .[(length / 2 | floor)]'; }
 
 log "vhostd (rbd backend) vs qemu-storage-daemon (driver=rbd): target cpu $tcpu, client cpu $ccpu, ${time_s}s per run, image $size"
 log "cpu: $model; load average $load0"
@@ -196,12 +197,25 @@ for w in $workloads; do
 	pat=${w%:*}
 	qd=${w#*:}
 	log "  $pat QD$qd ..."
-	vhostd_on
-	vj=$(bench "$vsock" "$vpid" "$pat" "$qd") || exit 1
-	vhostd_off
-	qsd_on
-	qj=$(bench "$qsock" "$qpid" "$pat" "$qd") || exit 1
-	qsd_off
+	# Interleaved: each round opens the image in one target, measures,
+	# closes it, then the other (the first one rotating), so that the
+	# cluster's drift hits both alike.
+	vres=() qres=()
+	for ((i = 0; i < repeat; i++)); do
+		for k in 0 1; do
+			if [ $(((i + k) % 2)) = 0 ]; then
+				vhostd_on
+				vres+=("$(bench1 "$vsock" "$vpid" "$pat" "$qd")") || exit 1
+				vhostd_off
+			else
+				qsd_on
+				qres+=("$(bench1 "$qsock" "$qpid" "$pat" "$qd")") || exit 1
+				qsd_off
+			fi
+		done
+	done
+	vj=$(median "${vres[@]}")
+	qj=$(median "${qres[@]}")
 	results+=("rbd 4k $pat QD$qd|$vj|$qj")
 	for t in vhostd qsd; do
 		j=$vj
@@ -232,7 +246,7 @@ table() {
 	echo "- $(qemu-storage-daemon --version | head -1); ceph $(ceph --version | awk '{print $3}')"
 	echo "- vhostd: $(git -C "$src" describe --always --dirty 2>/dev/null || echo unknown), the daemon, built $(date -u -r "$vhostd" '+%Y-%m-%d %H:%M UTC'), poll mode $poll_mode"
 	echo "- cluster: contrib/ceph-test-cluster.sh (1 mon, 1 memstore OSD on loopback, pool size 1, not pinned); image $size filled with rbd bench; librbd cache off"
-	echo "- target pinned to cpu $tcpu, client (vhost-bench, mode $mode) to cpu $ccpu; ${time_s}s measured after ${ramp_s}s ramp, 4 KiB requests, 1 queue; repeat $repeat (median); nice $nice_lvl"
+	echo "- target pinned to cpu $tcpu, client (vhost-bench, mode $mode) to cpu $ccpu; ${time_s}s measured after ${ramp_s}s ramp, 4 KiB requests, 1 queue; repeat $repeat (median, interleaved); nice $nice_lvl"
 	echo
 	table
 	echo

@@ -1,10 +1,9 @@
 #!/bin/sh
 # bench-smoke: run vhost-bench for ~2 s against bench-server with the null
-# and ram backings (and the selftest), scale.sh, qos-cost.sh, ab.sh and
-# compare.sh briefly, and check that they printed sane numbers: non-zero
-# IOPS, no failed request, a latency, a ratio on every row of the
-# comparisons.  Not a timed assertion:
-# any speed passes.
+# and ram backings (and the selftest), scale.sh, qos-cost.sh, ab.sh,
+# compare.sh and rbd-compare.sh briefly, and check that they printed sane
+# numbers: non-zero IOPS, no failed request, a latency, a ratio on every
+# row of the comparisons.  Not a timed assertion: any speed passes.
 #   smoke.sh BENCH_SERVER VHOST_BENCH
 set -u
 server=$1
@@ -108,5 +107,22 @@ if command -v qemu-storage-daemon >/dev/null 2>&1; then
 	[ "$rows" = 8 ] || fail "compare.sh: $rows of 8 rows with ratios in its report"
 else
 	echo "  skipped: qemu-storage-daemon not installed (apt-get install qemu-system-common)"
+fi
+# rbd-compare.sh: vhostd's rbd backend against qsd's rbd driver on a
+# throwaway one-node cluster, two short interleaved rounds (root, /dev/fuse,
+# the ceph packages and QEMU's rbd driver needed; ~30 s)
+echo "rbd-compare.sh:"
+if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ] && command -v ceph-mon >/dev/null 2>&1 &&
+   command -v ceph-osd >/dev/null 2>&1 && command -v rbd >/dev/null 2>&1 &&
+   command -v qemu-storage-daemon >/dev/null 2>&1 &&
+   [ -e /usr/lib/x86_64-linux-gnu/qemu/block-rbd.so ]; then
+	"$(dirname "$0")/rbd-compare.sh" --build "$build" --repeat 2 --time 0.3 --ramp 0.1 --size 16M \
+		--workloads "randread:1 randwrite:4" --nice 0 --out "$dir/rbd.md" \
+		>"$dir/rbd.out" 2>&1 || fail "rbd-compare.sh exited $?: $(tail -20 "$dir/rbd.out")"
+	grep '^| rbd' "$dir/rbd.md" | sed 's/^/  /'
+	rows=$(grep -cE '^\| rbd 4k .*[0-9.]+x \| [0-9.]+x \|$' "$dir/rbd.md")
+	[ "$rows" = 2 ] || fail "rbd-compare.sh: $rows of 2 rows with ratios in its report"
+else
+	echo "  skipped: needs root, /dev/fuse, ceph-mon, ceph-osd, rbd and QEMU's rbd driver (contrib/install-deps.sh)"
 fi
 echo "OK"
