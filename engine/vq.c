@@ -96,6 +96,7 @@ unsigned vq_inflight_recover(struct vq *vq)
 
 	/* The region is shared with the front-end: every value in it is
 	 * checked like ring contents. */
+	vq->infl_kept = false;
 	if (READ_ONCE(infl->version) != 1 || READ_ONCE(infl->desc_num) != vq->num) {
 		memset(infl, 0, vq_inflight_size(vq->num));
 		infl->version = 1;
@@ -104,6 +105,9 @@ unsigned vq_inflight_recover(struct vq *vq)
 		vq->infl_counter = 1;
 		return 0;
 	}
+	/* Written by a back-end before (ours: GET_INFLIGHT_FD hands out
+	 * regions with only version and desc_num set)? */
+	vq->infl_kept = READ_ONCE(infl->used_idx) != 0;
 	if (READ_ONCE(infl->used_idx) != used) {
 		/* Crashed after publishing used->idx but before retiring the
 		 * batch: those requests are complete, not in flight. */
@@ -120,6 +124,8 @@ unsigned vq_inflight_recover(struct vq *vq)
 	if (!vq->resubmit)
 		return 0;
 	for (unsigned h = 0; h < vq->num; h++) {
+		if (READ_ONCE(infl->desc[h].counter))
+			vq->infl_kept = true;
 		if (READ_ONCE(infl->desc[h].inflight) != 1)
 			continue;
 		vq->resubmit[n++] = h;

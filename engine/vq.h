@@ -105,6 +105,7 @@ struct vq {
 	uint16_t *resubmit;             /* heads to run again after a restart */
 	unsigned nresubmit, resubmitted;
 	uint64_t infl_counter;
+	bool infl_kept;         /* the region held a back-end's state at start */
 
 	/* ring pointers: translated at attach; desc_uva, avail_uva and
 	 * used_uva are a packed ring's descriptor ring, driver and device

@@ -620,10 +620,12 @@ unsigned vq_packed_recover(struct vq *vq)
 	bool usedw, ousedw, published;
 	unsigned nh = 0, total = 0;
 
+	vq->infl_kept = false;
 	if (READ_ONCE(infl->version) != 1 || READ_ONCE(infl->desc_num) != vq->num) {
 		infl_init(vq);
 		return 0;
 	}
+	vq->infl_kept = true;
 	used = READ_ONCE(infl->used_idx);
 	usedw = READ_ONCE(infl->used_wrap_counter) & 1;
 	oused = READ_ONCE(infl->old_used_idx);

@@ -197,6 +197,8 @@ struct vu_conn {
 	/* inflight tracking region (GET/SET_INFLIGHT_FD) */
 	int inflight_fd;
 	void *inflight_map;
+	uint64_t infl_started;          /* queues started with an inflight
+					 * region on this connection */
 	size_t inflight_len;
 	uint16_t inflight_nq, inflight_qs;
 	int reply_fd;                   /* fd to send with the next reply */

@@ -81,12 +81,27 @@ int vu_ring_start(struct vu_conn *c, struct vq *vq)
 	atomic_store(&vq->broken, false);
 	base = vq_get_base(vq); /* once attached, the engine thread moves it */
 	rc = eng_attach(c->eng, vq, c->thread_hint + vq->index);
-	if (rc < 0)
+	if (rc < 0) {
 		snprintf(c->err, sizeof(c->err), "queue %u: engine refused it", vq->index);
-	else
-		vlog(LOG_DEBUG, "[%s q%u] started: %s, size %u, base %#x%s%s", vu_name(c), vq->index,
-		     vq->packed ? "packed" : "split", vq->num, base, vq->event_idx ? ", event_idx" : "",
-		     vq->log ? ", dirty log" : "");
+		return rc;
+	}
+	if ((vq->infl || vq->pinfl) && !(c->infl_started & BIT(vq->index))) {
+		/* The connection's first start with a region.  If the region
+		 * outlived the back-end that wrote it (killed, or its
+		 * connection dropped), that back-end's last completions may
+		 * be in the used ring without the interrupt that announces
+		 * them, and a guest waiting for it would wait for ever: call
+		 * once.  An extra interrupt costs the guest one look at its
+		 * ring. */
+		c->infl_started |= BIT(vq->index);
+		if (vq->infl_kept && vq->call_fd >= 0) {
+			uint64_t one = 1;
+			(void)!write(vq->call_fd, &one, sizeof(one));
+		}
+	}
+	vlog(LOG_DEBUG, "[%s q%u] started: %s, size %u, base %#x%s%s", vu_name(c), vq->index,
+	     vq->packed ? "packed" : "split", vq->num, base, vq->event_idx ? ", event_idx" : "",
+	     vq->log ? ", dirty log" : "");
 	return rc;
 }
 
