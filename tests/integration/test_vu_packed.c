@@ -214,6 +214,16 @@ static void *pjob_run(void *arg)
 		const struct ffe_layout *lay = &pk_lays[(i / QD + k) % 8];
 		int r;
 
+		/* The queue's scratch memory (buffers, indirect tables) is a
+		 * bump allocator that starts over only when nothing is in
+		 * flight: let the queue drain now and then, or a slow back-end
+		 * (ThreadSanitizer) that never lets it empty runs it out. */
+		if (i && i % (4 * QD) == 0)
+			for (unsigned t = 0; t < QD && !j->err[0]; t++)
+				if (sl[t].busy && !pslot_finish(j, &sl[t]))
+					break;
+		if (j->err[0])
+			break;
 		if (s->busy && !pslot_finish(j, s))
 			break;
 		if (!s->is_read && s->seq) {
