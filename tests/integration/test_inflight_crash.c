@@ -534,21 +534,33 @@ static void verify_file(unsigned it)
 	close(fd);
 }
 
-static void iteration(unsigned it, enum how how)
+/* The front-end as QEMU with reconnect=1 has it: inflight tracking, NQ
+ * queues of QSIZE, split or packed rings. */
+static struct ffe *open_fe(bool packed, unsigned features_variant)
 {
-	enum core_poll_mode modes[] = { CORE_POLL_ADAPTIVE, CORE_POLL_INTERRUPT };
-	unsigned crash_round = rnd(ROUNDS);
 	struct ffe_opts o;
 	struct ffe *fe;
 	int r;
 
-	start_child(modes[rnd(2)]);
 	ffe_opts_init(&o);
 	o.inflight = true;
+	o.packed = packed;
 	fe = ffe_open(cx.sock, &o);
 	cr_assert_not_null(fe, "connect to the back-end: %s", strerror(errno));
-	r = ffe_setup(fe, ffe_default_features(it % 2), NQ, QSIZE);
-	cr_assert_eq(r, 0, "set-up with inflight tracking: %s (%s)", strerror(-r), fe->err);
+	r = ffe_setup(fe, ffe_default_features(features_variant), NQ, QSIZE);
+	cr_assert_eq(r, 0, "%sset-up with inflight tracking: %s (%s)", packed ? "packed " : "",
+		     strerror(-r), fe->err);
+	return fe;
+}
+
+static void iteration(unsigned it, enum how how)
+{
+	enum core_poll_mode modes[] = { CORE_POLL_ADAPTIVE, CORE_POLL_INTERRUPT };
+	unsigned crash_round = rnd(ROUNDS);
+	struct ffe *fe;
+
+	start_child(modes[rnd(2)]);
+	fe = open_fe(false, it % 2);
 	cr_assert_eq(fe->inflight_size, NQ * ffe_inflight_queue_size(QSIZE));
 	for (unsigned round = 0; round < ROUNDS; round++)
 		round_io(fe, it, round, round == crash_round, how, modes[rnd(2)]);
@@ -602,17 +614,11 @@ static bool signalled(int fd, int ms)
  * GET_INFLIGHT_FD gets no such call, and neither does a later start. */
 Test(crash, successor_calls_each_ring_once)
 {
-	struct ffe_opts o;
 	struct ffe *fe;
 	int r;
 
 	start_child(CORE_POLL_ADAPTIVE);
-	ffe_opts_init(&o);
-	o.inflight = true;
-	fe = ffe_open(cx.sock, &o);
-	cr_assert_not_null(fe, "connect to the back-end: %s", strerror(errno));
-	r = ffe_setup(fe, ffe_default_features(0), NQ, QSIZE);
-	cr_assert_eq(r, 0, "set-up with inflight tracking: %s (%s)", strerror(-r), fe->err);
+	fe = open_fe(false, 0);
 	for (unsigned q = 0; q < NQ; q++)
 		cr_assert(!signalled(fe->vq[q].callfd, 100),
 			  "q%u: a call at the first start on a fresh region", q);
@@ -742,18 +748,10 @@ static void packed_round(struct ffe *fe, unsigned it, unsigned round, bool crash
 static void packed_iteration(unsigned it, enum how how)
 {
 	unsigned crash_round = rnd(ROUNDS);
-	struct ffe_opts o;
 	struct ffe *fe;
-	int r;
 
 	start_child(CORE_POLL_ADAPTIVE);
-	ffe_opts_init(&o);
-	o.inflight = true;
-	o.packed = true;
-	fe = ffe_open(cx.sock, &o);
-	cr_assert_not_null(fe, "connect to the back-end: %s", strerror(errno));
-	r = ffe_setup(fe, ffe_default_features(it % 2), NQ, QSIZE);
-	cr_assert_eq(r, 0, "packed set-up with inflight tracking: %s (%s)", strerror(-r), fe->err);
+	fe = open_fe(true, it % 2);
 	for (unsigned round = 0; round < ROUNDS; round++)
 		packed_round(fe, it, round, round == crash_round, how);
 	ffe_close(fe);
