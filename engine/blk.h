@@ -82,13 +82,13 @@ static inline bool vblk_readonly(const struct vblk *b)
  * initialised and stopped, its backend opened (p->size 0 with a file
  * backing: the file's size, which b->params.size then holds), the write
  * cache on.  -errno and a reason in err. */
+int vblk_create(const char *name, const struct vdev_params *p, struct vblk **out,
+		char *err, size_t errlen);
 /* The same with a backend opened for p already (be_open: a Ceph image may
  * take seconds to open, which the caller does on its own thread); b owns
  * be from then on, also when this fails. */
 int vblk_create_on(const char *name, const struct vdev_params *p, struct backend *be,
 		   struct vblk **out, char *err, size_t errlen);
-int vblk_create(const char *name, const struct vdev_params *p, struct vblk **out,
-		char *err, size_t errlen);
 /* Close the backend, release the queues, free.  No queue may run. */
 void vblk_destroy(struct vblk *b);
 
